@@ -1,0 +1,43 @@
+"""The actor runtime and the long-lived actors: listeners, device sessions, notifiers."""
+
+from .listener import DeviceRequest, Listener, ProtocolListener, start_listener
+from .registry import Registry
+from .runtime import (
+    Actor,
+    ActorCrashed,
+    ActorDead,
+    ActorError,
+    ActorPassivated,
+    ActorRef,
+    AskTimeout,
+    Escalation,
+    MailboxFull,
+    Reply,
+    RestartPolicy,
+    spawn,
+    start,
+)
+from .session import DeviceSession, SessionLogic
+
+__all__ = [
+    "Actor",
+    "ActorCrashed",
+    "ActorDead",
+    "ActorError",
+    "ActorPassivated",
+    "ActorRef",
+    "AskTimeout",
+    "DeviceRequest",
+    "DeviceSession",
+    "Escalation",
+    "Listener",
+    "MailboxFull",
+    "ProtocolListener",
+    "Registry",
+    "Reply",
+    "RestartPolicy",
+    "SessionLogic",
+    "spawn",
+    "start",
+    "start_listener",
+]
