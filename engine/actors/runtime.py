@@ -92,12 +92,12 @@ class Reply:
         return self._result is not None
 
     def send(self, value: Any) -> None:
-        self._settle(outcome.Value(value))
+        self.settle(outcome.Value(value))
 
     def fail(self, error: BaseException) -> None:
-        self._settle(outcome.Error(error))
+        self.settle(outcome.Error(error))
 
-    def _settle(self, result: outcome.Outcome[Any]) -> None:
+    def settle(self, result: outcome.Outcome[Any]) -> None:
         if self._result is not None:
             return
         self._result = result
