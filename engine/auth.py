@@ -1,0 +1,297 @@
+"""Signing in, API tokens and passwords: the domain operations behind every login.
+
+Passwords are checked with scrypt in a worker thread. Repeated failures lock the account for
+a growing delay (throttling), so online guessing is slow even for a distributed attacker,
+and a success resets it. API tokens are 256-bit random secrets shown once; only their SHA-256
+is stored, which is enough for secrets that cannot be guessed, and lets every request be
+authenticated with a single indexed look-up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import trio
+
+from .audit import audit_event
+from .errors import Invalid, Throttled, Unauthenticated
+from .ids import new_id
+from .passwords import hash_password, verify_password
+from .principals import AccountKind, Principal
+from .store import Store
+from .store.accounts import (
+    account_by_id,
+    account_by_login,
+    insert_account,
+    insert_token,
+    revoke_token,
+    token_with_account,
+    update_account,
+)
+from .store.audit import insert_event
+from .store.organisations import organisation_by_code
+from .timestamps import format_time, now, parse_time
+
+#: Failed logins allowed before the account is locked for a while.
+FREE_ATTEMPTS = 5
+#: First lock-out; doubles with every further failure, up to MAX_LOCKOUT.
+FIRST_LOCKOUT = timedelta(seconds=30)
+MAX_LOCKOUT = timedelta(minutes=15)
+TOKEN_LIFETIME = timedelta(days=30)
+MIN_PASSWORD_LENGTH = 10
+
+#: Token scope of a session opened with a one-time password.
+PASSWORD_CHANGE_SCOPE = "password-change"
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: str
+    token_id: str
+    expires_at: str
+    password_change_required: bool
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _lockout(failures: int) -> timedelta:
+    over = failures - FREE_ATTEMPTS
+    return min(MAX_LOCKOUT, FIRST_LOCKOUT * 2 ** max(0, over))
+
+
+async def login(
+    store: Store,
+    *,
+    organisation_code: str | None,
+    login_id: str,
+    password: str,
+    source: str | None,
+    label: str = "",
+) -> IssuedToken:
+    """Check a login id and password and issue a bearer token.
+
+    ``organisation_code`` is None for system accounts (supervisor, vendor admins). Every
+    failure says the same thing, so the answer does not reveal which accounts exist.
+    """
+    refused = Unauthenticated("wrong organisation, login id or password")
+    organisation = None
+    if organisation_code is not None:
+        organisation = await store.read(organisation_by_code, organisation_code)
+        if organisation is None or not organisation["active"]:
+            # Spend the same time as a real check, so timing does not tell either.
+            await trio.to_thread.run_sync(verify_password, password, None)
+            raise refused
+    account = await store.read(
+        account_by_login, organisation["id"] if organisation else None, login_id
+    )
+    if account is not None and account["locked_until"]:
+        wait = parse_time(account["locked_until"]) - datetime.now(UTC)
+        if wait > timedelta(0):
+            raise Throttled("too many failed logins", retry_after=int(wait.total_seconds()) + 1)
+    ok = await trio.to_thread.run_sync(
+        verify_password, password, account["password_hash"] if account else None
+    )
+    if account is None:
+        raise refused
+    if not ok or not account["active"] or account["kind"] == AccountKind.RESOURCE:
+        await store.write(_record_failure, account["id"], source)
+        raise refused
+    secret = secrets.token_urlsafe(32)
+    expires = format_time(datetime.now(UTC) + TOKEN_LIFETIME)
+    change_only = bool(account["must_change_password"])
+    token = {
+        "id": new_id(),
+        "account_id": account["id"],
+        "organisation_id": account["organisation_id"],
+        "token_hash": _token_hash(secret),
+        "label": label,
+        "scope": PASSWORD_CHANGE_SCOPE if change_only else "full",
+        "created_at": now(),
+        "expires_at": expires,
+    }
+    event = audit_event(
+        None,
+        "account.login",
+        organisation_id=account["organisation_id"],
+        target_type="account",
+        target_id=account["id"],
+        actor=account["login"],
+        source=source,
+    )
+    await store.write(_record_success, account["id"], token, event)
+    return IssuedToken(secret, token["id"], expires, change_only)
+
+
+def _record_failure(conn: sqlite3.Connection, account_id: str, source: str | None) -> None:
+    account = account_by_id(conn, account_id)
+    if account is None:
+        return
+    failures = account["failed_logins"] + 1
+    values: dict[str, Any] = {"failed_logins": failures}
+    if failures >= FREE_ATTEMPTS:
+        values["locked_until"] = format_time(datetime.now(UTC) + _lockout(failures))
+    update_account(conn, account_id, values)
+    insert_event(
+        conn,
+        audit_event(
+            None,
+            "account.login_failed",
+            organisation_id=account["organisation_id"],
+            target_type="account",
+            target_id=account_id,
+            actor=account["login"],
+            details={"failures": failures},
+            source=source,
+        ),
+    )
+
+
+def _record_success(
+    conn: sqlite3.Connection, account_id: str, token: dict[str, Any], event: dict[str, Any]
+) -> None:
+    update_account(conn, account_id, {"failed_logins": 0, "locked_until": None})
+    insert_token(conn, token)
+    insert_event(conn, event)
+
+
+async def authenticate(store: Store, token: str, *, source: str | None) -> Principal:
+    """The principal behind a bearer token; refused at once when revoked or inactive."""
+    row = await store.read(token_with_account, _token_hash(token))
+    if (
+        row is None
+        or row["revoked_at"] is not None
+        or (row["expires_at"] and row["expires_at"] < now())
+        or not row["account_active"]
+        or (row["organisation_id"] is not None and not row["organisation_active"])
+    ):
+        raise Unauthenticated("invalid, expired or revoked token")
+    return Principal(
+        account_id=row["account_id"],
+        login=row["login"],
+        kind=AccountKind(row["kind"]),
+        organisation_id=row["organisation_id"],
+        rights=frozenset(json.loads(row["rights"])),
+        token_id=row["token_id"],
+        source=source,
+        password_change_only=row["scope"] == PASSWORD_CHANGE_SCOPE,
+    )
+
+
+async def logout(store: Store, principal: Principal) -> None:
+    if principal.token_id is not None:
+        event = audit_event(
+            principal,
+            "account.logout",
+            organisation_id=principal.organisation_id,
+            target_type="account",
+            target_id=principal.account_id,
+        )
+        await store.write(_revoke, principal.token_id, event)
+
+
+def _revoke(conn: sqlite3.Connection, token_id: str, event: dict[str, Any]) -> None:
+    revoke_token(conn, token_id, now())
+    insert_event(conn, event)
+
+
+def check_password_rules(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise Invalid(
+            f"a password needs at least {MIN_PASSWORD_LENGTH} characters", field="new_password"
+        )
+
+
+async def change_password(
+    store: Store, principal: Principal, *, current: str, new: str
+) -> IssuedToken:
+    """Change one's own password; the session's token is replaced by a full one."""
+    check_password_rules(new)
+    if new == current:
+        raise Invalid("the new password must differ from the current one", field="new_password")
+    account = await store.read(account_by_id, principal.account_id)
+    if account is None or not await trio.to_thread.run_sync(
+        verify_password, current, account["password_hash"]
+    ):
+        raise Unauthenticated("the current password is wrong")
+    new_hash = await trio.to_thread.run_sync(hash_password, new)
+    secret = secrets.token_urlsafe(32)
+    expires = format_time(datetime.now(UTC) + TOKEN_LIFETIME)
+    token = {
+        "id": new_id(),
+        "account_id": principal.account_id,
+        "organisation_id": principal.organisation_id,
+        "token_hash": _token_hash(secret),
+        "label": "",
+        "scope": "full",
+        "created_at": now(),
+        "expires_at": expires,
+    }
+    event = audit_event(
+        principal,
+        "account.password_changed",
+        organisation_id=principal.organisation_id,
+        target_type="account",
+        target_id=principal.account_id,
+    )
+    await store.write(_store_new_password, principal, new_hash, token, event)
+    return IssuedToken(secret, token["id"], expires, False)
+
+
+def _store_new_password(
+    conn: sqlite3.Connection,
+    principal: Principal,
+    new_hash: str,
+    token: dict[str, Any],
+    event: dict[str, Any],
+) -> None:
+    update_account(
+        conn,
+        principal.account_id,
+        {"password_hash": new_hash, "must_change_password": 0, "updated_at": now()},
+    )
+    if principal.token_id is not None:
+        revoke_token(conn, principal.token_id, now())
+    insert_token(conn, token)
+    insert_event(conn, event)
+
+
+async def create_supervisor(store: Store, login_id: str, password: str) -> str:
+    """Create the first supervisor account with a one-time password (used by ``emm init``)."""
+    password_hash = await trio.to_thread.run_sync(hash_password, password)
+    at = now()
+    account = {
+        "id": new_id(),
+        "organisation_id": None,
+        "login": login_id,
+        "kind": AccountKind.SUPERVISOR.value,
+        "display_name": "Supervisor",
+        "password_hash": password_hash,
+        "must_change_password": 1,
+        "created_at": at,
+        "updated_at": at,
+    }
+    event = audit_event(
+        None,
+        "account.created",
+        organisation_id=None,
+        target_type="account",
+        target_id=account["id"],
+        details={"login": login_id, "kind": "supervisor"},
+    )
+    await store.write(_insert_account_with_event, account, event)
+    return account["id"]
+
+
+def _insert_account_with_event(
+    conn: sqlite3.Connection, account: dict[str, Any], event: dict[str, Any]
+) -> None:
+    insert_account(conn, account)
+    insert_event(conn, event)

@@ -1,0 +1,66 @@
+"""Who is asking: the principal every domain operation receives, and the scope checks.
+
+Every domain operation takes the acting :class:`Principal` first and checks, before it reads
+or writes anything, that this principal may act on the organisation concerned. Things of an
+organisation the principal may not see are reported as :class:`~engine.errors.NotFound`, so
+that ids of other organisations cannot be probed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from .errors import Forbidden, NotFound
+
+
+class AccountKind(StrEnum):
+    SUPERVISOR = "supervisor"  # runs the whole service
+    VENDOR = "vendor"  # master/vendor admin: looks after a set of organisations
+    MANAGER = "manager"  # manages one organisation, with rights set per manager
+    USER = "user"  # device owner: self-service for own devices
+    RESOURCE = "resource"  # shared address book or calendar; never logs in interactively
+
+
+@dataclass(frozen=True)
+class Principal:
+    account_id: str
+    login: str
+    kind: AccountKind
+    organisation_id: str | None
+    rights: frozenset[str] = field(default_factory=frozenset)
+    token_id: str | None = None
+    source: str | None = None  # where the request came from (client address)
+    #: Signed in with a one-time password: may only change it.
+    password_change_only: bool = False
+
+    @property
+    def is_system(self) -> bool:
+        """Supervisor or vendor admin: accounts that stand above organisations."""
+        return self.kind in (AccountKind.SUPERVISOR, AccountKind.VENDOR)
+
+    @property
+    def label(self) -> str:
+        return self.login
+
+
+def require_kind(principal: Principal, *kinds: AccountKind) -> None:
+    if principal.kind not in kinds:
+        raise Forbidden(f"{principal.kind} accounts may not do this")
+
+
+def require_supervisor(principal: Principal) -> None:
+    require_kind(principal, AccountKind.SUPERVISOR)
+
+
+def require_organisation_access(
+    principal: Principal, organisation_id: str, vendor_id: str | None
+) -> None:
+    """May ``principal`` see the organisation (``vendor_id``: the vendor that looks after it)?"""
+    if principal.kind is AccountKind.SUPERVISOR:
+        return
+    if principal.kind is AccountKind.VENDOR and vendor_id == principal.account_id:
+        return
+    if principal.organisation_id == organisation_id:
+        return
+    raise NotFound("no such organisation")
