@@ -42,3 +42,7 @@ class Throttled(DomainError):
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class Stale(DomainError):
+    """The thing changed since the caller read it (a stale revision); read it again."""

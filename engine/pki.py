@@ -251,8 +251,11 @@ class CertificateAuthority:
             | ed448.Ed448PrivateKey,
         ):
             raise PKIError(f"{type(key).__name__} keys cannot sign certificates")
-        constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
-        if not constraints.ca:
+        try:
+            is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+        except x509.ExtensionNotFound:
+            is_ca = False
+        if not is_ca:
             raise PKIError(f"{cert_path} is not a CA certificate")
         return cls(cert, key)
 

@@ -64,3 +64,13 @@ def require_organisation_access(
     if principal.organisation_id == organisation_id:
         return
     raise NotFound("no such organisation")
+
+
+def require_right(principal: Principal, right: str) -> None:
+    """Organisation accounts need ``right`` (or ``all``); system accounts hold every right."""
+    if principal.is_system:
+        return
+    if principal.kind is not AccountKind.MANAGER or not (
+        right in principal.rights or "all" in principal.rights
+    ):
+        raise Forbidden(f"this needs the {right!r} right")

@@ -27,6 +27,11 @@ class Conflict(StoreError):
 
 
 class Store(Protocol):
+    @property
+    def alive(self) -> bool:
+        """False once the store can no longer accept writes."""
+        ...
+
     async def write(self, unit: Callable[..., T], /, *args: Any) -> T:
         """Run ``unit(connection, *args)`` in its own savepoint; return once it is committed.
 

@@ -179,6 +179,10 @@ class SQLiteStore:
         self._readers = readers
         self._give_back = give_back
 
+    @property
+    def alive(self) -> bool:
+        return self._writer.alive
+
     async def write(self, unit: Callable[..., T], /, *args: Any) -> T:
         reply = Reply()
         self._writer.post((unit, args), reply)

@@ -1,0 +1,29 @@
+"""What the web layer needs of the running service, handed to the app at creation."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from quart import current_app
+
+from engine.actors import Listener
+from engine.service_settings import Deployment
+from engine.store import Store
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass
+class ServiceContext:
+    store: Store
+    deployment: Deployment
+    version: str
+    started_at: float
+    trusted_proxies: Sequence[Network] = ()
+    listeners: dict[str, Listener] = field(default_factory=dict)
+
+
+def service() -> ServiceContext:
+    return current_app.extensions["emm"]
