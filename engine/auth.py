@@ -23,7 +23,7 @@ from .audit import audit_event
 from .errors import Invalid, Throttled, Unauthenticated
 from .ids import new_id
 from .passwords import hash_password, verify_password
-from .principals import AccountKind, Principal
+from .principals import AccountKind, Principal, parse_rights
 from .store import Store
 from .store.accounts import (
     account_by_id,
@@ -178,7 +178,7 @@ async def authenticate(store: Store, token: str, *, source: str | None) -> Princ
         login=row["login"],
         kind=AccountKind(row["kind"]),
         organisation_id=row["organisation_id"],
-        rights=frozenset(json.loads(row["rights"])),
+        rights=parse_rights(json.loads(row["rights"])),
         token_id=row["token_id"],
         source=source,
         password_change_only=row["scope"] == PASSWORD_CHANGE_SCOPE,

@@ -21,20 +21,48 @@ from .auth import check_password_rules
 from .errors import AlreadyExists, Invalid, NotFound
 from .ids import new_id
 from .passwords import hash_password
-from .principals import AccountKind, Principal, require_kind, require_organisation_access
+from .principals import (
+    ALL_RIGHTS,
+    AccountKind,
+    Principal,
+    require_kind,
+    require_organisation_access,
+)
 from .store import Conflict, Store
-from .store.accounts import insert_account
+from .store.accounts import insert_account, revoke_organisation_tokens
 from .store.audit import insert_event
 from .store.organisations import (
+    delete_organisation,
     insert_organisation,
     list_organisations,
     organisation_by_code,
     organisation_by_id,
 )
+from .store.organisations import update_organisation as update_organisation_row
 from .timestamps import now
 
 CODE_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{1,31}")
-MANAGER_RIGHTS = ("all",)
+
+#: Feature switches an organisation's vendor turns on or off.
+FEATURES = (
+    "contacts_sync",
+    "calendar_sync",
+    "tasks_sync",
+    "notes_sync",
+    "mail_sync",
+    "location_tracking",
+    "applications",
+)
+#: Members of an organisation that its supervisor or vendor may change (never the code).
+EDITABLE = (
+    "short_name",
+    "long_name",
+    "licences",
+    "devices_per_user",
+    "subscription_expires",
+    "features",
+    "active",
+)
 
 
 @dataclass(frozen=True)
@@ -75,9 +103,16 @@ def public(row: dict[str, Any]) -> dict[str, Any]:
         "licences": row["licences"],
         "devices_per_user": row["devices_per_user"],
         "subscription_expires": row["subscription_expires"],
+        "features": _features(row["features"]),
         "active": bool(row["active"]),
         "created_at": row["created_at"],
     }
+
+
+def _features(stored: str) -> dict[str, bool]:
+    """All features, on unless switched off (new features default to on)."""
+    values = json.loads(stored or "{}")
+    return {name: bool(values.get(name, True)) for name in FEATURES}
 
 
 async def create_organisation(
@@ -108,7 +143,7 @@ async def create_organisation(
             "password_hash": await trio.to_thread.run_sync(
                 hash_password, new.first_manager_password
             ),
-            "rights": json.dumps(MANAGER_RIGHTS),
+            "rights": json.dumps(sorted(ALL_RIGHTS)),
             "created_at": at,
             "updated_at": at,
         }
@@ -124,7 +159,7 @@ async def create_organisation(
         await store.write(_insert, organisation, manager, event)
     except Conflict:
         raise AlreadyExists(f"an organisation with code {new.code!r} exists already") from None
-    return public(organisation | {"active": 1})
+    return public(organisation | {"active": 1, "features": "{}"})
 
 
 def _insert(
@@ -141,11 +176,7 @@ def _insert(
 
 async def get_organisation(store: Store, principal: Principal, key: str) -> dict[str, Any]:
     """By id or by code id."""
-    row = await store.read(organisation_by_id, key) or await store.read(organisation_by_code, key)
-    if row is None:
-        raise NotFound("no such organisation")
-    require_organisation_access(principal, row["id"], row["vendor_id"])
-    return public(row)
+    return public(await visible_organisation(store, principal, key))
 
 
 async def organisations_of(store: Store, principal: Principal) -> list[dict[str, Any]]:
@@ -158,3 +189,80 @@ async def organisations_of(store: Store, principal: Principal) -> list[dict[str,
         row = await store.read(organisation_by_id, principal.organisation_id)
         rows = [row] if row else []
     return [public(row) for row in rows]
+
+
+async def visible_organisation(store: Store, principal: Principal, key: str) -> dict[str, Any]:
+    """The organisation by id or code, if ``principal`` may see it (else NotFound)."""
+    row = await store.read(organisation_by_id, key) or await store.read(organisation_by_code, key)
+    if row is None:
+        raise NotFound("no such organisation")
+    require_organisation_access(principal, row["id"], row["vendor_id"])
+    return row
+
+
+async def update_organisation(
+    store: Store, principal: Principal, key: str, changes: dict[str, Any]
+) -> dict[str, Any]:
+    """Change an organisation's values (not its code); deactivating it stops its logins."""
+    row = await visible_organisation(store, principal, key)
+    require_kind(principal, AccountKind.SUPERVISOR, AccountKind.VENDOR)
+    unknown = set(changes) - set(EDITABLE)
+    if unknown:
+        raise Invalid(f"{sorted(unknown)[0]} cannot be changed", field=sorted(unknown)[0])
+    values = dict(changes)
+    if "features" in values:
+        bad = set(values["features"]) - set(FEATURES)
+        if bad:
+            raise Invalid(f"unknown feature {sorted(bad)[0]}", field="features")
+        values["features"] = json.dumps(_features(row["features"]) | values["features"])
+    if "active" in values:
+        values["active"] = int(values["active"])
+    NewOrganisation(
+        code=row["code"],
+        short_name=values.get("short_name", row["short_name"]),
+        licences=values.get("licences", row["licences"]),
+        devices_per_user=values.get("devices_per_user", row["devices_per_user"]),
+    ).check()
+    values["updated_at"] = now()
+    event = audit_event(
+        principal,
+        "organisation.changed",
+        organisation_id=row["id"],
+        target_type="organisation",
+        target_id=row["id"],
+        details=changes,
+    )
+    await store.write(_update, row["id"], values, event)
+    return public(row | values)
+
+
+def _update(
+    conn: sqlite3.Connection, organisation_id: str, values: dict[str, Any], event: dict[str, Any]
+) -> None:
+    update_organisation_row(conn, organisation_id, values)
+    if values.get("active") == 0:
+        # Deactivation ends every session of the organisation at once.
+        revoke_organisation_tokens(conn, organisation_id, values["updated_at"])
+    insert_event(conn, event)
+
+
+async def remove_organisation(store: Store, principal: Principal, key: str) -> None:
+    """Remove an organisation and all it owns; only an inactive one, as a safety catch."""
+    row = await visible_organisation(store, principal, key)
+    require_kind(principal, AccountKind.SUPERVISOR, AccountKind.VENDOR)
+    if row["active"]:
+        raise Invalid("deactivate the organisation before removing it", field="active")
+    event = audit_event(
+        principal,
+        "organisation.removed",
+        organisation_id=None,
+        target_type="organisation",
+        target_id=row["id"],
+        details={"code": row["code"]},
+    )
+    await store.write(_remove, row["id"], event)
+
+
+def _remove(conn: sqlite3.Connection, organisation_id: str, event: dict[str, Any]) -> None:
+    delete_organisation(conn, organisation_id)
+    insert_event(conn, event)

@@ -22,6 +22,35 @@ class AccountKind(StrEnum):
     RESOURCE = "resource"  # shared address book or calendar; never logs in interactively
 
 
+class Right(StrEnum):
+    """What an organisation manager may change; every manager may see all of its organisation.
+
+    Presets such as helpdesk-only (``commands``) or read-only (no rights) are account
+    templates made of these. System accounts hold every right.
+    """
+
+    ACCOUNTS = "accounts"  # users, resources, managers (never beyond one's own rights)
+    DEVICES = "devices"  # inventory, groups, installation codes
+    COMMANDS = "commands"  # lock, unlock, locate, message, applications, inventory
+    WIPE = "wipe"  # factory and enterprise wipe
+    CONFIGURATION = "configuration"  # services, templates, name policy
+    AUDIT = "audit"  # export the audit log
+
+
+ALL_RIGHTS = frozenset(Right)
+
+
+def parse_rights(values: object) -> frozenset[Right]:
+    """Rights from stored or requested JSON; unknown names are refused, not dropped."""
+    if not isinstance(values, list | tuple | set | frozenset):
+        raise ValueError("rights must be a list")
+    try:
+        return frozenset(Right(value) for value in values)
+    except ValueError:
+        known = ", ".join(r.value for r in Right)
+        raise ValueError(f"unknown right in {sorted(map(str, values))}; known: {known}") from None
+
+
 @dataclass(frozen=True)
 class Principal:
     account_id: str
@@ -66,11 +95,13 @@ def require_organisation_access(
     raise NotFound("no such organisation")
 
 
-def require_right(principal: Principal, right: str) -> None:
-    """Organisation accounts need ``right`` (or ``all``); system accounts hold every right."""
-    if principal.is_system:
-        return
-    if principal.kind is not AccountKind.MANAGER or not (
-        right in principal.rights or "all" in principal.rights
-    ):
-        raise Forbidden(f"this needs the {right!r} right")
+def holds(principal: Principal, right: Right) -> bool:
+    return principal.is_system or (
+        principal.kind is AccountKind.MANAGER and right in principal.rights
+    )
+
+
+def require_right(principal: Principal, right: Right) -> None:
+    """Managers need ``right``; system accounts hold every right; others hold none."""
+    if not holds(principal, right):
+        raise Forbidden(f"this needs the {right.value!r} right")

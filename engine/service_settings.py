@@ -25,10 +25,15 @@ from .config.services import (
     effective_with_sources,
 )
 from .errors import Invalid, NotFound, Stale
-from .principals import Principal, require_organisation_access, require_right, require_supervisor
+from .organisations import visible_organisation
+from .principals import (
+    Principal,
+    Right,
+    require_right,
+    require_supervisor,
+)
 from .store import Conflict, Store
 from .store.audit import insert_event
-from .store.organisations import organisation_by_code, organisation_by_id
 from .store.settings import SYSTEM, put_settings, settings_of
 from .timestamps import now
 
@@ -135,19 +140,11 @@ def _change_system(
     return revision
 
 
-async def _organisation_row(store: Store, principal: Principal, key: str) -> Mapping[str, Any]:
-    row = await store.read(organisation_by_id, key) or await store.read(organisation_by_code, key)
-    if row is None:
-        raise NotFound("no such organisation")
-    require_organisation_access(principal, row["id"], row["vendor_id"])
-    return row
-
-
 async def organisation_settings(
     store: Store, principal: Principal, deployment: Deployment, organisation: str
 ) -> dict[str, Any]:
     """Per service: the switch, the stored overrides, and what devices are told (and why)."""
-    org = await _organisation_row(store, principal, organisation)
+    org = await visible_organisation(store, principal, organisation)
     system_row = await store.read(settings_of, SYSTEM)
     own_row = await store.read(settings_of, org["id"])
     own = _organisation(own_row)
@@ -182,8 +179,8 @@ async def change_organisation_settings(
     clear: Iterable[str] = (),
     expected_revision: int | None = None,
 ) -> dict[str, Any]:
-    org = await _organisation_row(store, principal, organisation)
-    require_right(principal, "configuration")
+    org = await visible_organisation(store, principal, organisation)
+    require_right(principal, Right.CONFIGURATION)
     _check_service(service)
     change = {
         "use_system_wide": use_system_wide,

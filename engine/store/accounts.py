@@ -69,3 +69,11 @@ def revoke_account_tokens(conn: sqlite3.Connection, account_id: str, at: str) ->
         (at, account_id),
     )
     return cursor.rowcount
+
+
+def revoke_organisation_tokens(conn: sqlite3.Connection, organisation_id: str, at: str) -> int:
+    cursor = conn.execute(
+        "UPDATE api_tokens SET revoked_at = ? WHERE organisation_id = ? AND revoked_at IS NULL",
+        (at, organisation_id),
+    )
+    return cursor.rowcount

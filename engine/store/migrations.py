@@ -136,4 +136,90 @@ _INITIAL = (
     "CREATE INDEX audit_events_org_at ON audit_events (organisation_id, at)",
 )
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial", _INITIAL),)
+_TENANCY = (
+    # Login id rules of the organisation's accounts: JSON, see engine/accounts.py.
+    "ALTER TABLE organisations ADD COLUMN name_policy TEXT NOT NULL DEFAULT '{}'",
+    # Every account comes from a template: preset kind, rights and locale.
+    """CREATE TABLE account_templates (
+        id TEXT PRIMARY KEY,
+        organisation_id TEXT NOT NULL REFERENCES organisations(id),
+        name TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        rights TEXT NOT NULL DEFAULT '[]',
+        locale TEXT,
+        description TEXT NOT NULL DEFAULT '',
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        UNIQUE (organisation_id, name)
+    )""",
+    "ALTER TABLE accounts ADD COLUMN template_id TEXT REFERENCES account_templates(id)",
+    "ALTER TABLE accounts ADD COLUMN phone_number TEXT",
+    "CREATE INDEX accounts_org_kind ON accounts (organisation_id, kind, login)",
+    """CREATE TABLE device_groups (
+        id TEXT PRIMARY KEY,
+        organisation_id TEXT NOT NULL REFERENCES organisations(id),
+        name TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        UNIQUE (organisation_id, name)
+    )""",
+    """CREATE TABLE device_group_members (
+        group_id TEXT NOT NULL REFERENCES device_groups(id),
+        device_id TEXT NOT NULL REFERENCES devices(id),
+        organisation_id TEXT NOT NULL REFERENCES organisations(id),
+        added_at TEXT NOT NULL,
+        PRIMARY KEY (group_id, device_id)
+    )""",
+    "CREATE INDEX device_group_members_device ON device_group_members (device_id)",
+    # purpose: enrol_device (made with a device) | new_account_and_device |
+    # new_device_for_account | bind_device. Codes are unique service-wide: a device types
+    # one without saying which organisation it belongs to.
+    """CREATE TABLE installation_codes (
+        id TEXT PRIMARY KEY,
+        organisation_id TEXT NOT NULL REFERENCES organisations(id),
+        code TEXT NOT NULL UNIQUE,
+        purpose TEXT NOT NULL,
+        device_id TEXT REFERENCES devices(id),
+        account_id TEXT REFERENCES accounts(id),
+        template_id TEXT REFERENCES account_templates(id),
+        expires_at TEXT,
+        usage_limit INTEGER,
+        times_used INTEGER NOT NULL DEFAULT 0,
+        last_used_at TEXT,
+        created_by TEXT REFERENCES accounts(id),
+        created_at TEXT NOT NULL,
+        revoked_at TEXT
+    )""",
+    "CREATE INDEX installation_codes_org ON installation_codes (organisation_id, created_at)",
+    # Uploaded certificates (the APNS push certificate); organisation_id NULL: system-wide.
+    """CREATE TABLE certificates (
+        id TEXT PRIMARY KEY,
+        organisation_id TEXT REFERENCES organisations(id),
+        purpose TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        topic TEXT,
+        not_before TEXT NOT NULL,
+        not_after TEXT NOT NULL,
+        certificate_pem TEXT NOT NULL,
+        private_key_pem TEXT,
+        created_by TEXT REFERENCES accounts(id),
+        created_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX certificates_org ON certificates (organisation_id, purpose)",
+    # Inventory lists sort by these within one organisation.
+    "CREATE INDEX devices_org_name ON devices (organisation_id, name)",
+    "CREATE INDEX devices_org_last_seen ON devices (organisation_id, last_seen_at)",
+    "CREATE INDEX devices_org_platform ON devices (organisation_id, platform)",
+    # A bulk command (one request, many devices) shares a batch id.
+    "ALTER TABLE commands ADD COLUMN batch_id TEXT",
+    "ALTER TABLE commands ADD COLUMN sent_at TEXT",
+    "ALTER TABLE commands ADD COLUMN completed_at TEXT",
+    "CREATE INDEX commands_org_state ON commands (organisation_id, state, created_at)",
+    "CREATE INDEX commands_batch ON commands (batch_id)",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial", _INITIAL),
+    Migration(2, "tenancy", _TENANCY),
+)

@@ -33,3 +33,25 @@ def list_organisations(conn: sqlite3.Connection, vendor_id: str | None) -> list[
     return many(
         conn.execute("SELECT * FROM organisations WHERE vendor_id = ? ORDER BY code", (vendor_id,))
     )
+
+
+#: Tables holding an organisation's rows, children before parents.
+_OWNED_TABLES = (
+    "commands",
+    "device_group_members",
+    "device_groups",
+    "installation_codes",
+    "api_tokens",
+    "certificates",
+    "service_settings",
+    "devices",
+    "accounts",
+    "account_templates",
+)
+
+
+def delete_organisation(conn: sqlite3.Connection, organisation_id: str) -> None:
+    """Remove an organisation and everything it owns (its audit events stay)."""
+    for table in _OWNED_TABLES:
+        conn.execute(f"DELETE FROM {table} WHERE organisation_id = ?", (organisation_id,))
+    conn.execute("DELETE FROM organisations WHERE id = ?", (organisation_id,))

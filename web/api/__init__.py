@@ -1,12 +1,36 @@
-"""The REST API at ``/api/v1``: JSON in and out, bearer tokens, problem+json errors."""
+"""The REST API at ``/api/v1``: JSON in and out, bearer tokens, problem+json errors.
+
+Every route is declared with :func:`.operations.operation`, which also documents it in
+``/api/v1/openapi.json``.
+"""
 
 from __future__ import annotations
 
 from quart import Blueprint
 
-from . import auth, organisations, settings
+from . import (
+    accounts,
+    audit,
+    auth,
+    certificates,
+    commands,
+    devices,
+    openapi,
+    organisations,
+    settings,
+)
+from .operations import PREFIX
 
-blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
-blueprint.register_blueprint(auth.blueprint)
-blueprint.register_blueprint(organisations.blueprint)
-blueprint.register_blueprint(settings.blueprint)
+blueprint = Blueprint("api", __name__, url_prefix=PREFIX)
+for module in (
+    auth,
+    organisations,
+    accounts,
+    devices,
+    commands,
+    settings,
+    certificates,
+    audit,
+    openapi,
+):
+    blueprint.register_blueprint(module.blueprint)

@@ -1,4 +1,4 @@
-"""``/api/v1/auth``: sign in for a bearer token, change password, sign out."""
+"""``/api/v1/auth``: sign in for a bearer token, change password, sign out, who am I."""
 
 from __future__ import annotations
 
@@ -7,11 +7,32 @@ from typing import Any
 from quart import Blueprint
 
 from engine import auth
+from engine.principals import Principal
 
 from ..context import service
-from ..requests import client_address, json_object, principal, refuse_unknown, take
+from ..requests import client_address
+from .operations import operation
+from .schema import array, boolean, component, enum, nullable, obj, string, timestamp
 
-blueprint = Blueprint("api_auth", __name__, url_prefix="/auth")
+blueprint = Blueprint("api_auth", __name__)
+
+TOKEN = component(
+    "Token",
+    obj(
+        {
+            "token": string(description="send as Authorization: Bearer <token>"),
+            "token_type": enum("Bearer"),
+            "expires_at": timestamp(),
+            "password_change_required": boolean(
+                description="signed in with a one-time password: only /auth/password works"
+            ),
+        },
+        "token",
+        "token_type",
+        "expires_at",
+        "password_change_required",
+    ),
+)
 
 
 def _issued(token: auth.IssuedToken) -> dict[str, Any]:
@@ -23,45 +44,102 @@ def _issued(token: auth.IssuedToken) -> dict[str, Any]:
     }
 
 
-@blueprint.post("/token")
-async def create_token() -> tuple[dict[str, Any], int]:
-    """Sign in. ``organisation`` is the organisation code id; omit it for system accounts."""
-    body = await json_object()
-    refuse_unknown(body, "organisation", "login", "password", "label")
+@operation(
+    blueprint,
+    "POST",
+    "/auth/token",
+    summary="Sign in",
+    description="organisation is the organisation code id; omit it for system accounts. "
+    "Repeated wrong passwords lock the account for a growing delay (429, Retry-After).",
+    tag="auth",
+    auth="none",
+    body=obj(
+        {
+            "organisation": nullable(string()),
+            "login": string(minLength=1),
+            "password": string(),
+            "label": string(maxLength=100),
+        },
+        "login",
+        "password",
+    ),
+    responses={201: TOKEN},
+)
+async def create_token(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
     issued = await auth.login(
         service().store,
-        organisation_code=take(body, "organisation", (str, type(None)), None),
-        login_id=take(body, "login", str),
-        password=take(body, "password", str),
+        organisation_code=body.get("organisation"),
+        login_id=body["login"],
+        password=body["password"],
         source=client_address(),
-        label=take(body, "label", str, ""),
+        label=body.get("label", ""),
     )
     return _issued(issued), 201
 
 
-@blueprint.delete("/token")
-async def delete_token() -> tuple[str, int]:
-    await auth.logout(service().store, await principal(password_change=True))
+@operation(
+    blueprint,
+    "DELETE",
+    "/auth/token",
+    summary="Sign out (revoke this token)",
+    tag="auth",
+    auth="password-change",
+    responses={204: None},
+)
+async def delete_token(who: Principal) -> tuple[str, int]:
+    await auth.logout(service().store, who)
     return "", 204
 
 
-@blueprint.post("/password")
-async def change_password() -> dict[str, Any]:
-    who = await principal(password_change=True)
-    body = await json_object()
-    refuse_unknown(body, "current_password", "new_password")
+@operation(
+    blueprint,
+    "POST",
+    "/auth/password",
+    summary="Change one's own password; answers with a new token",
+    tag="auth",
+    auth="password-change",
+    body=obj(
+        {"current_password": string(), "new_password": string()}, "current_password", "new_password"
+    ),
+    responses={200: TOKEN},
+)
+async def change_password(who: Principal, body: dict[str, Any]) -> dict[str, Any]:
     issued = await auth.change_password(
-        service().store,
-        who,
-        current=take(body, "current_password", str),
-        new=take(body, "new_password", str),
+        service().store, who, current=body["current_password"], new=body["new_password"]
     )
     return _issued(issued)
 
 
-@blueprint.get("/me")
-async def me() -> dict[str, Any]:
-    who = await principal(password_change=True)
+@operation(
+    blueprint,
+    "GET",
+    "/auth/me",
+    summary="The signed-in account",
+    tag="auth",
+    auth="password-change",
+    responses={
+        200: component(
+            "Me",
+            obj(
+                {
+                    "account_id": string(),
+                    "login": string(),
+                    "kind": enum("supervisor", "vendor", "manager", "user", "resource"),
+                    "organisation_id": nullable(string()),
+                    "rights": array(string()),
+                    "password_change_required": boolean(),
+                },
+                "account_id",
+                "login",
+                "kind",
+                "organisation_id",
+                "rights",
+                "password_change_required",
+            ),
+        )
+    },
+)
+async def me(who: Principal) -> dict[str, Any]:
     return {
         "account_id": who.account_id,
         "login": who.login,

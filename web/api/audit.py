@@ -1,0 +1,7 @@
+"""``/api/v1``: audit."""
+
+from __future__ import annotations
+
+from quart import Blueprint
+
+blueprint = Blueprint("api_audit", __name__)

@@ -1,0 +1,7 @@
+"""``/api/v1``: certificates."""
+
+from __future__ import annotations
+
+from quart import Blueprint
+
+blueprint = Blueprint("api_certificates", __name__)
