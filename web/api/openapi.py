@@ -118,7 +118,10 @@ def document() -> dict[str, Any]:
         if op.body is not None:
             entry["requestBody"] = {
                 "required": True,
-                "content": {"application/json": {"schema": op.body}},
+                "content": {
+                    "application/json": {"schema": op.body}
+                    | ({"example": op.example} if op.example is not None else {})
+                },
             }
         paths.setdefault(op.path, {})[op.method.lower()] = entry
     return {

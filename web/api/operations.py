@@ -45,6 +45,8 @@ class Operation:
     query: dict[str, Schema] = field(default_factory=dict)
     content_type: str = "application/json"
     description: str = ""
+    #: A request body that works on a fresh organisation (documentation and tests use it).
+    example: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:
@@ -70,6 +72,7 @@ def operation(
     query: dict[str, Schema] | None = None,
     content_type: str = "application/json",
     description: str = "",
+    example: dict[str, Any] | None = None,
 ) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
     op = Operation(
         method.upper(),
@@ -83,7 +86,10 @@ def operation(
         query or {},
         content_type,
         description,
+        example,
     )
+    if body is not None and example is not None:
+        validate(example, body)  # a wrong example is a bug in the declaration
     OPERATIONS.append(op)
 
     def decorate(handler: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
