@@ -29,7 +29,7 @@ from .principals import (
     require_organisation_access,
 )
 from .store import Conflict, Store
-from .store.accounts import insert_account, revoke_organisation_tokens
+from .store.accounts import account_by_id, insert_account, revoke_organisation_tokens
 from .store.audit import insert_event
 from .store.organisations import (
     delete_organisation,
@@ -62,6 +62,7 @@ EDITABLE = (
     "subscription_expires",
     "features",
     "active",
+    "vendor",
 )
 
 
@@ -105,6 +106,7 @@ def public(row: dict[str, Any]) -> dict[str, Any]:
         "subscription_expires": row["subscription_expires"],
         "features": _features(row["features"]),
         "active": bool(row["active"]),
+        "vendor": row["vendor_id"],
         "created_at": row["created_at"],
     }
 
@@ -217,6 +219,8 @@ async def update_organisation(
         values["features"] = json.dumps(_features(row["features"]) | values["features"])
     if "active" in values:
         values["active"] = int(values["active"])
+    if "vendor" in values:
+        values["vendor_id"] = await _vendor_id(store, principal, values.pop("vendor"))
     NewOrganisation(
         code=row["code"],
         short_name=values.get("short_name", row["short_name"]),
@@ -234,6 +238,17 @@ async def update_organisation(
     )
     await store.write(_update, row["id"], values, event)
     return public(row | values)
+
+
+async def _vendor_id(store: Store, principal: Principal, vendor: str | None) -> str | None:
+    """Which vendor admin looks after the organisation: the supervisor decides."""
+    require_kind(principal, AccountKind.SUPERVISOR)
+    if vendor is None:
+        return None
+    account = await store.read(account_by_id, vendor)
+    if account is None or account["kind"] != AccountKind.VENDOR:
+        raise Invalid("vendor must be the id of a vendor admin account", field="vendor")
+    return vendor
 
 
 def _update(

@@ -64,6 +64,7 @@ def _issued(token: auth.IssuedToken) -> dict[str, Any]:
         "password",
     ),
     responses={201: TOKEN},
+    example={"organisation": "acme", "login": "admin", "password": "correct horse battery"},
 )
 async def create_token(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
     issued = await auth.login(
@@ -102,6 +103,7 @@ async def delete_token(who: Principal) -> tuple[str, int]:
         {"current_password": string(), "new_password": string()}, "current_password", "new_password"
     ),
     responses={200: TOKEN},
+    example={"current_password": "correct horse battery", "new_password": "staple battery horse"},
 )
 async def change_password(who: Principal, body: dict[str, Any]) -> dict[str, Any]:
     issued = await auth.change_password(

@@ -36,6 +36,7 @@ ORGANISATION = component(
             **_VALUES,
             "features": _FEATURES,
             "active": boolean(),
+            "vendor": nullable(string(description="vendor admin account that looks after it")),
             "created_at": timestamp(),
         },
         "id",
@@ -47,6 +48,7 @@ ORGANISATION = component(
         "subscription_expires",
         "features",
         "active",
+        "vendor",
         "created_at",
     ),
 )
@@ -69,6 +71,13 @@ ORGANISATION = component(
         "short_name",
     ),
     responses={201: ORGANISATION},
+    example={
+        "code": "example-org",
+        "short_name": "Example",
+        "long_name": "Example Organisation Ltd",
+        "licences": 100,
+        "first_manager_password": "first manager secret",
+    },
 )
 async def create_organisation(
     who: Principal, body: dict[str, Any]
@@ -108,8 +117,16 @@ async def get_organisation(who: Principal, organisation: str) -> dict[str, Any]:
     "/organisations/{organisation}",
     summary="Change an organisation; active=false stops its logins and devices",
     tag="organisations",
-    body=obj({**_VALUES, "features": _FEATURES, "active": boolean()}),
+    body=obj(
+        {
+            **_VALUES,
+            "features": _FEATURES,
+            "active": boolean(),
+            "vendor": nullable(string(description="vendor admin account that looks after it")),
+        }
+    ),
     responses={200: ORGANISATION},
+    example={"long_name": "Example Organisation Plc", "licences": 250},
 )
 async def update_organisation(
     who: Principal, organisation: str, body: dict[str, Any]

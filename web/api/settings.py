@@ -89,6 +89,7 @@ async def system_settings(who: Principal) -> Response:
     tag="configuration",
     body=mapping(_VALUE, description="field name to new value"),
     responses={200: SYSTEM_SETTINGS},
+    example={"connection_interval": 120},
 )
 async def change_system_settings(
     who: Principal, service_name: str, body: dict[str, Any]
@@ -134,6 +135,7 @@ async def organisation_settings(who: Principal, organisation: str) -> Response:
         }
     ),
     responses={200: ORGANISATION_SETTINGS},
+    example={"use_system_wide": False, "overrides": {"connection_interval": 30}},
 )
 async def change_organisation_settings(
     who: Principal, organisation: str, service_name: str, body: dict[str, Any]

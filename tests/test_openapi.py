@@ -1,0 +1,114 @@
+"""The OpenAPI document is valid, lists exactly the routes that exist, and its samples work."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import httpx
+import jsonschema
+from openapi_spec_validator import validate as validate_spec
+
+from web.api.operations import PREFIX
+
+from .conftest import RunningService, bearer, supervisor_token
+from .world import PARAM, World, operations
+
+#: The organisation the declared examples name, and its first manager's password.
+SAMPLE_ORGANISATION = "acme"
+SAMPLE_PASSWORD = "correct horse battery"
+
+
+async def fetch_document(client: httpx.AsyncClient) -> dict[str, Any]:
+    response = await client.get(f"{PREFIX}/openapi.json")  # no token needed
+    assert response.status_code == 200
+    return response.json()
+
+
+def check_response(doc: dict[str, Any], op: dict[str, Any], response: httpx.Response) -> None:
+    """The answer matches the schema the document declares for its status (independently
+    of the service's own validator: this is the ``jsonschema`` package)."""
+    declared = op["responses"].get(str(response.status_code))
+    assert declared is not None, f"undeclared status {response.status_code}: {response.text}"
+    content = declared.get("content")
+    if content is None:
+        assert response.content == b""
+        return
+    ((media, spec),) = content.items()
+    assert response.headers["content-type"].split(";")[0] == media
+    if media == "application/json":
+        schema = {**spec["schema"], "components": doc["components"]}
+        jsonschema.Draft202012Validator(schema).validate(response.json())
+
+
+async def test_the_document_is_valid_openapi_3_1(running: RunningService) -> None:
+    async with running.client() as client:
+        doc = await fetch_document(client)
+    validate_spec(doc)
+    assert doc["openapi"].startswith("3.1")
+    for _, _, op in operations(doc):
+        assert op["summary"] and op["responses"]
+
+
+async def test_the_document_lists_exactly_the_routes_the_service_has(
+    running: RunningService,
+) -> None:
+    from web.app import create_app  # the same app the service runs
+
+    app = create_app(None)  # type: ignore[arg-type]  # routes only, nothing is served
+    served = {
+        (method, PARAM.sub("{param}", rule.rule.replace("<", "{").replace(">", "}")))
+        for rule in app.url_map.iter_rules()
+        if rule.rule.startswith(PREFIX)
+        for method in rule.methods or ()
+        if method not in ("HEAD", "OPTIONS")
+    }
+    async with running.client() as client:
+        doc = await fetch_document(client)
+    documented = {
+        (method, PARAM.sub("{param}", PREFIX + path)) for method, path, _ in operations(doc)
+    }
+    assert served == documented
+
+
+async def test_every_sample_request_succeeds_and_answers_as_documented(
+    running: RunningService,
+) -> None:
+    async with running.client() as client:
+        doc = await fetch_document(client)
+        supervisor = await supervisor_token(client, running.supervisor_password)
+        world = World(client, supervisor, doc)
+        sample = await world.organisation(SAMPLE_ORGANISATION, SAMPLE_PASSWORD)
+        # Removals run last, each on things of their own organisation, so that they do not
+        # take away what other samples use.
+        ordered = sorted(operations(doc), key=lambda entry: entry[0] == "DELETE")
+        doomed = await world.organisation("doomed")
+        for method, path, op in ordered:
+            org = doomed if method == "DELETE" else sample
+            if path == "/organisations/{organisation}" and method == "DELETE":
+                deactivated = await client.patch(
+                    f"{PREFIX}/organisations/doomed", json={"active": False}, headers=world.auth
+                )
+                assert deactivated.status_code == 200
+            url = PREFIX + await world.fill(org, path)
+            body = op.get("requestBody", {}).get("content", {}).get("application/json")
+            payload = None
+            if body is not None:
+                assert "example" in body, f"{method} {path} declares no example body"
+                payload = await world.fill_example(org, copy.deepcopy(body["example"]))
+            # Sign-in samples act as the sample organisation's manager; the rest as supervisor.
+            token = supervisor
+            if op["tags"] == ["auth"] and op.get("security") != []:
+                token = await world.sign_in(SAMPLE_ORGANISATION, SAMPLE_PASSWORD)
+            response = await client.request(method, url, json=payload, headers=bearer(token))
+            assert response.status_code < 300, (method, path, payload, response.text)
+            check_response(doc, op, response)
+            if path == "/auth/password":  # the sample changed the password: change it back
+                await client.post(
+                    f"{PREFIX}/auth/password",
+                    json={
+                        "current_password": payload["new_password"],
+                        "new_password": SAMPLE_PASSWORD,
+                    },
+                    headers=bearer(response.json()["token"]),
+                )
