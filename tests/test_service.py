@@ -27,6 +27,7 @@ async def test_healthz_over_http_https_and_http2(running: RunningService) -> Non
         assert response.status_code == 200
         assert response.json()["status"] == "ok"
         assert response.json()["version"] == __version__
+        assert float(response.headers["Server-Timing"].removeprefix("app;dur=")) >= 0
     assert (plain.http_version, tls.http_version, h2.http_version) == (
         "HTTP/1.1",
         "HTTP/1.1",

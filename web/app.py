@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+
+from quart import Response, g
 from quart_trio import QuartTrio
 
 from . import api, health, problems
@@ -18,6 +21,21 @@ def create_app(context: ServiceContext, *, max_body: int = 16 * 1024 * 1024) -> 
     )
     app.extensions["emm"] = context
     problems.register(app)
+
+    @app.before_request
+    async def start_timer() -> None:
+        g.started = time.perf_counter()
+
+    @app.after_request
+    async def server_timing(response: Response) -> Response:
+        # Time spent in the application, so clients and benchmarks can tell the service's
+        # share of a request's latency from the network's (W3C Server Timing).
+        started = getattr(g, "started", None)
+        if started is not None:
+            elapsed = (time.perf_counter() - started) * 1000
+            response.headers["Server-Timing"] = f"app;dur={elapsed:.2f}"
+        return response
+
     app.register_blueprint(health.blueprint)
     app.register_blueprint(api.blueprint)
     return app
