@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import httpx
@@ -71,6 +72,32 @@ async def test_the_document_lists_exactly_the_routes_the_service_has(
     assert served == documented
 
 
+def sample_order(world: World) -> list[tuple[str, str, dict[str, Any]]]:
+    """Creating samples first, each after what it needs; then the others; removals last,
+    deepest paths first (an organisation's removal very last)."""
+    creators = world.creators()
+    ops = operations(world.doc)
+    creating = [entry for entry in ops if entry[0] == "POST" and entry[1] in creators]
+    others = [e for e in ops if e not in creating and e[0] != "DELETE"]
+    removals = sorted(
+        (e for e in ops if e[0] == "DELETE"), key=lambda e: -e[1].count("/") - e[1].count("{")
+    )
+
+    def needs(entry: tuple[str, str, dict[str, Any]]) -> set[str]:
+        example = json.dumps(entry[2].get("requestBody", {}))
+        return {p for p in PARAM.findall(entry[1] + example) if p in creators.values()}
+
+    ordered: list[tuple[str, str, dict[str, Any]]] = []
+    made: set[str] = set()
+    while creating:
+        ready = [e for e in creating if needs(e) <= made] or creating[:1]
+        for entry in ready:
+            creating.remove(entry)
+            ordered.append(entry)
+            made.add(creators[entry[1]])
+    return ordered + others + removals
+
+
 async def test_every_sample_request_succeeds_and_answers_as_documented(
     running: RunningService,
 ) -> None:
@@ -79,11 +106,11 @@ async def test_every_sample_request_succeeds_and_answers_as_documented(
         supervisor = await supervisor_token(client, running.supervisor_password)
         world = World(client, supervisor, doc)
         sample = await world.organisation(SAMPLE_ORGANISATION, SAMPLE_PASSWORD)
-        # Removals run last, each on things of their own organisation, so that they do not
-        # take away what other samples use.
-        ordered = sorted(operations(doc), key=lambda entry: entry[0] == "DELETE")
+        # Removals act on things of their own organisation, so that they do not take away
+        # what other samples use.
         doomed = await world.organisation("doomed")
-        for method, path, op in ordered:
+        creators = world.creators()
+        for method, path, op in sample_order(world):
             org = doomed if method == "DELETE" else sample
             if path == "/organisations/{organisation}" and method == "DELETE":
                 deactivated = await client.patch(
@@ -103,6 +130,8 @@ async def test_every_sample_request_succeeds_and_answers_as_documented(
             response = await client.request(method, url, json=payload, headers=bearer(token))
             assert response.status_code < 300, (method, path, payload, response.text)
             check_response(doc, op, response)
+            if method == "POST" and path in creators:
+                world.record(org, creators[path], response.json())
             if path == "/auth/password":  # the sample changed the password: change it back
                 await client.post(
                     f"{PREFIX}/auth/password",

@@ -9,6 +9,7 @@ reachable by the tests that enumerate routes without anyone writing fixtures for
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import re
 from dataclasses import dataclass, field
@@ -89,9 +90,11 @@ class World:
             return org.code
         if param in FIXED_VALUES:
             return FIXED_VALUES[param]
+        collection, key = self.creator(param)
+        if "{organisation}" not in collection:
+            org = None  # a system-wide thing (e.g. a vendor admin), made once
         things = org.things if org is not None else self.system_things
         if param not in things:
-            collection, key = self.creator(param)
             path = await self.fill(org, collection)
             op = self.operation("POST", collection)
             assert op is not None
@@ -101,6 +104,25 @@ class World:
             assert response.status_code in (200, 201), (collection, body, response.text)
             things[param] = response.json()[key]
         return things[param]
+
+    def record(self, org: Organisation | None, param: str, answer: dict[str, Any]) -> None:
+        """Keep a thing made by someone else's request (e.g. a sample) as the world's own."""
+        collection, key = self.creator(param)
+        things = (
+            org.things
+            if org is not None and "{organisation}" in collection
+            else (self.system_things)
+        )
+        things.setdefault(param, answer[key])
+
+    def creators(self) -> dict[str, str]:
+        """Collection path -> the parameter its POST creates."""
+        params = {p for path in self.doc["paths"] for p in PARAM.findall(path)}
+        found = {}
+        for param in params - {"organisation", *FIXED_VALUES}:
+            with contextlib.suppress(LookupError):  # thing() reports it when it is needed
+                found[self.creator(param)[0]] = param
+        return found
 
     async def fill(self, org: Organisation | None, path: str) -> str:
         for param in PARAM.findall(path):
