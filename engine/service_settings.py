@@ -34,6 +34,7 @@ from .principals import (
 )
 from .store import Conflict, Store
 from .store.audit import insert_event
+from .store.certificates import certificate_usable_by
 from .store.settings import SYSTEM, put_settings, settings_of
 from .timestamps import now
 
@@ -125,6 +126,18 @@ async def change_system_settings(
     return await system_settings(store, principal, deployment)
 
 
+def _check_certificates(
+    conn: sqlite3.Connection, organisation_id: str | None, service: str, values: Mapping[str, Any]
+) -> None:
+    """A setting may name only a certificate its scope may use (never another
+    organisation's): the settings model alone cannot know whose an id is."""
+    certificate_id = values.get("apns_certificate") if service == "apple_mdm" else None
+    if certificate_id is not None and not certificate_usable_by(
+        conn, str(certificate_id), organisation_id, "apns"
+    ):
+        raise SettingsError(service, "apns_certificate", "no such APNS certificate here")
+
+
 def _change_system(
     conn: sqlite3.Connection,
     deployment: Deployment,
@@ -133,6 +146,7 @@ def _change_system(
     expected_revision: int | None,
     event: dict[str, Any],
 ) -> int:
+    _check_certificates(conn, None, service, values)
     row = settings_of(conn, SYSTEM)
     changed = apply_system_change(_system(row, deployment), service, values)
     revision = put_settings(conn, SYSTEM, json.dumps(changed.to_json()), now(), expected_revision)
@@ -214,6 +228,7 @@ def _change_organisation(
     expected_revision: int | None,
     event: dict[str, Any],
 ) -> int:
+    _check_certificates(conn, organisation_id, service, change["overrides"])
     changed = apply_organisation_change(
         _organisation(settings_of(conn, organisation_id)), service, **change
     )

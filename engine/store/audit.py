@@ -5,6 +5,8 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
+from ..listing import ListQuery
+from .listing import select_page
 from .rows import Row, insert, many
 
 
@@ -27,3 +29,44 @@ def events_of(conn: sqlite3.Connection, organisation_id: str | None, limit: int)
             (organisation_id, limit),
         )
     return many(cursor)
+
+
+#: List fields → SQL columns of ``audit_events``.
+AUDIT_COLUMNS = {
+    "at": "at",
+    "action": "action",
+    "actor": "actor",
+    "target_type": "target_type",
+    "target_id": "target_id",
+}
+
+
+def events_page(
+    conn: sqlite3.Connection,
+    organisation_id: str | None,
+    query: ListQuery,
+    since: str | None = None,
+    until: str | None = None,
+    after: tuple[str, str] | None = None,
+) -> tuple[list[Row], int]:
+    """One page of an organisation's events (``None``: the system-wide ones).
+
+    ``since`` ≤ ``at`` < ``until``. ``after`` (``at``, ``id`` of the last row seen) continues
+    a long read by key rather than by offset, so an export of many pages stays cheap per
+    page; it needs ``query`` sorted by ``at``.
+    """
+    where = ["organisation_id IS NULL" if organisation_id is None else "organisation_id = ?"]
+    args: list[Any] = [] if organisation_id is None else [organisation_id]
+    if since is not None:
+        where.append("at >= ?")
+        args.append(since)
+    if until is not None:
+        where.append("at < ?")
+        args.append(until)
+    if after is not None:
+        beyond = "<" if query.descending else ">"
+        where.append(f"(at {beyond} ? OR (at = ? AND id {beyond} ?))")
+        args += [after[0], after[0], after[1]]
+    return select_page(
+        conn, table="audit_events", columns=AUDIT_COLUMNS, where=where, args=args, query=query
+    )
