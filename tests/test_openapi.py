@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sqlite3
 from typing import Any
 
 import httpx
@@ -72,6 +73,17 @@ async def test_the_document_lists_exactly_the_routes_the_service_has(
     assert served == documented
 
 
+def audit_count(running: RunningService) -> int:
+    with sqlite3.connect(running.bootstrap.database.path) as conn:
+        return conn.execute("SELECT count(*) FROM audit_events").fetchone()[0]
+
+
+def audit_since(running: RunningService, count: int) -> list[tuple[str, str, str]]:
+    with sqlite3.connect(running.bootstrap.database.path) as conn:
+        rows = conn.execute("SELECT actor, action, at FROM audit_events ORDER BY rowid").fetchall()
+    return rows[count:]
+
+
 def sample_order(world: World) -> list[tuple[str, str, dict[str, Any]]]:
     """Creating samples first, each after what it needs; then the others; removals last,
     deepest paths first (an organisation's removal very last)."""
@@ -118,6 +130,10 @@ async def test_every_sample_request_succeeds_and_answers_as_documented(
                 )
                 assert deactivated.status_code == 200
             url = PREFIX + await world.fill(org, path)
+            if method == "DELETE" and world.operation("PUT", path):
+                # Removing a membership needs one: put it there first.
+                put = await client.put(url, headers=world.auth)
+                assert put.status_code < 300, put.text
             body = op.get("requestBody", {}).get("content", {}).get("application/json")
             payload = None
             if body is not None:
@@ -127,9 +143,15 @@ async def test_every_sample_request_succeeds_and_answers_as_documented(
             token = supervisor
             if op["tags"] == ["auth"] and op.get("security") != []:
                 token = await world.sign_in(SAMPLE_ORGANISATION, SAMPLE_PASSWORD)
+            seen = audit_count(running)
             response = await client.request(method, url, json=payload, headers=bearer(token))
             assert response.status_code < 300, (method, path, payload, response.text)
             check_response(doc, op, response)
+            if method != "GET":  # every change is in the audit log: who, what, when
+                events = audit_since(running, seen)
+                assert events, f"{method} {path} changed something without an audit event"
+                for actor, action, at in events:
+                    assert actor and action and at, (method, path, events)
             if method == "POST" and path in creators:
                 world.record(org, creators[path], response.json())
             if path == "/auth/password":  # the sample changed the password: change it back
