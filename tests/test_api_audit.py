@@ -9,7 +9,7 @@ import json
 import httpx
 import pytest
 
-from engine import audit
+from engine import audit_log
 from engine.ids import new_id
 from engine.principals import AccountKind
 from web.api.audit import EVENT_PAGE
@@ -164,7 +164,7 @@ async def test_csv_export_is_rfc_4180_and_formula_safe(running: RunningService) 
         assert response.headers["x-export-truncated"] == "false"
         assert response.content.endswith(b"\r\n") and b"\r\n" in response.content
         rows = list(csv.reader(io.StringIO(response.text, newline="")))
-        assert rows[0] == list(audit.CSV_COLUMNS)
+        assert rows[0] == list(audit_log.CSV_COLUMNS)
         assert [row[0] for row in rows[1:]] == [e[0] for e in PLANTED + HOSTILE]
         first, second = (dict(zip(rows[0], row, strict=True)) for row in rows[-2:])
         assert first["actor"] == '\'=HYPERLINK("http://evil.example","x")'
@@ -194,8 +194,8 @@ async def test_csv_export_is_rfc_4180_and_formula_safe(running: RunningService) 
 async def test_export_reads_in_pages_and_stops_at_the_cap(
     running: RunningService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(audit, "_EXPORT_CHUNK", 2)  # the service runs in this process
-    monkeypatch.setattr(audit, "MAX_EXPORT_ROWS", 4)
+    monkeypatch.setattr(audit_log, "_EXPORT_CHUNK", 2)  # the service runs in this process
+    monkeypatch.setattr(audit_log, "MAX_EXPORT_ROWS", 4)
     async with running.client() as client:
         org = await new_organisation(client, await sign_in_supervisor(running, client), "cap")
         same_moment = [
@@ -209,7 +209,7 @@ async def test_export_reads_in_pages_and_stops_at_the_cap(
         assert capped.headers["x-export-truncated"] == "true"
         rows = list(csv.DictReader(io.StringIO(capped.text)))
         assert [row["at"] for row in rows] == [same_moment[0][0]] * 3 + [PLANTED[4][0]]
-        monkeypatch.setattr(audit, "MAX_EXPORT_ROWS", 100)
+        monkeypatch.setattr(audit_log, "MAX_EXPORT_ROWS", 100)
         whole = await client.get(url, params={**params, "sort": "at"}, headers=org.admin)
         rows = list(csv.DictReader(io.StringIO(whole.text)))
         # Pages of two continue by key: every event once, in order, ties broken by id.

@@ -22,6 +22,8 @@ from .schema import (
     integer,
     nullable,
     obj,
+    page_of,
+    record,
     string,
     timestamp,
 )
@@ -55,16 +57,6 @@ _ONE_TIME = nullable(
 )
 
 
-def _page(items: Schema) -> Schema:
-    return obj(
-        {"items": array(items), "total": integer(), "limit": integer(), "offset": integer()},
-        "items",
-        "total",
-        "limit",
-        "offset",
-    )
-
-
 _ACCOUNT_MEMBERS: dict[str, Schema] = {
     "id": string(),
     "organisation_id": string(),
@@ -81,7 +73,7 @@ _ACCOUNT_MEMBERS: dict[str, Schema] = {
     "created_at": timestamp(),
     "updated_at": timestamp(),
 }
-ACCOUNT = component("Account", obj(_ACCOUNT_MEMBERS, *_ACCOUNT_MEMBERS))
+ACCOUNT = component("Account", record(_ACCOUNT_MEMBERS))
 ACCOUNT_WITH_PASSWORD = component(
     "AccountWithPassword",
     obj(
@@ -100,7 +92,7 @@ _TEMPLATE_MEMBERS: dict[str, Schema] = {
     "created_at": timestamp(),
     "updated_at": timestamp(),
 }
-TEMPLATE = component("AccountTemplate", obj(_TEMPLATE_MEMBERS, *_TEMPLATE_MEMBERS))
+TEMPLATE = component("AccountTemplate", record(_TEMPLATE_MEMBERS))
 _POLICY_MEMBERS: dict[str, Schema] = {
     "min_length": integer(minimum=1, maximum=128),
     "max_length": integer(minimum=1, maximum=128),
@@ -139,7 +131,7 @@ _VENDOR_MEMBERS: dict[str, Schema] = {
     "created_at": timestamp(),
     "updated_at": timestamp(),
 }
-VENDOR = component("Vendor", obj(_VENDOR_MEMBERS, *_VENDOR_MEMBERS))
+VENDOR = component("Vendor", record(_VENDOR_MEMBERS))
 VENDOR_WITH_PASSWORD = component(
     "VendorWithPassword",
     obj({**_VENDOR_MEMBERS, "one_time_password": _ONE_TIME}, *_VENDOR_MEMBERS, "one_time_password"),
@@ -160,7 +152,7 @@ def _store() -> Store:
     summary="Accounts of an organisation (managers and system accounts)",
     tag="accounts",
     listing=domain.ACCOUNT_LIST,
-    responses={200: _page(ACCOUNT)},
+    responses={200: page_of(ACCOUNT)},
 )
 async def list_accounts(who: Principal, organisation: str, query: ListQuery) -> dict[str, Any]:
     page = await domain.list_accounts(_store(), who, organisation, query)
@@ -281,7 +273,7 @@ _TEMPLATE_VALUES: dict[str, Schema] = {
     summary="Account templates of an organisation",
     tag="accounts",
     listing=domain.TEMPLATE_LIST,
-    responses={200: _page(TEMPLATE)},
+    responses={200: page_of(TEMPLATE)},
 )
 async def list_templates(who: Principal, organisation: str, query: ListQuery) -> dict[str, Any]:
     page = await domain.list_templates(_store(), who, organisation, query)
@@ -405,7 +397,7 @@ async def set_name_policy(
     summary="Vendor (master) admins (supervisor only)",
     tag="vendors",
     listing=domain.VENDOR_LIST,
-    responses={200: _page(VENDOR)},
+    responses={200: page_of(VENDOR)},
 )
 async def list_vendors(who: Principal, query: ListQuery) -> dict[str, Any]:
     return (await domain.list_vendors(_store(), who, query)).as_json()

@@ -1,7 +1,7 @@
 """``/api/v1``: the audit log, as pages of JSON or as a CSV export.
 
 The CSV is streamed page by page as it is read, and holds at most
-``engine.audit.MAX_EXPORT_ROWS`` rows; ``X-Export-Rows`` says how many it holds and
+``engine.audit_log.MAX_EXPORT_ROWS`` rows; ``X-Export-Rows`` says how many it holds and
 ``X-Export-Truncated: true`` that more matched (narrow the period or the filters).
 """
 
@@ -11,13 +11,13 @@ from typing import Any
 
 from quart import Blueprint, Response
 
-from engine import audit as domain
+from engine import audit_log as domain
 from engine.listing import ListQuery
 from engine.principals import Principal
 
 from ..context import service
 from .operations import operation
-from .schema import Schema, array, component, enum, integer, nullable, obj, string, timestamp
+from .schema import Schema, component, enum, nullable, obj, page_of, string, timestamp
 
 blueprint = Blueprint("api_audit", __name__)
 
@@ -48,16 +48,7 @@ EVENT = component(
         "source",
     ),
 )
-EVENT_PAGE = component(
-    "AuditEventPage",
-    obj(
-        {"items": array(EVENT), "total": integer(), "limit": integer(), "offset": integer()},
-        "items",
-        "total",
-        "limit",
-        "offset",
-    ),
-)
+EVENT_PAGE = component("AuditEventPage", page_of(EVENT))
 _PERIOD: dict[str, Schema] = {
     "since": timestamp(description="events at or after this time"),
     "until": timestamp(description="events before this time"),

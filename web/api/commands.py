@@ -12,7 +12,17 @@ from engine.principals import Principal
 
 from ..context import service
 from .operations import PREFIX, operation
-from .schema import Schema, array, component, enum, integer, nullable, obj, string, timestamp
+from .schema import (
+    array,
+    component,
+    enum,
+    integer,
+    nullable,
+    obj,
+    page_of,
+    string,
+    timestamp,
+)
 
 blueprint = Blueprint("api_commands", __name__)
 
@@ -63,17 +73,7 @@ COMMAND = component(
 )
 
 
-def _page_of(items: Schema) -> Schema:
-    return obj(
-        {"items": array(items), "total": integer(), "limit": integer(), "offset": integer()},
-        "items",
-        "total",
-        "limit",
-        "offset",
-    )
-
-
-COMMAND_PAGE = component("CommandPage", _page_of(COMMAND))
+COMMAND_PAGE = component("CommandPage", page_of(COMMAND))
 BATCH = component(
     "CommandBatch",
     obj(

@@ -24,6 +24,8 @@ from .schema import (
     integer,
     nullable,
     obj,
+    page_of,
+    record,
     string,
     timestamp,
 )
@@ -33,16 +35,6 @@ blueprint = Blueprint("api_devices", __name__)
 _DEVICES = "/organisations/{organisation}/devices"
 _GROUPS = "/organisations/{organisation}/device-groups"
 _CODES = "/organisations/{organisation}/installation-codes"
-
-
-def _page(items: Schema) -> Schema:
-    return obj(
-        {"items": array(items), "total": integer(), "limit": integer(), "offset": integer()},
-        "items",
-        "total",
-        "limit",
-        "offset",
-    )
 
 
 def _created(thing: dict[str, Any], path: str) -> tuple[dict[str, Any], int, dict[str, str]]:
@@ -83,8 +75,8 @@ _DETAIL_MEMBERS: dict[str, Schema] = {
     "inventory": {"type": "object", "description": "what the device last reported"},
     "groups": array(obj({"id": string(), "name": string()}, "id", "name")),
 }
-DEVICE_SUMMARY = component("DeviceSummary", obj(_DEVICE_MEMBERS, *_DEVICE_MEMBERS))
-DEVICE = component("Device", obj(_DETAIL_MEMBERS, *_DETAIL_MEMBERS))
+DEVICE_SUMMARY = component("DeviceSummary", record(_DEVICE_MEMBERS))
+DEVICE = component("Device", record(_DETAIL_MEMBERS))
 
 _CODE_MEMBERS: dict[str, Schema] = {
     "id": string(),
@@ -100,7 +92,7 @@ _CODE_MEMBERS: dict[str, Schema] = {
     "state": enum("active", "expired", "used_up"),
     "created_at": timestamp(),
 }
-INSTALLATION_CODE = component("InstallationCode", obj(_CODE_MEMBERS, *_CODE_MEMBERS))
+INSTALLATION_CODE = component("InstallationCode", record(_CODE_MEMBERS))
 CREATED_DEVICE = component(
     "CreatedDevice",
     obj(
@@ -118,7 +110,7 @@ _GROUP_MEMBERS: dict[str, Schema] = {
     "created_at": timestamp(),
     "updated_at": timestamp(),
 }
-DEVICE_GROUP = component("DeviceGroup", obj(_GROUP_MEMBERS, *_GROUP_MEMBERS))
+DEVICE_GROUP = component("DeviceGroup", record(_GROUP_MEMBERS))
 
 
 # --------------------------------------------------------------------------- inventory
@@ -131,7 +123,7 @@ DEVICE_GROUP = component("DeviceGroup", obj(_GROUP_MEMBERS, *_GROUP_MEMBERS))
     summary="The device inventory (a device owner sees only their own devices)",
     tag="devices",
     listing=domain.LIST,
-    responses={200: _page(DEVICE_SUMMARY)},
+    responses={200: page_of(DEVICE_SUMMARY)},
 )
 async def list_devices(who: Principal, organisation: str, query: ListQuery) -> dict[str, Any]:
     page = await domain.list_devices(service().store, who, organisation, query)
@@ -242,7 +234,7 @@ async def remove_device(who: Principal, organisation: str, device: str) -> tuple
     summary="Device groups",
     tag="devices",
     listing=groups.LIST,
-    responses={200: _page(DEVICE_GROUP)},
+    responses={200: page_of(DEVICE_GROUP)},
 )
 async def list_device_groups(who: Principal, organisation: str, query: ListQuery) -> dict[str, Any]:
     page = await groups.list_groups(service().store, who, organisation, query)
@@ -317,7 +309,7 @@ async def remove_device_group(who: Principal, organisation: str, group: str) -> 
     summary="The devices of a group",
     tag="devices",
     listing=domain.LIST,
-    responses={200: _page(DEVICE_SUMMARY)},
+    responses={200: page_of(DEVICE_SUMMARY)},
 )
 async def list_device_group_members(
     who: Principal, organisation: str, group: str, query: ListQuery
@@ -366,7 +358,7 @@ async def remove_device_from_group(
     summary="Installation codes, with how often and when each was used",
     tag="devices",
     listing=codes.LIST,
-    responses={200: _page(INSTALLATION_CODE)},
+    responses={200: page_of(INSTALLATION_CODE)},
 )
 async def list_installation_codes(
     who: Principal, organisation: str, query: ListQuery

@@ -23,7 +23,7 @@ _FEATURES = obj({name: boolean() for name in domain.FEATURES})
 _VALUES = {
     "short_name": string(minLength=1, maxLength=100),
     "long_name": string(maxLength=200),
-    "licences": integer(minimum=0, description="active device licences"),
+    "licences": integer(minimum=0, description="active device licences; 0: not limited"),
     "devices_per_user": nullable(integer(minimum=1)),
     "subscription_expires": nullable(timestamp()),
 }

@@ -45,6 +45,22 @@ def obj(properties: Mapping[str, Schema], *required: str, extra: bool = False) -
     return schema
 
 
+def page_of(items: Schema) -> Schema:
+    """One page of a list (engine.listing.Page.as_json)."""
+    return obj(
+        {"items": array(items), "total": integer(), "limit": integer(), "offset": integer()},
+        "items",
+        "total",
+        "limit",
+        "offset",
+    )
+
+
+def record(members: Mapping[str, Schema]) -> Schema:
+    """An object whose members are all always present (the shape of API answers)."""
+    return obj(members, *members)
+
+
 def mapping(values: Schema, *, description: str | None = None) -> Schema:
     """An object used as a dictionary: any keys, each value matching ``values``."""
     return _with({"type": "object", "additionalProperties": values}, description)
