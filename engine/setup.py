@@ -97,11 +97,15 @@ def write_files(
 
 
 def _url_host(address: str) -> str:
-    """``host:port`` of a listen address as it stands in a URL (port 443/80 kept anyway)."""
+    """``host:port`` of a listen address as it stands in a URL.
+
+    Port 0 (any free port) is unknown until the service starts, so the URL then has none;
+    pass ``--public-url`` for such an installation.
+    """
     host, _, port = address.rpartition(":")
     if host in ("0.0.0.0", "[::]", ""):
         host = "localhost"
-    return f"{host}:{port}"
+    return host if port == "0" else f"{host}:{port}"
 
 
 def _toml_string(value: str) -> str:

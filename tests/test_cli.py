@@ -53,6 +53,12 @@ def test_a_missing_bootstrap_file_exits_2(tmp_path: Path) -> None:
     assert "nowhere.toml" in done.stderr
 
 
+def test_init_on_any_free_port_makes_a_url_without_port(tmp_path: Path) -> None:
+    done = emm("init", "--data-dir", str(tmp_path / "d"), "--https", "127.0.0.1:0")
+    assert done.returncode == 0, done.stderr
+    assert "public URL:     https://127.0.0.1\n" in done.stdout
+
+
 def test_init_makes_an_installation_once(tmp_path: Path) -> None:
     data = tmp_path / "data"
     password = init(data)

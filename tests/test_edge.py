@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 from quart import Blueprint
@@ -13,6 +14,7 @@ from quart import Blueprint
 from engine.actors import RestartPolicy, start_listener
 from engine.service_settings import Deployment
 from engine.store import open_sqlite_store
+from web import edge
 from web.app import create_app
 from web.context import ServiceContext
 from web.edge import ask_device_session
@@ -36,7 +38,9 @@ class Parked:
         pass
 
 
-async def test_full_session_mailbox_is_503_with_retry_after(tmp_path: Path) -> None:
+async def test_full_session_mailbox_is_503_with_retry_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     Parked.release = trio.Event()
     route = Blueprint("test_protocol", __name__)
 
@@ -70,6 +74,10 @@ async def test_full_session_mailbox_is_503_with_retry_after(tmp_path: Path) -> N
             assert statuses == {"third": 503, "retry-after": 1}
             await call("crash", device="d2")  # another device's bug...
             assert statuses["crash"] == 500
+            # A session that does not answer within the deadline is as good as busy.
+            monkeypatch.setattr(edge, "DEVICE_REQUEST_DEADLINE", 0.2)
+            await call("slow", device="d3")
+            assert statuses["slow"] == 503
             Parked.release.set()  # ...while d1's requests complete normally
         assert statuses["first"] == statuses["second"] == 200
         nursery.cancel_scope.cancel()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import trio
 from quart import Quart, Response, json
 from werkzeug.exceptions import HTTPException
 
@@ -80,7 +81,8 @@ def register(app: Quart) -> None:
         return problem(exc.status, "Bad Request" if exc.status == 400 else "Unsupported", str(exc))
 
     @app.errorhandler(MailboxFull)
-    async def busy(exc: MailboxFull) -> Response:
+    @app.errorhandler(trio.TooSlowError)
+    async def busy(exc: Exception) -> Response:
         response = problem(503, "Service Unavailable", "the service is busy; try again shortly")
         response.headers["Retry-After"] = str(RETRY_AFTER_BUSY)
         return response

@@ -17,6 +17,7 @@ from functools import partial
 import trio
 
 from engine import __version__
+from engine.actors.memory import tune_garbage_collector
 from engine.config import Bootstrap
 from engine.service_settings import Deployment
 from engine.store import open_sqlite_store
@@ -64,6 +65,7 @@ async def run_service(
             trusted_proxies=bootstrap.tls.trusted_proxies,
         )
         app = create_app(context, max_body=bootstrap.limits.max_request_body)
+        tune_garbage_collector()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_watch_signals, stop, nursery.cancel_scope)
             async with trio.open_nursery() as server:

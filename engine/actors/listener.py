@@ -29,6 +29,9 @@ class DeviceRequest:
 
 
 class ProtocolListener(Actor):
+    #: It only routes and never waits, so it may take a large batch per tick.
+    batch_limit = 4096
+
     def __init__(self, protocol: str, sessions: Registry[str]) -> None:
         self.protocol = protocol
         self.sessions = sessions

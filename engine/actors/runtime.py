@@ -11,24 +11,24 @@ Trio task. Callers hold an :class:`ActorRef` and either ``tell`` (fire and forge
   factory, after an exponential backoff, and carries on with the same mailbox, so callers
   holding the reference notice nothing. More than ``max_restarts`` within ``within`` seconds
   is no longer a transient fault: the actor stops for good and the failure escalates.
-* **No silent waits.** When an actor stops for good every message still queued is answered
-  with :class:`ActorDead`, and any later post raises it immediately, so nobody waits for a
-  deadline to learn that the actor is gone.
-* **Passivation.** An actor may stop itself after an idle period. The mailbox is closed in
-  the same scheduler tick as the owner (usually a :class:`~engine.actors.registry.Registry`)
-  forgets it, and what was already queued is still handled, so no message is lost to the
-  race; a post that arrives later raises :class:`ActorPassivated` and the registry retries
-  it on a fresh activation.
+* **Every ask is answered.** A message is answered by its handler, fails with
+  :class:`ActorCrashed` when the handler raises, or with :class:`ActorDead` when the actor
+  stops for good or is cancelled; a later post raises :class:`ActorDead` at once. So an ask
+  carries no timer of its own: deadlines belong to the edge that has a client waiting
+  (``with trio.fail_after(...)``), the Trio way, and cost nothing on internal asks.
+* **Passivation.** Its owner (a :class:`~engine.actors.registry.Registry`) may passivate an
+  actor that is parked with an empty mailbox: the mailbox is closed in the same tick as the
+  owner forgets it, so a later post raises :class:`ActorPassivated` and is retried on a
+  fresh activation; no message can be caught in between.
 
 Replies use Trio's low-level park/reschedule primitives rather than a channel per ask: an
-ask is then one small object and one task switch, which is what makes hundreds of thousands
-of them per second affordable.
+ask is then one small object and one task switch, which is what makes tens of thousands
+of them per second affordable on one core.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,11 +40,6 @@ import trio
 log = logging.getLogger(__name__)
 
 M = TypeVar("M")
-
-#: The longest any ``ask`` waits for its answer.
-ASK_DEADLINE = 30.0
-#: How many queued messages an actor handles before it lets other tasks run.
-BATCH_LIMIT = 256
 
 
 class ActorError(Exception):
@@ -65,10 +60,6 @@ class ActorPassivated(ActorDead):
 
 class ActorCrashed(ActorError):
     """The actor raised while handling this message; ``__cause__`` holds the exception."""
-
-
-class AskTimeout(ActorError, trio.TooSlowError):
-    """No answer came before the ask's deadline."""
 
 
 class Escalation(ActorError):
@@ -152,18 +143,10 @@ class ActorRef(Generic[M]):
         self.post(message)
 
     async def ask(self, message: M) -> Any:
-        """Queue ``message`` and wait for the actor's answer.
-
-        The wait is bounded by :data:`ASK_DEADLINE` so that a lost reply cannot hang a caller
-        forever; callers that need a tighter bound wrap the call in their own cancel scope.
-        """
+        """Queue ``message`` and wait for the actor's answer (see "Every ask is answered")."""
         reply = Reply()
         self.post(message, reply)
-        try:
-            with trio.fail_after(ASK_DEADLINE):
-                return await reply.wait()
-        except trio.TooSlowError:
-            raise AskTimeout(f"{self.name} did not answer within {ASK_DEADLINE}s") from None
+        return await reply.wait()
 
     def stop(self) -> None:
         """Ask the actor to stop once it has handled what is already queued."""
@@ -183,6 +166,9 @@ class Actor:
 
     ref: ActorRef[Any]
     _reply: Reply | None = None
+    #: How many queued messages one batch takes before other tasks get to run. An actor
+    #: that only routes (a listener) or commits in groups (the store's writer) takes more.
+    batch_limit: int = 256
 
     async def started(self) -> None:
         """Runs in the actor's task before the first message (and after every restart)."""
@@ -253,12 +239,21 @@ DEFAULT_POLICY = RestartPolicy()
 ActorFactory = Callable[[], Actor]
 #: Called once the actor has stopped for good, with the escalated error or None.
 ExitHook = Callable[[ActorRef[Any], BaseException | None], None]
-#: Called (synchronously) when an actor has been idle; returning False keeps it alive.
-PassivateHook = Callable[[ActorRef[Any]], bool]
 
 
-class _Runner:
-    """The loop behind one actor: mailbox, supervision, idle passivation, clean stop."""
+class Runner:
+    """The loop behind one actor: mailbox, supervision, clean stop; passivation on request."""
+
+    __slots__ = (
+        "escalate",
+        "factory",
+        "last_active",
+        "on_exit",
+        "pending",
+        "policy",
+        "receive",
+        "ref",
+    )
 
     def __init__(
         self,
@@ -266,8 +261,6 @@ class _Runner:
         name: str,
         capacity: int,
         policy: RestartPolicy,
-        idle: float,
-        on_passivate: PassivateHook | None,
         on_exit: ExitHook | None,
         escalate: bool,
     ) -> None:
@@ -275,11 +268,26 @@ class _Runner:
         self.ref: ActorRef[Any] = ActorRef(name, send)
         self.factory = factory
         self.policy = policy
-        self.idle = idle
-        self.on_passivate = on_passivate
         self.on_exit = on_exit
         self.escalate = escalate
         self.pending: deque[Envelope] = deque()
+        #: When the actor last went to wait for mail (Trio clock).
+        self.last_active = 0.0
+
+    def passivate_if_idle(self, idle_since: float) -> bool:
+        """Close the mailbox if the actor has waited for mail, with none arriving, since
+        before ``idle_since``. Synchronous, so the owner forgets the actor in the same tick."""
+        # Waiting in receive() with an empty buffer: a message handed straight to the waiting
+        # task would already have taken it off the waiting list.
+        mailbox = self.receive.statistics()
+        if (
+            mailbox.tasks_waiting_receive == 1
+            and mailbox.current_buffer_used == 0
+            and self.last_active <= idle_since
+        ):
+            self.ref._close(ActorPassivated)
+            return True
+        return False
 
     async def run(
         self, task_status: trio.TaskStatus[ActorRef[Any]] = trio.TASK_STATUS_IGNORED
@@ -298,7 +306,7 @@ class _Runner:
                 self.on_exit(self.ref, error)
 
     async def _supervise(self, task_status: trio.TaskStatus[ActorRef[Any]]) -> None:
-        restarts: deque[float] = deque()
+        restarts: deque[float] | None = None  # most actors never crash: made on the first
         started = False
         while True:
             actor = self.factory()
@@ -313,6 +321,7 @@ class _Runner:
                     await actor.stopping()
                 return
             except Exception as exc:
+                restarts = restarts if restarts is not None else deque()
                 now = trio.current_time()
                 while restarts and now - restarts[0] > self.policy.within:
                     restarts.popleft()
@@ -327,45 +336,30 @@ class _Runner:
                 await trio.sleep(self.policy.backoff(len(restarts)))
 
     async def _loop(self, actor: Actor) -> None:
-        receive, pending = self.receive, self.pending
+        receive, pending, limit = self.receive, self.pending, actor.batch_limit
         while True:
             if not pending:
                 try:
                     pending.append(receive.receive_nowait())
                 except trio.WouldBlock:
-                    if not await self._wait_for_mail(actor):
-                        return
-                    continue
+                    pass
                 except trio.EndOfChannel:
                     return
+                if not pending:
+                    # Park outside the except clause: a parked actor keeps no traceback alive.
+                    self.last_active = trio.current_time()
+                    try:
+                        pending.append(await receive.receive())
+                    except trio.EndOfChannel:
+                        return
                 # Take what else is queued so a batch-minded actor sees it all at once.
-                for _ in range(BATCH_LIMIT - 1):
+                while len(pending) < limit:
                     try:
                         pending.append(receive.receive_nowait())
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
             await actor.handle_batch(pending)
             await trio.lowlevel.checkpoint()
-
-    async def _wait_for_mail(self, actor: Actor) -> bool:
-        """Park until a message arrives; False when the actor should stop instead."""
-        if math.isinf(self.idle):
-            try:
-                self.pending.append(await self.receive.receive())
-            except trio.EndOfChannel:
-                return False
-            return True
-        while True:
-            with trio.move_on_after(self.idle):
-                try:
-                    self.pending.append(await self.receive.receive())
-                except trio.EndOfChannel:
-                    return False
-                return True
-            if self.on_passivate is None or self.on_passivate(self.ref):
-                # Same tick as the owner forgot us: no post can slip in between.
-                self.ref._close(ActorPassivated)
-                return True  # drain what was queued before the close, then stop
 
     def _answer_leftovers(self) -> None:
         """Answer everything still queued once the actor is gone for good."""
@@ -389,19 +383,17 @@ def spawn(
     name: str,
     capacity: int = 64,
     policy: RestartPolicy = DEFAULT_POLICY,
-    idle: float = math.inf,
-    on_passivate: PassivateHook | None = None,
     on_exit: ExitHook | None = None,
     escalate: bool = True,
-) -> ActorRef[Any]:
+) -> Runner:
     """Start an actor without waiting; messages posted before it runs wait in its mailbox.
 
-    This is what activation on demand needs: the reference exists (and can be registered)
-    in the same tick as the request that asked for it.
+    This is what activation on demand needs: the reference (``.ref``) exists, and can be
+    registered, in the same tick as the request that asked for it.
     """
-    runner = _Runner(factory, name, capacity, policy, idle, on_passivate, on_exit, escalate)
+    runner = Runner(factory, name, capacity, policy, on_exit, escalate)
     nursery.start_soon(runner.run, name=name)
-    return runner.ref
+    return runner
 
 
 async def start(
@@ -414,6 +406,6 @@ async def start(
     on_exit: ExitHook | None = None,
     escalate: bool = True,
 ) -> ActorRef[Any]:
-    """Start an actor and return once its :meth:`Actor.started` has succeeded."""
-    runner = _Runner(factory, name, capacity, policy, math.inf, None, on_exit, escalate)
+    """Start an actor and return its reference once its :meth:`Actor.started` succeeded."""
+    runner = Runner(factory, name, capacity, policy, on_exit, escalate)
     return await nursery.start(runner.run, name=name)

@@ -108,6 +108,7 @@ class Writer(Actor):
         self.path = path
         self.stats = stats
         self.max_batch = max_batch
+        self.batch_limit = max_batch  # take a whole commit's worth from the mailbox at once
         self.synchronous = synchronous
         self.conn: sqlite3.Connection | None = None
 
