@@ -12,7 +12,7 @@ import sqlite3
 from typing import Any
 
 from ..listing import ListQuery
-from .listing import select_page
+from .listing import like_pattern, select_page
 from .rows import Row, insert, many, one, update
 
 #: Device states that hold a licence.
@@ -28,23 +28,24 @@ _INVENTORY = """(
     FROM devices LEFT JOIN accounts ON accounts.id = devices.owner_id
 ) AS inventory"""
 
-#: List fields of the inventory → SQL.
+#: List fields of the inventory → SQL on ``devices d`` (the owner's login is looked up).
 DEVICE_COLUMNS = {
-    "name": "name",
-    "platform": "platform",
-    "protocol": "protocol",
-    "state": "state",
-    "model": "model",
-    "os_version": "os_version",
-    "imei": "imei",
-    "serial_number": "serial_number",
-    "phone_number": "phone_number",
-    "owner": "owner_login",
-    "last_seen_at": "last_seen_at",
-    "enrolled_at": "enrolled_at",
-    "created_at": "created_at",
-    "compliant": "compliance",
+    "name": "d.name",
+    "platform": "d.platform",
+    "protocol": "d.protocol",
+    "state": "d.state",
+    "model": "d.model",
+    "os_version": "d.os_version",
+    "imei": "d.imei",
+    "serial_number": "d.serial_number",
+    "phone_number": "d.phone_number",
+    "owner": "(SELECT login FROM accounts WHERE accounts.id = d.owner_id)",
+    "last_seen_at": "d.last_seen_at",
+    "enrolled_at": "d.enrolled_at",
+    "created_at": "d.created_at",
+    "compliant": "CASE d.compliant WHEN 1 THEN 'true' WHEN 0 THEN 'false' ELSE 'unknown' END",
 }
+
 GROUP_COLUMNS = {
     "name": "name",
     "description": "description",
@@ -95,18 +96,80 @@ def devices_page(
     owner_id: str | None = None,
     group_id: str | None = None,
 ) -> tuple[list[Row], int]:
-    """One page of the inventory, optionally one owner's devices or one group's members."""
-    where = ["organisation_id = ?", "state != ?"]
+    """One page of the inventory, optionally one owner's devices or one group's members.
+
+    Counting and paging run on ``devices`` alone; only the page's own rows are then read
+    with their owner's login.
+    """
+    owner_filter = any(name == "owner" for name, _ in query.filters)
+    # With an owner filter the matching accounts are few: reach their devices through the
+    # owner index, not by walking the whole organisation (unary plus: no index for this term).
+    where = ["+d.organisation_id = ?" if owner_filter else "d.organisation_id = ?", "d.state != ?"]
     args: list[Any] = [organisation_id, REMOVED]
     if owner_id is not None:
-        where.append("owner_id = ?")
+        where.append("d.owner_id = ?")
         args.append(owner_id)
     if group_id is not None:
-        where.append("id IN (SELECT device_id FROM device_group_members WHERE group_id = ?)")
+        where.append("d.id IN (SELECT device_id FROM device_group_members WHERE group_id = ?)")
         args.append(group_id)
-    return select_page(
-        conn, table=_INVENTORY, columns=DEVICE_COLUMNS, where=where, args=args, query=query
-    )
+    for name, text in query.filters:
+        if name == "owner":
+            where.append(
+                "d.owner_id IN (SELECT id FROM accounts WHERE organisation_id = ?"
+                " AND login LIKE ? ESCAPE '\\')"
+            )
+            args += [organisation_id, like_pattern(text)]
+        else:
+            where.append(f"{DEVICE_COLUMNS[name]} LIKE ? ESCAPE '\\'")
+            args.append(like_pattern(text))
+    clause = " AND ".join(where)
+    order = "DESC" if query.descending else "ASC"
+    sort = DEVICE_COLUMNS[query.sort or "name"]
+    paging = [query.limit, query.offset]
+    if query.filters:
+        # A filter reads every candidate row anyway: count and page in that one pass, and
+        # sort the matches rather than walk the sort index (unary plus) for a few of them.
+        # The candidates are read in table order (rowid IN ...), not index order: sequential
+        # pages instead of one random read per device.
+        scan = (
+            clause if owner_filter else clause.replace("d.organisation_id = ?", _IN_TABLE_ORDER, 1)
+        )
+        scan_args = args if owner_filter else [organisation_id, *args]
+        rows = conn.execute(
+            f"SELECT d.id, count(*) OVER () FROM devices d WHERE {scan}"
+            f" ORDER BY +{sort} {order}, d.id {order} LIMIT ? OFFSET ?",
+            [*scan_args, *paging],
+        ).fetchall()
+        ids = [row[0] for row in rows]
+        total = rows[0][1] if rows else _count(conn, clause, args)
+    else:
+        # Unfiltered: count and page from the covering sort indexes, no row reads.
+        total = _count(conn, clause, args)
+        ids = [
+            row[0]
+            for row in conn.execute(
+                f"SELECT d.id FROM devices d WHERE {clause}"
+                f" ORDER BY {sort} {order}, d.id {order} LIMIT ? OFFSET ?",
+                [*args, *paging],
+            )
+        ]
+    if not ids:
+        return [], total
+    marks = ", ".join("?" for _ in ids)
+    found = {
+        row["id"]: row
+        for row in many(conn.execute(f"SELECT * FROM {_INVENTORY} WHERE id IN ({marks})", ids))
+    }
+    return [found[i] for i in ids], total
+
+
+_IN_TABLE_ORDER = (
+    "+d.organisation_id = ? AND d.rowid IN (SELECT rowid FROM devices WHERE organisation_id = ?)"
+)
+
+
+def _count(conn: sqlite3.Connection, clause: str, args: list[Any]) -> int:
+    return conn.execute(f"SELECT count(*) FROM devices d WHERE {clause}", args).fetchone()[0]
 
 
 def active_devices(

@@ -10,7 +10,8 @@ from ..listing import ListQuery
 from .rows import Row, many
 
 
-def _like(text: str) -> str:
+def like_pattern(text: str) -> str:
+    """A LIKE pattern (with ESCAPE '\\') matching ``text`` anywhere, taken literally."""
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
 
@@ -33,7 +34,7 @@ def select_page(
     values = list(args)
     for name, text in query.filters:
         conditions.append(f"{columns[name]} LIKE ? ESCAPE '\\'")
-        values.append(_like(text))
+        values.append(like_pattern(text))
     clause = " AND ".join(conditions) or "1 = 1"
     total = conn.execute(f"SELECT count(*) FROM {table} WHERE {clause}", values).fetchone()[0]
     order = "DESC" if query.descending else "ASC"

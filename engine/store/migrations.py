@@ -219,7 +219,17 @@ _TENANCY = (
     "CREATE INDEX commands_batch ON commands (batch_id)",
 )
 
+_INVENTORY_INDEXES = (
+    # Paging the inventory reads ids in sort order from the index alone (no row reads for
+    # the rows it skips); the state is in the index because lists leave out removed devices.
+    "DROP INDEX devices_org_name",
+    "DROP INDEX devices_org_last_seen",
+    "CREATE INDEX devices_org_name ON devices (organisation_id, name, state, id)",
+    "CREATE INDEX devices_org_last_seen ON devices (organisation_id, last_seen_at, state, id)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", _INITIAL),
     Migration(2, "tenancy", _TENANCY),
+    Migration(3, "inventory indexes", _INVENTORY_INDEXES),
 )

@@ -85,6 +85,17 @@ def migrate(conn: sqlite3.Connection, migrations: tuple[Migration, ...] = MIGRAT
     return applied
 
 
+def refresh_statistics(conn: sqlite3.Connection) -> None:
+    """Give the query planner current table statistics (an approximate, quick ANALYZE).
+
+    Without them SQLite guesses, and on an inventory of 100,000 devices a wrong guess (e.g.
+    scanning the organisation index rather than the owner index) costs tens of milliseconds
+    per page.
+    """
+    conn.execute("PRAGMA analysis_limit = 1000")
+    conn.execute("ANALYZE")
+
+
 def _as_store_error(exc: Exception) -> Exception:
     if isinstance(exc, sqlite3.IntegrityError):
         conflict = Conflict(str(exc))
@@ -117,6 +128,7 @@ class Writer(Actor):
             lambda: connect(self.path, synchronous=self.synchronous)
         )
         await trio.to_thread.run_sync(migrate, self.conn)
+        await trio.to_thread.run_sync(refresh_statistics, self.conn)
 
     async def handle_batch(self, envelopes: deque[Envelope]) -> None:
         while envelopes:
