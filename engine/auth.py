@@ -75,8 +75,10 @@ async def login(
     password: str,
     source: str | None,
     label: str = "",
+    lifetime: timedelta = TOKEN_LIFETIME,
 ) -> IssuedToken:
-    """Check a login id and password and issue a bearer token.
+    """Check a login id and password and issue a bearer token valid for ``lifetime``
+    (browser sessions are shorter-lived than API tokens).
 
     ``organisation_code`` is None for system accounts (supervisor, vendor admins). Every
     failure says the same thing, so the answer does not reveal which accounts exist.
@@ -105,7 +107,7 @@ async def login(
         await store.write(_record_failure, account["id"], source)
         raise refused
     secret = secrets.token_urlsafe(32)
-    expires = format_time(datetime.now(UTC) + TOKEN_LIFETIME)
+    expires = format_time(datetime.now(UTC) + lifetime)
     change_only = bool(account["must_change_password"])
     token = {
         "id": new_id(),
@@ -210,7 +212,12 @@ def check_password_rules(password: str) -> None:
 
 
 async def change_password(
-    store: Store, principal: Principal, *, current: str, new: str
+    store: Store,
+    principal: Principal,
+    *,
+    current: str,
+    new: str,
+    lifetime: timedelta = TOKEN_LIFETIME,
 ) -> IssuedToken:
     """Change one's own password; the session's token is replaced by a full one."""
     check_password_rules(new)
@@ -223,7 +230,7 @@ async def change_password(
         raise Unauthenticated("the current password is wrong")
     new_hash = await trio.to_thread.run_sync(hash_password, new)
     secret = secrets.token_urlsafe(32)
-    expires = format_time(datetime.now(UTC) + TOKEN_LIFETIME)
+    expires = format_time(datetime.now(UTC) + lifetime)
     token = {
         "id": new_id(),
         "account_id": principal.account_id,

@@ -7,12 +7,14 @@ import time
 from quart import Response, g
 from quart_trio import QuartTrio
 
-from . import api, health, problems
+from . import api, health, portal, problems
 from .context import ServiceContext
 
 
 def create_app(context: ServiceContext, *, max_body: int = 16 * 1024 * 1024) -> QuartTrio:
-    app = QuartTrio("emm")
+    # The import name fixes where templates and static files are found (web/), whatever the
+    # working directory.
+    app = QuartTrio(__name__, static_folder="static", template_folder="templates")
     app.config.update(
         MAX_CONTENT_LENGTH=max_body,
         # Responses say exactly what they are; nothing is sniffed or reordered.
@@ -38,4 +40,5 @@ def create_app(context: ServiceContext, *, max_body: int = 16 * 1024 * 1024) -> 
 
     app.register_blueprint(health.blueprint)
     app.register_blueprint(api.blueprint)
+    app.register_blueprint(portal.blueprint)
     return app
