@@ -35,6 +35,15 @@ document.addEventListener("DOMContentLoaded", () => {
       apply();
     });
   }
+  // "Use system-wide settings": the values follow the switch at once, so one save overrides
+  // them (without script, saving the switch first enables them).
+  for (const toggle of document.querySelectorAll("input[name=use_system_wide]:not([disabled])")) {
+    toggle.addEventListener("change", () => {
+      for (const input of toggle.form.querySelectorAll('[name^="value."], input[name=field]')) {
+        input.disabled = toggle.checked;
+      }
+    });
+  }
   // Forms that destroy something ask first, naming what they act on.
   for (const form of document.querySelectorAll("form[data-confirm]")) {
     form.addEventListener("submit", (event) => {
