@@ -90,3 +90,30 @@ async def test_a_manager_gets_403_or_404_for_every_page_and_action_of_another_or
     assert table_counts(running) == before, "a refused portal request changed something"
     with sqlite3.connect(running.bootstrap.database.path) as conn:
         assert conn.execute("SELECT count(*) FROM organisations").fetchone()[0] == 2
+
+
+async def test_every_portal_form_without_a_valid_csrf_token_is_refused(
+    running: RunningService,
+) -> None:
+    async with running.client() as api:
+        doc = (await api.get(f"{PREFIX}/openapi.json")).json()
+        world = World(api, await supervisor_token(api, running.supervisor_password), doc)
+        a = await world.organisation("org-a")
+        for path in doc["paths"]:
+            await world.fill(a, path)
+        async with httpx.AsyncClient(base_url=running.http_url, timeout=30) as browser:
+            await sign_in(browser, a.code, MANAGER_PASSWORD)
+            before = table_counts(running)
+            checked = 0
+            # Every form action (sign-in has its own check; sign-out is harmless either way).
+            for rule in sorted({a.path for a in ACTIONS if a.path.startswith(("/admin", "/my"))}):
+                url = rule
+                for param in RULE_PARAM.findall(rule):
+                    url = re.sub(rf"<(?:\w+:)?{param}>", await world.thing(a, param), url)
+                for token in (None, "forged"):
+                    data = {} if token is None else {"csrf_token": token}
+                    response = await browser.post(url, data=data)
+                    assert response.status_code == 403, (rule, token, response.status_code)
+                checked += 1
+    assert checked >= 10
+    assert table_counts(running) == before, "a refused form changed something"
