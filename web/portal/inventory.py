@@ -25,7 +25,7 @@ from engine.listing import ListQuery
 from engine.principals import AccountKind, Principal
 
 from ..context import service
-from .listing import ListView, list_query
+from .listing import ListView, columns, list_query
 from .pages import action, done, page, render
 
 #: Who uses these pages: managers and system accounts (owners have the self-service portal).
@@ -40,48 +40,42 @@ _CODES = "/organisations/{organisation}/installation-codes"
 _CODE = _CODES + "/{code}"
 
 #: Inventory columns: (field, label, sortable, filterable), from the REST list's spec.
-DEVICE_COLUMNS = [
-    (field, label, field in inventory.LIST.sortable, field in inventory.LIST.filterable)
-    for field, label in (
-        ("name", "Name"),
-        ("owner", "Owner"),
-        ("platform", "Platform"),
-        ("protocol", "Protocol"),
-        ("state", "State"),
-        ("model", "Model"),
-        ("os_version", "OS version"),
-        ("phone_number", "Phone number"),
-        ("imei", "IMEI"),
-        ("serial_number", "Serial number"),
-        ("last_seen_at", "Last seen"),
-        ("compliant", "Compliance"),
-    )
-]
-GROUP_COLUMNS = [
-    (field, label, field in groups.LIST.sortable, field in groups.LIST.filterable)
-    for field, label in (
-        ("name", "Name"),
-        ("description", "Description"),
-        ("devices", "Devices"),
-        ("created_at", "Created"),
-    )
-]
-CODE_COLUMNS = [
-    (field, label, field in codes.LIST.sortable, field in codes.LIST.filterable)
-    for field, label in (
-        ("code", "Code"),
-        ("purpose", "Purpose"),
-        ("device_name", "Device"),
-        ("device", "Device id"),
-        ("account_login", "Account"),
-        ("account", "Account id"),
-        ("expires_at", "Expires"),
-        ("usage_limit", "Usage limit"),
-        ("times_used", "Times used"),
-        ("last_used_at", "Last used"),
-        ("state", "State"),
-    )
-]
+DEVICE_COLUMNS = columns(
+    inventory.LIST,
+    ("name", "Name"),
+    ("owner", "Owner"),
+    ("platform", "Platform"),
+    ("protocol", "Protocol"),
+    ("state", "State"),
+    ("model", "Model"),
+    ("os_version", "OS version"),
+    ("phone_number", "Phone number"),
+    ("imei", "IMEI"),
+    ("serial_number", "Serial number"),
+    ("last_seen_at", "Last seen"),
+    ("compliant", "Compliance"),
+)
+GROUP_COLUMNS = columns(
+    groups.LIST,
+    ("name", "Name"),
+    ("description", "Description"),
+    ("devices", "Devices"),
+    ("created_at", "Created"),
+)
+CODE_COLUMNS = columns(
+    codes.LIST,
+    ("code", "Code"),
+    ("purpose", "Purpose"),
+    ("device_name", "Device"),
+    ("device", "Device id"),
+    ("account_login", "Account"),
+    ("account", "Account id"),
+    ("expires_at", "Expires"),
+    ("usage_limit", "Usage limit"),
+    ("times_used", "Times used"),
+    ("last_used_at", "Last used"),
+    ("state", "State"),
+)
 #: Commands the inventory list gives to a selection at once (wipes ask first).
 BULK_KINDS = (
     ("lock", "Lock"),

@@ -12,6 +12,25 @@ from engine.listing import ListQuery, ListSpec, Page
 
 PAGE_SIZE = 50
 
+#: A list column as ``list_table`` takes it: (field, label, sortable, filterable).
+Column = tuple[str, str, bool, bool]
+
+
+def columns(
+    spec: ListSpec, *labelled: tuple[str, str], filtered_elsewhere: tuple[str, ...] = ()
+) -> list[Column]:
+    """Columns whose sorting and filtering follow the list's spec (the REST list's own);
+    ``filtered_elsewhere`` names fields the page filters with a control of its own."""
+    return [
+        (
+            field,
+            label,
+            field in spec.sortable,
+            field in spec.filterable and field not in filtered_elsewhere,
+        )
+        for field, label in labelled
+    ]
+
 
 @dataclass(frozen=True)
 class ListView:

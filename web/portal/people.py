@@ -27,7 +27,7 @@ from engine.principals import AccountKind, Principal, Right, holds
 from ..api.operations import OPERATIONS
 from ..api.schema import validate
 from ..context import service
-from .listing import ListView, list_query
+from .listing import ListView, columns, list_query
 from .pages import action, done, page, render
 
 ADMINS = (AccountKind.SUPERVISOR, AccountKind.VENDOR, AccountKind.MANAGER)
@@ -66,22 +66,24 @@ TASK_LABELS = {
 #: Tasks an owner may run on several devices at once (wipes: one named device at a time).
 BULK_TASKS = ("lock", "unlock", "locate", "track", "install_application", "request_inventory")
 
-# (field, label, sortable, filterable) as list_table takes them.
-ACCOUNT_COLUMNS = [
-    ("login", "Login id", True, True),
-    ("display_name", "Display name", True, True),
-    ("email", "E-mail", True, True),
-    ("kind", "Kind", True, True),
-    ("active", "Active", True, False),  # filtered with a select (values true/false)
-    ("created_at", "Created", True, False),
-]
-TEMPLATE_COLUMNS = [
-    ("name", "Name", True, True),
-    ("kind", "Kind", True, True),
-    ("rights", "Rights", False, False),
-    ("locale", "Locale", True, True),
-    ("description", "Description", False, False),
-]
+ACCOUNT_COLUMNS = columns(
+    domain.ACCOUNT_LIST,
+    ("login", "Login id"),
+    ("display_name", "Display name"),
+    ("email", "E-mail"),
+    ("kind", "Kind"),
+    ("active", "Active"),
+    ("created_at", "Created"),
+    filtered_elsewhere=("active",),  # a select: active, inactive or both
+)
+TEMPLATE_COLUMNS = columns(
+    domain.TEMPLATE_LIST,
+    ("name", "Name"),
+    ("kind", "Kind"),
+    ("rights", "Rights"),
+    ("locale", "Locale"),
+    ("description", "Description"),
+)
 MY_DEVICE_COLUMNS = [
     ("name", "Name", True, True),
     ("id", "Id", False, False),
