@@ -30,6 +30,7 @@ from .store.accounts import (
     account_by_login,
     insert_account,
     insert_token,
+    revoke_account_tokens,
     revoke_token,
     token_with_account,
     update_account,
@@ -94,17 +95,26 @@ async def login(
     account = await store.read(
         account_by_login, organisation["id"] if organisation else None, login_id
     )
-    if account is not None and account["locked_until"]:
-        wait = parse_time(account["locked_until"]) - datetime.now(UTC)
-        if wait > timedelta(0):
-            raise Throttled("too many failed logins", retry_after=int(wait.total_seconds()) + 1)
-    ok = await trio.to_thread.run_sync(
-        verify_password, password, account["password_hash"] if account else None
-    )
     if account is None:
+        await trio.to_thread.run_sync(verify_password, password, None)
         raise refused
+    # The attempt is counted before the password is checked, in one write: parallel guesses
+    # cannot all slip in before the first failure is recorded.
+    wait = await store.write(_claim_attempt, account["id"])
+    if wait is not None:
+        raise Throttled("too many failed logins", retry_after=wait)
+    ok = await trio.to_thread.run_sync(verify_password, password, account["password_hash"])
     if not ok or not account["active"] or account["kind"] == AccountKind.RESOURCE:
-        await store.write(_record_failure, account["id"], source)
+        failed = audit_event(
+            None,
+            "account.login_failed",
+            organisation_id=account["organisation_id"],
+            target_type="account",
+            target_id=account["id"],
+            actor=account["login"],
+            source=source,
+        )
+        await store.write(insert_event, failed)
         raise refused
     secret = secrets.token_urlsafe(32)
     expires = format_time(datetime.now(UTC) + lifetime)
@@ -132,28 +142,21 @@ async def login(
     return IssuedToken(secret, token["id"], expires, change_only)
 
 
-def _record_failure(conn: sqlite3.Connection, account_id: str, source: str | None) -> None:
+def _claim_attempt(conn: sqlite3.Connection, account_id: str) -> int | None:
+    """Count a sign-in attempt as failed until it succeeds; seconds to wait if locked."""
     account = account_by_id(conn, account_id)
     if account is None:
-        return
+        return None
+    if account["locked_until"]:
+        wait = parse_time(account["locked_until"]) - datetime.now(UTC)
+        if wait > timedelta(0):
+            return int(wait.total_seconds()) + 1
     failures = account["failed_logins"] + 1
     values: dict[str, Any] = {"failed_logins": failures}
     if failures >= FREE_ATTEMPTS:
         values["locked_until"] = format_time(datetime.now(UTC) + _lockout(failures))
     update_account(conn, account_id, values)
-    insert_event(
-        conn,
-        audit_event(
-            None,
-            "account.login_failed",
-            organisation_id=account["organisation_id"],
-            target_type="account",
-            target_id=account_id,
-            actor=account["login"],
-            details={"failures": failures},
-            source=source,
-        ),
-    )
+    return None
 
 
 def _record_success(
@@ -264,8 +267,8 @@ def _store_new_password(
         principal.account_id,
         {"password_hash": new_hash, "must_change_password": 0, "updated_at": now()},
     )
-    if principal.token_id is not None:
-        revoke_token(conn, principal.token_id, now())
+    # Every session of the account ends: a stolen token must not outlive the new password.
+    revoke_account_tokens(conn, principal.account_id, now())
     insert_token(conn, token)
     insert_event(conn, event)
 

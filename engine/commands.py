@@ -378,13 +378,16 @@ COMMAND_LIST = ListSpec(
 )
 
 
-def public(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A command as the API shows it."""
+def public(row: Mapping[str, Any], *, for_device: bool = False) -> dict[str, Any]:
+    """A command as the API shows it; secret parameters (a wipe PIN) only go to the device."""
+    parameters = json.loads(row["parameters"])
+    if not for_device:
+        parameters = KINDS[CommandKind(row["kind"])].redacted(parameters)
     return {
         "id": row["id"],
         "device_id": row["device_id"],
         "kind": row["kind"],
-        "parameters": json.loads(row["parameters"]),
+        "parameters": parameters,
         "state": row["state"],
         "result": json.loads(row["result"]) if row["result"] is not None else None,
         "batch_id": row["batch_id"],
@@ -723,12 +726,13 @@ async def pending_commands(
     again when an answer was lost (Apple MDM after ``NotNow``, a dropped connection).
     """
     states = [State.QUEUED.value, *([State.SENT.value] if include_sent else [])]
-    return [public(row) for row in await store.read(commands_of_device, device_id, states)]
+    rows = await store.read(commands_of_device, device_id, states)
+    return [public(row, for_device=True) for row in rows]
 
 
 async def mark_sent(store: Store, command_id: str) -> dict[str, Any]:
     """The command went to its device; sending it again keeps the first ``sent_at``."""
-    return public(await store.write(_mark_sent, command_id))
+    return public(await store.write(_mark_sent, command_id), for_device=True)
 
 
 def _mark_sent(conn: sqlite3.Connection, command_id: str) -> Row:
@@ -750,7 +754,7 @@ async def record_result(
     except (TypeError, ValueError):
         raise Invalid("result must be a JSON object", field="result") from None
     target = State.ACKNOWLEDGED if ok else State.FAILED
-    return public(await store.write(_record_result, command_id, target, stored))
+    return public(await store.write(_record_result, command_id, target, stored), for_device=True)
 
 
 def _record_result(conn: sqlite3.Connection, command_id: str, target: State, stored: str) -> Row:

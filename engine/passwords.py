@@ -9,6 +9,7 @@ later without invalidating existing passwords.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import secrets
@@ -24,9 +25,23 @@ def hash_password(password: str) -> str:
 
 
 def verify_password(password: str, stored: str | None) -> bool:
-    """Constant-time check; False for a missing or malformed hash, never an exception."""
+    """Constant-time check; False for a missing or malformed hash, never an exception.
+
+    Without a stored hash (no such account) the same scrypt work is done against a dummy,
+    so the answer's timing does not tell which accounts exist.
+    """
     if not stored:
+        _check(password, _dummy_hash())
         return False
+    return _check(password, stored)
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    return hash_password(secrets.token_urlsafe(16))
+
+
+def _check(password: str, stored: str) -> bool:
     try:
         scheme, n, r, p, salt, digest = stored.split("$")
         if scheme != "scrypt":

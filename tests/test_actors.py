@@ -288,3 +288,61 @@ async def test_stop_drains_the_mailbox_first() -> None:
         with pytest.raises(ActorDead):
             ref.tell("too late")
     assert log == [0, 1, 2, 3, 4, "stopped"]
+
+
+class Slow:
+    """Session logic whose hand-off (close) takes a while; it records what happens when."""
+
+    def __init__(self, key: str, log: list[str]) -> None:
+        self.key = key
+        self.log = log
+
+    async def handle(self, message: Any) -> Any:
+        self.log.append(f"handle {message}")
+        return message
+
+    async def close(self) -> None:
+        self.log.append("close starts")
+        await trio.sleep(5)
+        self.log.append("close ends")
+
+
+async def test_a_device_never_has_two_sessions_while_one_hands_over(
+    clock: trio.testing.MockClock,
+) -> None:
+    log: list[str] = []
+    async with trio.open_nursery() as nursery:
+        listener = await start_listener(nursery, "t", lambda key: Slow(key, log), session_idle=1)
+        await listener.ref.ask(DeviceRequest("d", "first"))
+        await trio.testing.wait_all_tasks_blocked()
+        clock.jump(5)
+        assert listener.sessions.passivate_idle() == 1
+        await trio.testing.wait_all_tasks_blocked()  # the old session's close has begun...
+        assert log[-1] == "close starts"
+        # ...and a request for the same device waits for it rather than meeting a second
+        # session working on half-handed-over state.
+        assert await listener.ref.ask(DeviceRequest("d", "second")) == "second"
+        nursery.cancel_scope.cancel()
+    assert log == [
+        "handle first",
+        "close starts",
+        "close ends",
+        "handle second",
+        "close starts",
+        "close ends",
+    ]
+
+
+async def test_shutdown_lets_every_session_hand_over(clock: trio.testing.MockClock) -> None:
+    log: list[str] = []
+    async with trio.open_nursery() as nursery:
+        listener = await start_listener(nursery, "t", lambda key: Slow(key, log))
+        for key in ("a", "b", "c"):
+            await listener.ref.ask(DeviceRequest(key, key))
+        await listener.sessions.aclose()
+        assert log.count("close ends") == 3
+        assert len(listener.sessions) == 0
+        # Cancellation (a second signal) still runs the hand-off of a live session.
+        await listener.ref.ask(DeviceRequest("d", "d"))
+        nursery.cancel_scope.cancel()
+    assert log.count("close ends") == 4

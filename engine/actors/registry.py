@@ -57,7 +57,11 @@ class Registry(Generic[K]):
         self._idle = idle if idle > 0 else math.inf
         self._policy = policy
         self._live: dict[K, Runner] = {}
+        #: Passivated actors still running their ``stopping``: a new activation of the same
+        #: key waits for it, so one device never has two sessions at once.
+        self._leaving: dict[K, Runner] = {}
         self._sweeping = False
+        self._sweep_scope = trio.CancelScope()
         self.activations = 0
 
     def __len__(self) -> int:
@@ -80,6 +84,7 @@ class Registry(Generic[K]):
                 on_exit=lambda ref, error: self._forget(key, ref),
                 # One device's repeated crashes stop that device's actor, not its siblings.
                 escalate=False,
+                after=self._leaving[key].finished if key in self._leaving else None,
             )
             self._live[key] = runner
             self.activations += 1
@@ -105,16 +110,28 @@ class Registry(Generic[K]):
         idle_since = trio.current_time() - self._idle
         idle = [key for key, r in self._live.items() if r.passivate_if_idle(idle_since)]
         for key in idle:
-            del self._live[key]
+            self._leaving[key] = self._live.pop(key)
         return len(idle)
 
+    async def aclose(self) -> None:
+        """Stop every actor after what it has queued (each hands its state over), and stop
+        looking for idle ones. Used at shutdown, before the nursery is cancelled."""
+        self._sweep_scope.cancel()
+        runners = [*self._live.values(), *self._leaving.values()]
+        for runner in runners:
+            runner.ref.stop()
+        for runner in runners:
+            await runner.finished.wait()
+
     async def _sweep(self) -> None:
-        while True:
-            await trio.sleep(self._idle / 4)
-            self.passivate_idle()
+        with self._sweep_scope:
+            while True:
+                await trio.sleep(self._idle / 4)
+                self.passivate_idle()
 
     def _forget(self, key: K, ref: ActorRef[Any]) -> None:
         # Only forget the actor that is leaving: a fresh activation may already hold the key.
-        runner = self._live.get(key)
-        if runner is not None and runner.ref is ref:
-            del self._live[key]
+        for runners in (self._live, self._leaving):
+            runner = runners.get(key)
+            if runner is not None and runner.ref is ref:
+                del runners[key]

@@ -245,8 +245,10 @@ class Runner:
     """The loop behind one actor: mailbox, supervision, clean stop; passivation on request."""
 
     __slots__ = (
+        "after",
         "escalate",
         "factory",
+        "finished",
         "last_active",
         "on_exit",
         "pending",
@@ -263,8 +265,14 @@ class Runner:
         policy: RestartPolicy,
         on_exit: ExitHook | None,
         escalate: bool,
+        after: trio.Event | None = None,
     ) -> None:
         send, self.receive = trio.open_memory_channel[Envelope](capacity)
+        #: Set once the actor has stopped for good (after its ``stopping``).
+        self.finished = trio.Event()
+        #: Wait for this before starting: the previous activation of the same key handing
+        #: its state over (what it posts meanwhile waits in the mailbox).
+        self.after = after
         self.ref: ActorRef[Any] = ActorRef(name, send)
         self.factory = factory
         self.policy = policy
@@ -294,6 +302,9 @@ class Runner:
     ) -> None:
         error: BaseException | None = None
         try:
+            if self.after is not None:
+                await self.after.wait()
+                self.after = None
             await self._supervise(task_status)
         except Escalation as exc:
             error = exc
@@ -302,6 +313,7 @@ class Runner:
             log.error("%s stopped for good: %s", self.ref.name, exc.__cause__ or exc)
         finally:
             self._answer_leftovers()
+            self.finished.set()
             if self.on_exit is not None:
                 self.on_exit(self.ref, error)
 
@@ -317,9 +329,11 @@ class Runner:
                     started = True
                     task_status.started(self.ref)
                 await self._loop(actor)
-                with trio.CancelScope(shield=True):
-                    await actor.stopping()
+                await _stop(actor)
                 return
+            except trio.Cancelled:
+                await _stop(actor)  # shutting down: the actor still hands its state over
+                raise
             except Exception as exc:
                 restarts = restarts if restarts is not None else deque()
                 now = trio.current_time()
@@ -376,6 +390,20 @@ class Runner:
                 reply.fail(ActorDead(self.ref.name))
 
 
+#: How long an actor's ``stopping`` may take; it runs shielded, so it needs a bound.
+STOP_DEADLINE = 10.0
+
+
+async def _stop(actor: Actor) -> None:
+    with trio.CancelScope(shield=True), trio.move_on_after(STOP_DEADLINE) as scope:
+        try:
+            await actor.stopping()
+        except Exception:
+            log.exception("%s failed while stopping", actor.ref.name)
+    if scope.cancelled_caught:
+        log.error("%s did not stop within %ss", actor.ref.name, STOP_DEADLINE)
+
+
 def spawn(
     nursery: trio.Nursery,
     factory: ActorFactory,
@@ -385,13 +413,15 @@ def spawn(
     policy: RestartPolicy = DEFAULT_POLICY,
     on_exit: ExitHook | None = None,
     escalate: bool = True,
+    after: trio.Event | None = None,
 ) -> Runner:
     """Start an actor without waiting; messages posted before it runs wait in its mailbox.
 
     This is what activation on demand needs: the reference (``.ref``) exists, and can be
-    registered, in the same tick as the request that asked for it.
+    registered, in the same tick as the request that asked for it. With ``after``, the
+    actor starts only once that event is set.
     """
-    runner = Runner(factory, name, capacity, policy, on_exit, escalate)
+    runner = Runner(factory, name, capacity, policy, on_exit, escalate, after)
     nursery.start_soon(runner.run, name=name)
     return runner
 

@@ -22,7 +22,9 @@ from quart import Blueprint, request
 
 from engine.errors import Invalid
 from engine.listing import ListQuery, ListSpec
+from engine.organisations import visible_organisation
 
+from ..context import service
 from ..requests import json_object, principal
 from .schema import Schema, validate
 
@@ -97,6 +99,12 @@ def operation(
         async def route(**params: Any) -> Any:
             if auth != "none":
                 params["who"] = await principal(password_change=auth == "password-change")
+                if "organisation" in params:
+                    # Another organisation's routes are "not found" before anything of the
+                    # request is even looked at.
+                    await visible_organisation(
+                        service().store, params["who"], params["organisation"]
+                    )
             if body is not None:
                 data = await json_object()
                 validate(data, body)

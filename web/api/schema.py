@@ -70,7 +70,12 @@ def string(*, description: str | None = None, **keywords: Any) -> Schema:
     return _with({"type": "string", **keywords}, description)
 
 
+#: What an INTEGER column holds comfortably; larger whole numbers are refused up front.
+MAX_INTEGER = 2**31 - 1
+
+
 def integer(*, description: str | None = None, **keywords: Any) -> Schema:
+    keywords.setdefault("maximum", MAX_INTEGER)
     return _with({"type": "integer", **keywords}, description)
 
 

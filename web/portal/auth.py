@@ -8,7 +8,7 @@ from engine import auth
 from engine.errors import DomainError, Forbidden, Unauthenticated
 
 from ..context import service
-from .pages import ACTIONS, PortalAction, back_location, home_of, render
+from .pages import ACTIONS, PortalAction, back_location, home_of, render, safe_path
 from .session import (
     LOGIN_CSRF_COOKIE,
     SESSION_LIFETIME,
@@ -134,6 +134,4 @@ def register(blueprint: Blueprint) -> None:
 
 def _safe_next(target: str | None) -> str:
     """Only a path on this site: never an open redirect."""
-    if target and target.startswith("/") and not target.startswith("//"):
-        return target
-    return ""
+    return target if target and safe_path(target) else ""

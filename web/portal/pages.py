@@ -152,10 +152,18 @@ def back_location() -> str:
     """The page the form was on (same site only), else the portal's start."""
     referrer = request.referrer or ""
     parts = urlsplit(referrer)
-    if (
-        parts.netloc == request.host
-        and parts.path.startswith("/")
-        and not parts.path.startswith("//")
-    ):
-        return parts.path + (f"?{parts.query}" if parts.query else "")
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    if parts.netloc == request.host and safe_path(path):
+        return path
     return "/"
+
+
+def safe_path(target: str) -> bool:
+    """A plain path on this site. Browsers read ``//host``, ``/\\host`` and paths with tabs
+    or newlines as other sites, so those are refused (no open redirect)."""
+    if not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return False
+    if any(ord(c) < 33 or ord(c) == 127 for c in target):
+        return False
+    parts = urlsplit(target)
+    return not parts.scheme and not parts.netloc
