@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 
 import httpx
+import trio
 
 from engine import __version__
 
@@ -253,3 +254,61 @@ async def test_bad_requests_get_problem_details_and_change_nothing(
         listed = await client.get("/api/v1/organisations", headers=auth)
         assert listed.json()["items"] == []
     assert audit_actions(running) == before
+
+
+async def test_parallel_guesses_cannot_outrun_the_lock_out(running: RunningService) -> None:
+    async with running.client() as client:
+        await supervisor_token(client, running.supervisor_password)
+        statuses: list[int] = []
+
+        async def guess(password: str) -> None:
+            response = await client.post(
+                "/api/v1/auth/token", json={"login": "supervisor", "password": password}
+            )
+            statuses.append(response.status_code)
+
+        async with trio.open_nursery() as nursery:
+            for n in range(20):
+                nursery.start_soon(guess, f"wrong guess {n}")
+            nursery.start_soon(guess, NEW_PASSWORD)
+        # At most the free attempts were checked at all; everything else waited it out.
+        assert statuses.count(429) >= 21 - 5
+        assert statuses.count(401) + statuses.count(201) <= 5
+
+
+async def test_a_password_change_ends_every_other_session(running: RunningService) -> None:
+    async with running.client() as client:
+        first = await supervisor_token(client, running.supervisor_password)
+        second = await client.post(
+            "/api/v1/auth/token", json={"login": "supervisor", "password": NEW_PASSWORD}
+        )
+        other = bearer(second.json()["token"])
+        changed = await client.post(
+            "/api/v1/auth/password",
+            json={"current_password": NEW_PASSWORD, "new_password": "yet another secret"},
+            headers=bearer(first),
+        )
+        assert changed.status_code == 200
+        assert (await client.get("/api/v1/auth/me", headers=other)).status_code == 401
+        assert (await client.get("/api/v1/auth/me", headers=bearer(first))).status_code == 401
+        fresh = bearer(changed.json()["token"])
+        assert (await client.get("/api/v1/auth/me", headers=fresh)).status_code == 200
+
+
+async def test_sign_in_never_redirects_to_another_site(running: RunningService) -> None:
+    async with running.client() as client:
+        await supervisor_token(client, running.supervisor_password)
+        for target in ("/\\evil.example/x", "//evil.example/x", "/\tevil.example", "https://e.x"):
+            page = await client.get("/sign-in", params={"next": target})
+            done = await client.post(
+                "/sign-in",
+                data={
+                    "login": "supervisor",
+                    "password": NEW_PASSWORD,
+                    "next": target,
+                    "csrf_token": client.cookies["emm_login_csrf"],
+                },
+            )
+            assert page.status_code == 200 and done.status_code == 302
+            assert done.headers["location"] in ("/", "/admin/organisations"), target
+            client.cookies.clear()
