@@ -28,6 +28,7 @@ OPEN_TO_ALL = {
     ("POST", "/auth/password"),
     ("GET", "/auth/me"),
     ("GET", "/organisations"),
+    ("GET", "/me/messages"),  # one's own messages as a device owner (others: none)
 }
 
 

@@ -228,8 +228,40 @@ _INVENTORY_INDEXES = (
     "CREATE INDEX devices_org_last_seen ON devices (organisation_id, last_seen_at, state, id)",
 )
 
+_MESSAGES = (
+    # Messages an organisation broadcasts to its device owners (engine/messages.py).
+    # severity: info | warning | urgent; audience: all (every device owner) | groups (owners
+    # of devices in the groups of message_groups). ON DELETE: removing the organisation
+    # removes its messages, removing an account keeps what it posted without its author,
+    # removing a device group takes it out of the audiences that named it.
+    """CREATE TABLE messages (
+        id TEXT PRIMARY KEY,
+        organisation_id TEXT NOT NULL REFERENCES organisations(id) ON DELETE CASCADE,
+        title TEXT NOT NULL,
+        body TEXT NOT NULL DEFAULT '',
+        severity TEXT NOT NULL DEFAULT 'info',
+        audience TEXT NOT NULL DEFAULT 'all',
+        valid_from TEXT NOT NULL,
+        valid_until TEXT,
+        created_by TEXT REFERENCES accounts(id) ON DELETE SET NULL,
+        created_at TEXT NOT NULL,
+        withdrawn_at TEXT
+    )""",
+    "CREATE INDEX messages_org_created ON messages (organisation_id, created_at)",
+    # What a device owner is shown: the organisation's messages valid now, newest first.
+    "CREATE INDEX messages_org_valid ON messages (organisation_id, withdrawn_at, valid_from)",
+    """CREATE TABLE message_groups (
+        message_id TEXT NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+        group_id TEXT NOT NULL REFERENCES device_groups(id) ON DELETE CASCADE,
+        organisation_id TEXT NOT NULL REFERENCES organisations(id) ON DELETE CASCADE,
+        PRIMARY KEY (message_id, group_id)
+    )""",
+    "CREATE INDEX message_groups_group ON message_groups (group_id)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", _INITIAL),
     Migration(2, "tenancy", _TENANCY),
     Migration(3, "inventory indexes", _INVENTORY_INDEXES),
+    Migration(4, "messages", _MESSAGES),
 )

@@ -20,6 +20,7 @@ from werkzeug.datastructures import MultiDict
 
 from engine import accounts as domain
 from engine import commands, devices, organisations
+from engine import messages as broadcasts
 from engine.errors import Forbidden, Invalid, NotFound
 from engine.listing import ListQuery
 from engine.principals import AccountKind, Principal, Right, holds
@@ -577,6 +578,8 @@ def _register_my_devices(blueprint: Blueprint) -> None:
         organisation = _require_owner(who)
         query = list_query(devices.LIST)
         result = await devices.list_devices(_store(), who, organisation, query)
+        # Named, not passed as ``organisation``: that would link the admin navigation.
+        sender = await organisations.get_organisation(_store(), who, organisation)
         return await render(
             "portal/people/my_devices.html",
             who,
@@ -585,6 +588,8 @@ def _register_my_devices(blueprint: Blueprint) -> None:
             rows=result.items,
             link=lambda row: device_url(row["id"]),
             tasks=[(kind, TASK_LABELS[kind]) for kind in BULK_TASKS],
+            messages=await broadcasts.my_messages(_store(), who),
+            sender=sender["long_name"] or sender["short_name"],
         )
 
     @page(blueprint, "/my/devices/<device>", kinds=OWNERS)
