@@ -32,10 +32,10 @@ import trio
 
 from .audit import audit_event
 from .auth import check_password_rules
-from .errors import AlreadyExists, Forbidden, Invalid, NotFound
+from .errors import AlreadyExists, Forbidden, Invalid, NotFound, refuse_unknown
 from .ids import new_id
 from .listing import ListQuery, ListSpec, Page
-from .organisations import visible_organisation
+from .organisations import changeable_organisation, readable_organisation, visible_organisation
 from .passwords import hash_password, one_time_password
 from .principals import (
     ALL_RIGHTS,
@@ -43,7 +43,7 @@ from .principals import (
     Principal,
     Right,
     parse_rights,
-    require_right,
+    require_organisation_view,
     require_supervisor,
 )
 from .store import Conflict, Store
@@ -53,8 +53,6 @@ from .store.accounts import (
     delete_account,
     delete_template,
     devices_owned,
-    insert_account,
-    insert_template,
     release_vendor_organisations,
     revoke_account_tokens,
     template_in,
@@ -67,7 +65,7 @@ from .store.accounts import (
 )
 from .store.accounts import update_account as update_account_row
 from .store.accounts import update_template as update_template_row
-from .store.audit import insert_event
+from .store.audit import insert_event, insert_with_event
 from .store.organisations import update_organisation
 from .store.rows import Row
 from .timestamps import now
@@ -247,8 +245,7 @@ async def set_name_policy(
     store: Store, principal: Principal, key: str, policy: NamePolicy
 ) -> dict[str, Any]:
     """Replace the policy; existing login ids stay as they are (logins never change)."""
-    org = await visible_organisation(store, principal, key)
-    require_right(principal, Right.CONFIGURATION)
+    org = await changeable_organisation(store, principal, key, Right.CONFIGURATION)
     policy = NamePolicy(
         policy.min_length,
         policy.max_length,
@@ -310,12 +307,6 @@ def _require_outranks(principal: Principal, row: Row) -> None:
         _require_holds(principal, _stored_rights(row), "it holds rights you do not")
 
 
-def _require_reader(principal: Principal) -> None:
-    """Managers (any rights) and system accounts see the organisation's accounts."""
-    if principal.kind not in (AccountKind.SUPERVISOR, AccountKind.VENDOR, AccountKind.MANAGER):
-        raise Forbidden("device owners see only their own account")
-
-
 # --------------------------------------------------------------------------- values
 
 
@@ -336,12 +327,6 @@ def _check_values(values: dict[str, Any]) -> dict[str, Any]:
             raise Invalid(f"{name}: not a valid {name.replace('_', ' ')}", field=name)
         checked[name] = value
     return checked
-
-
-def _refuse_unknown(changes: dict[str, Any], editable: tuple[str, ...]) -> None:
-    unknown = sorted(set(changes) - set(editable))
-    if unknown:
-        raise Invalid(f"{unknown[0]} cannot be changed", field=unknown[0])
 
 
 async def _initial_password(
@@ -430,8 +415,8 @@ class NewAccount:
 
 
 async def list_accounts(store: Store, principal: Principal, key: str, query: ListQuery) -> Page:
-    org = await visible_organisation(store, principal, key)
-    _require_reader(principal)
+    org = await readable_organisation(store, principal, key)
+    query = query.checked(ACCOUNT_LIST)
     rows, total = await store.read(accounts_page, org["id"], query)
     return Page([account_view(row) for row in rows], total, query.limit, query.offset)
 
@@ -442,7 +427,7 @@ async def get_account(
     """Managers and system accounts read any account of the organisation; owners their own."""
     org = await visible_organisation(store, principal, key)
     if account_id != principal.account_id:
-        _require_reader(principal)
+        require_organisation_view(principal)
     return account_view(await _account(store, org, account_id))
 
 
@@ -457,8 +442,7 @@ async def create_account(
     store: Store, principal: Principal, key: str, new: NewAccount
 ) -> dict[str, Any]:
     """Create an account from a template; answers a generated password once."""
-    org = await visible_organisation(store, principal, key)
-    require_right(principal, Right.ACCOUNTS)
+    org = await changeable_organisation(store, principal, key, Right.ACCOUNTS)
     template, default_template = await _template_for(store, org["id"], new.template, new.kind)
     kind = AccountKind(template["kind"])
     if new.rights is None:
@@ -554,11 +538,16 @@ def _create_account(
         if existing is not None:
             template_id = existing["id"]
         else:
-            insert_template(conn, default_template)
-            insert_event(conn, _template_event(principal, "created", default_template))
-    insert_account(conn, account | {"template_id": template_id})
-    insert_event(
+            insert_with_event(
+                conn,
+                "account_templates",
+                default_template,
+                _template_event(principal, "created", default_template),
+            )
+    insert_with_event(
         conn,
+        "accounts",
+        account | {"template_id": template_id},
         audit_event(
             principal,
             "account.created",
@@ -580,11 +569,10 @@ async def update_account(
     store: Store, principal: Principal, key: str, account_id: str, changes: dict[str, Any]
 ) -> dict[str, Any]:
     """Change an account; active=false ends its sessions at once."""
-    org = await visible_organisation(store, principal, key)
-    require_right(principal, Right.ACCOUNTS)
+    org = await changeable_organisation(store, principal, key, Right.ACCOUNTS)
     row = await _account(store, org, account_id)
     _require_outranks(principal, row)
-    _refuse_unknown(changes, ACCOUNT_EDITABLE)
+    refuse_unknown(changes, ACCOUNT_EDITABLE)
     values = _check_values(
         {k: v for k, v in changes.items() if k not in ("rights", "active", "template")}
     )
@@ -630,8 +618,7 @@ def _update_account(
 
 async def remove_account(store: Store, principal: Principal, key: str, account_id: str) -> None:
     """Remove an account that owns no devices (they would be left without an owner)."""
-    org = await visible_organisation(store, principal, key)
-    require_right(principal, Right.ACCOUNTS)
+    org = await changeable_organisation(store, principal, key, Right.ACCOUNTS)
     row = await _account(store, org, account_id)
     if row["id"] == principal.account_id:
         raise Forbidden("you cannot remove your own account")
@@ -662,8 +649,7 @@ async def reset_password(
     store: Store, principal: Principal, key: str, account_id: str
 ) -> dict[str, Any]:
     """Give a user or manager a new one-time password, answered once; its sessions end."""
-    org = await visible_organisation(store, principal, key)
-    require_right(principal, Right.ACCOUNTS)
+    org = await changeable_organisation(store, principal, key, Right.ACCOUNTS)
     row = await _account(store, org, account_id)
     if row["id"] == principal.account_id:
         raise Forbidden("change your own password with POST /api/v1/auth/password")
@@ -713,8 +699,8 @@ class NewTemplate:
 
 
 async def list_templates(store: Store, principal: Principal, key: str, query: ListQuery) -> Page:
-    org = await visible_organisation(store, principal, key)
-    _require_reader(principal)
+    org = await readable_organisation(store, principal, key)
+    query = query.checked(TEMPLATE_LIST)
     rows, total = await store.read(templates_page, org["id"], query)
     return Page([template_view(row) for row in rows], total, query.limit, query.offset)
 
@@ -722,8 +708,7 @@ async def list_templates(store: Store, principal: Principal, key: str, query: Li
 async def get_template(
     store: Store, principal: Principal, key: str, template_id: str
 ) -> dict[str, Any]:
-    org = await visible_organisation(store, principal, key)
-    _require_reader(principal)
+    org = await readable_organisation(store, principal, key)
     return template_view(await _template(store, org, template_id))
 
 
@@ -755,8 +740,7 @@ def _template_values(kind: str, changes: dict[str, Any], principal: Principal) -
 async def create_template(
     store: Store, principal: Principal, key: str, new: NewTemplate
 ) -> dict[str, Any]:
-    org = await visible_organisation(store, principal, key)
-    require_right(principal, Right.CONFIGURATION)
+    org = await changeable_organisation(store, principal, key, Right.CONFIGURATION)
     if new.kind not in ORGANISATION_KINDS:
         raise Invalid("kind: user, manager or resource", field="kind")
     values = _template_values(
@@ -772,7 +756,10 @@ async def create_template(
     template = _template_row(org["id"], AccountKind(new.kind), **values)
     try:
         await store.write(
-            _insert_template, template, _template_event(principal, "created", template)
+            insert_with_event,
+            "account_templates",
+            template,
+            _template_event(principal, "created", template),
         )
     except Conflict:
         raise AlreadyExists(f"a template named {template['name']!r} exists already") from None
@@ -795,22 +782,14 @@ def _template_event(principal: Principal, verb: str, template: Row) -> dict[str,
     )
 
 
-def _insert_template(
-    conn: sqlite3.Connection, template: dict[str, Any], event: dict[str, Any]
-) -> None:
-    insert_template(conn, template)
-    insert_event(conn, event)
-
-
 async def update_template(
     store: Store, principal: Principal, key: str, template_id: str, changes: dict[str, Any]
 ) -> dict[str, Any]:
     """Change a template; accounts made from it keep what it preset (presets, not links)."""
-    org = await visible_organisation(store, principal, key)
-    require_right(principal, Right.CONFIGURATION)
+    org = await changeable_organisation(store, principal, key, Right.CONFIGURATION)
     row = await _template(store, org, template_id)
     _require_outranks(principal, row)
-    _refuse_unknown(changes, TEMPLATE_EDITABLE)
+    refuse_unknown(changes, TEMPLATE_EDITABLE)
     values = _template_values(row["kind"], changes, principal) | {"updated_at": now()}
     changed = row | values
     try:
@@ -831,8 +810,7 @@ def _update_template(
 
 async def remove_template(store: Store, principal: Principal, key: str, template_id: str) -> None:
     """Remove a template nothing refers to any more."""
-    org = await visible_organisation(store, principal, key)
-    require_right(principal, Right.CONFIGURATION)
+    org = await changeable_organisation(store, principal, key, Right.CONFIGURATION)
     row = await _template(store, org, template_id)
     _require_outranks(principal, row)
     await store.write(_remove_template, row["id"], _template_event(principal, "removed", row))
@@ -862,6 +840,7 @@ class NewVendor:
 
 async def list_vendors(store: Store, principal: Principal, query: ListQuery) -> Page:
     require_supervisor(principal)
+    query = query.checked(VENDOR_LIST)
     items, total = await store.read(_vendors_page, query)
     return Page(items, total, query.limit, query.offset)
 
@@ -911,18 +890,11 @@ async def create_vendor(store: Store, principal: Principal, new: NewVendor) -> d
         details={"login": new.login},
     )
     try:
-        await store.write(_insert_account, vendor, event)
+        await store.write(insert_with_event, "accounts", vendor, event)
     except Conflict:
         raise AlreadyExists(f"a system account {new.login!r} exists already") from None
     view = vendor_view(vendor | {"active": 1, "rights": "[]", "phone_number": None}, [])
     return view | {"one_time_password": generated}
-
-
-def _insert_account(
-    conn: sqlite3.Connection, account: dict[str, Any], event: dict[str, Any]
-) -> None:
-    insert_account(conn, account)
-    insert_event(conn, event)
 
 
 async def update_vendor(
@@ -930,7 +902,7 @@ async def update_vendor(
 ) -> dict[str, Any]:
     """Change a vendor admin; active=false ends its sessions (its organisations go on)."""
     require_supervisor(principal)
-    _refuse_unknown(changes, VENDOR_EDITABLE)
+    refuse_unknown(changes, VENDOR_EDITABLE)
     values = _check_values({k: v for k, v in changes.items() if k != "active"})
     if "active" in changes:
         values["active"] = int(changes["active"])

@@ -9,7 +9,7 @@ An upload is a certificate with its private key, as PEM text or as a base64 PKCS
 with its password. It is refused (422, with the reason) unless it is an Apple push
 certificate, its key matches, and it is valid now. The accepted certificate is stored in
 ``certificates`` (purpose ``apns``) and the Apple MDM setting ``apns_certificate`` is set to
-its id through the service-settings operations, which audit that change themselves.
+its id by the service-settings units, in the same write (with their audit event).
 
 Decisions worth knowing:
 
@@ -22,8 +22,9 @@ Decisions worth knowing:
   unless the request says ``allow_topic_change``. Renewing with Apple keeps the topic.
 * The private key is stored unencrypted (PKCS#8 PEM) because the notifier must use it
   unattended; the database file is the service's secret store, as for the CA key files.
-* The certificate row and the setting are two writes: if the second failed, an unused
-  certificate row would remain, which changes nothing devices see.
+* The topic check, the certificate row, the setting and their audit events are one unit
+  of work: a failed settings change leaves no certificate behind, and of two uploads at
+  once the second is checked against the first's topic.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import base64
 import binascii
 import re
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -45,7 +47,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
 from .audit import audit_event
-from .errors import Invalid
+from .errors import Invalid, Stale
 from .ids import new_id
 from .organisations import visible_organisation
 from .principals import (
@@ -58,11 +60,11 @@ from .principals import (
 )
 from .service_settings import (
     Deployment,
-    change_organisation_settings,
-    change_system_settings,
-    effective_settings_of,
+    change_organisation_unit,
+    change_system_unit,
+    effective_settings_unit,
 )
-from .store import Store
+from .store import Conflict, Store
 from .store.audit import insert_event
 from .store.certificates import certificate_usable_by, insert_certificate
 from .store.rows import Row
@@ -244,8 +246,8 @@ async def upload_system_certificate(
 ) -> dict[str, Any]:
     """The supervisor's push certificate, used by every organisation that does not set one."""
     require_supervisor(principal)
-    row = await _store_certificate(store, principal, deployment, None, upload)
-    await change_system_settings(store, principal, deployment, SERVICE, {SETTING: row["id"]})
+    row = await _new_certificate(principal, None, upload)
+    await _write(store, _upload_system, principal, deployment, row, upload.allow_topic_change)
     return view(row)
 
 
@@ -255,37 +257,18 @@ async def upload_organisation_certificate(
     """An organisation's own push certificate, used instead of the system-wide one."""
     org = await visible_organisation(store, principal, organisation)
     require_right(principal, Right.CONFIGURATION)
-    row = await _store_certificate(store, principal, deployment, org["id"], upload)
-    await change_organisation_settings(
-        store,
-        principal,
-        deployment,
-        org["id"],
-        SERVICE,
-        use_system_wide=False,
-        overrides={SETTING: row["id"]},
-    )
+    row = await _new_certificate(principal, org["id"], upload)
+    await _write(store, _upload_organisation, principal, deployment, row, upload.allow_topic_change)
     return view(row)
 
 
-async def _store_certificate(
-    store: Store,
-    principal: Principal,
-    deployment: Deployment,
-    organisation_id: str | None,
-    upload: Upload,
-) -> Row:
+async def _new_certificate(
+    principal: Principal, organisation_id: str | None, upload: Upload
+) -> dict[str, Any]:
+    """The certificate row of an upload, checked (in a worker thread: PKCS#12 is slow)."""
     push = await trio.to_thread.run_sync(read_push_certificate, upload, datetime.now(UTC))
-    current = await _current(store, deployment, organisation_id)
-    if current is not None and current["topic"] != push.topic and not upload.allow_topic_change:
-        raise Invalid(
-            f"the topic {push.topic} differs from the one in use ({current['topic']}): devices "
-            "enrolled with it would have to enrol again. Renew the current certificate with "
-            "Apple instead, or send allow_topic_change: true",
-            field="allow_topic_change",
-        )
     pem = serialization.Encoding.PEM
-    row = {
+    return {
         "id": new_id(),
         "organisation_id": organisation_id,
         "purpose": PURPOSE,
@@ -302,27 +285,93 @@ async def _store_certificate(
         "created_by": principal.account_id,
         "created_at": now(),
     }
+
+
+async def _write(store: Store, unit: Callable[..., None], /, *args: Any) -> None:
+    try:
+        await store.write(unit, *args)
+    except Conflict as exc:  # the settings moved on meanwhile, as with a stale If-Match
+        raise Stale(str(exc)) from None
+
+
+def _upload_system(
+    conn: sqlite3.Connection,
+    principal: Principal,
+    deployment: Deployment,
+    row: dict[str, Any],
+    allow_topic_change: bool,
+) -> None:
+    _insert(conn, principal, deployment, row, allow_topic_change)
+    values = {SETTING: row["id"]}
     event = audit_event(
         principal,
-        "certificate.uploaded",
-        organisation_id=organisation_id,
-        target_type="certificate",
-        target_id=row["id"],
-        details={
-            "purpose": PURPOSE,
-            "topic": row["topic"],
-            "subject": row["subject"],
-            "not_after": row["not_after"],
-            "replaces": current["id"] if current else None,
-        },
+        "settings.system_changed",
+        organisation_id=None,
+        target_type="service",
+        target_id=SERVICE,
+        details={"values": values},
     )
-    await store.write(_insert, row, event)
-    return row
+    change_system_unit(conn, deployment, SERVICE, values, None, event)
 
 
-def _insert(conn: sqlite3.Connection, row: dict[str, Any], event: dict[str, Any]) -> None:
+def _upload_organisation(
+    conn: sqlite3.Connection,
+    principal: Principal,
+    deployment: Deployment,
+    row: dict[str, Any],
+    allow_topic_change: bool,
+) -> None:
+    _insert(conn, principal, deployment, row, allow_topic_change)
+    change = {"use_system_wide": False, "overrides": {SETTING: row["id"]}, "clear": []}
+    event = audit_event(
+        principal,
+        "settings.organisation_changed",
+        organisation_id=row["organisation_id"],
+        target_type="service",
+        target_id=SERVICE,
+        details=change,
+    )
+    change_organisation_unit(conn, row["organisation_id"], SERVICE, change, None, event)
+
+
+def _insert(
+    conn: sqlite3.Connection,
+    principal: Principal,
+    deployment: Deployment,
+    row: dict[str, Any],
+    allow_topic_change: bool,
+) -> None:
+    """Store the certificate unless it changes the topic in use unasked.
+
+    The topic is checked against the certificate in use in the same unit that replaces
+    it: of two uploads at once, the second sees the first's certificate.
+    """
+    current = _current_in(conn, deployment, row["organisation_id"])
+    if current is not None and current["topic"] != row["topic"] and not allow_topic_change:
+        raise Invalid(
+            f"the topic {row['topic']} differs from the one in use ({current['topic']}): "
+            "devices enrolled with it would have to enrol again. Renew the current "
+            "certificate with Apple instead, or send allow_topic_change: true",
+            field="allow_topic_change",
+        )
     insert_certificate(conn, row)
-    insert_event(conn, event)
+    insert_event(
+        conn,
+        audit_event(
+            principal,
+            "certificate.uploaded",
+            organisation_id=row["organisation_id"],
+            target_type="certificate",
+            target_id=row["id"],
+            details={
+                "purpose": PURPOSE,
+                "topic": row["topic"],
+                "subject": row["subject"],
+                "not_after": row["not_after"],
+                "replaces": current["id"] if current else None,
+            },
+        ),
+    )
 
 
 async def system_certificate(
@@ -345,9 +394,15 @@ async def organisation_certificate(
 
 
 async def _current(store: Store, deployment: Deployment, organisation_id: str | None) -> Row | None:
+    return await store.read(_current_in, deployment, organisation_id)
+
+
+def _current_in(
+    conn: sqlite3.Connection, deployment: Deployment, organisation_id: str | None
+) -> Row | None:
     """The certificate Apple MDM's effective setting names for this scope, if usable."""
-    effective = await effective_settings_of(store, deployment, organisation_id)
+    effective = effective_settings_unit(conn, deployment, organisation_id)
     certificate_id = effective[SERVICE][SETTING]
     if not isinstance(certificate_id, str):
         return None
-    return await store.read(certificate_usable_by, certificate_id, organisation_id, PURPOSE)
+    return certificate_usable_by(conn, certificate_id, organisation_id, PURPOSE)

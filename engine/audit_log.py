@@ -118,6 +118,7 @@ async def system_events(
 async def _page(
     store: Store, organisation_id: str | None, query: ListQuery, period: Period
 ) -> Page:
+    query = query.checked(AUDIT_LIST)
     rows, total = await store.read(events_page, organisation_id, query, period.since, period.until)
     return Page([public_event(row) for row in rows], total, query.limit, query.offset)
 

@@ -28,14 +28,13 @@ from .store import Store
 from .store.accounts import (
     account_by_id,
     account_by_login,
-    insert_account,
     insert_token,
     revoke_account_tokens,
     revoke_token,
     token_with_account,
     update_account,
 )
-from .store.audit import insert_event
+from .store.audit import insert_event, insert_with_event
 from .store.organisations import organisation_by_code
 from .timestamps import format_time, now, parse_time
 
@@ -296,12 +295,5 @@ async def create_supervisor(store: Store, login_id: str, password: str) -> str:
         target_id=account["id"],
         details={"login": login_id, "kind": "supervisor"},
     )
-    await store.write(_insert_account_with_event, account, event)
+    await store.write(insert_with_event, "accounts", account, event)
     return account["id"]
-
-
-def _insert_account_with_event(
-    conn: sqlite3.Connection, account: dict[str, Any], event: dict[str, Any]
-) -> None:
-    insert_account(conn, account)
-    insert_event(conn, event)

@@ -8,10 +8,19 @@ every move follows the one state table :data:`TRANSITIONS`.
 
 Decisions worth knowing:
 
+* A command belongs to the owner its device had when it was queued (``owner_id``; none if
+  the device had no owner). A device owner sees the commands queued for them, whoever gave
+  them, and keeps seeing them after the device has gone to someone else (their own
+  history); they never see the commands of the device's earlier or later owners, nor
+  their results (locations). A result that arrives after the device has changed hands
+  may describe the new owner, so the command is then taken from the earlier owner
+  (``owner_id`` cleared: managers still see it). Device routes stay for the device's
+  current owner: its command list shows only the commands queued for them.
 * Cancelling is best effort: a ``sent`` command may already be on the device. Whoever may
   not give a kind of command may not cancel one either (a helpdesk manager does not
-  countermand a wipe); a device owner cancels only the commands they gave themselves, so
-  that an owner cannot undo the organisation's lock or wipe of their phone.
+  countermand a wipe); a device owner cancels only the commands they gave themselves, and
+  only while the device is still theirs, so that an owner cannot undo the organisation's
+  lock or wipe of their phone, nor reach a phone that is no longer theirs.
 * A bulk command writes one audit event for its batch (not one per device); each command
   carries the ``batch_id``. Devices that take no commands (removed, inactive) are skipped
   and reported; unknown device or group ids refuse the whole request.
@@ -39,7 +48,14 @@ from .errors import Forbidden, Invalid, NotFound
 from .ids import new_id
 from .listing import ListQuery, ListSpec, Page
 from .organisations import visible_organisation
-from .principals import AccountKind, Principal, Right, require_kind, require_right
+from .principals import (
+    AccountKind,
+    Principal,
+    Right,
+    owner_scope,
+    require_kind,
+    require_right,
+)
 from .store import Store
 from .store.audit import insert_event
 from .store.commands import (
@@ -404,15 +420,6 @@ def _page(rows_total: tuple[list[Row], int], query: ListQuery) -> Page:
     return Page([public(row) for row in rows], total, query.limit, query.offset)
 
 
-def _owner_scope(principal: Principal) -> str | None:
-    """None: sees all of the organisation's commands; else the owner whose devices only."""
-    if principal.kind is AccountKind.USER:
-        return principal.account_id
-    if principal.is_system or principal.kind is AccountKind.MANAGER:
-        return None
-    raise Forbidden(f"{principal.kind} accounts have no commands")
-
-
 def _require_may_give(principal: Principal, kind: CommandKind) -> None:
     """Managers need the commands right (and wipe for wipes); owners the self-service kinds."""
     if principal.kind is AccountKind.USER:
@@ -429,7 +436,7 @@ def _device_for(
 ) -> Row:
     """The device, if it is of this organisation and (for an owner) theirs; else NotFound."""
     row = device_in(conn, organisation_id, device_id)
-    owner = _owner_scope(principal)
+    owner = owner_scope(principal)
     if row is None or (owner is not None and row["owner_id"] != owner):
         raise NotFound("no such device")
     return row
@@ -439,8 +446,8 @@ def _command_for(
     conn: sqlite3.Connection, principal: Principal, organisation_id: str, command_id: str
 ) -> Row:
     row = command_in(conn, organisation_id, command_id)
-    owner = _owner_scope(principal)
-    if row is None or (owner is not None and row["device_owner_id"] != owner):
+    owner = owner_scope(principal)
+    if row is None or (owner is not None and row["owner_id"] != owner):
         raise NotFound("no such command")
     return row
 
@@ -507,7 +514,7 @@ def _queue_one(
     device = _device_for(conn, principal, command["organisation_id"], command["device_id"])
     if device["state"] in REFUSING_DEVICE_STATES:
         raise Invalid(f"the device is {device['state']} and takes no commands", field="device")
-    insert_commands(conn, [command])
+    insert_commands(conn, [command | {"owner_id": device["owner_id"]}])
     insert_event(conn, event)
 
 
@@ -567,13 +574,12 @@ def _queue_bulk(conn: sqlite3.Connection, bulk: _Bulk) -> tuple[int, list[str]]:
     _refuse_unknown(
         "group_ids", bulk.group_ids, groups_in(conn, bulk.organisation_id, bulk.group_ids)
     )
-    states = {row["id"]: row["state"] for row in named}
-    states.update(
-        (row["id"], row["state"])
-        for row in devices_of_groups(conn, bulk.organisation_id, bulk.group_ids)
+    devices = {row["id"]: row for row in named}
+    devices.update(
+        (row["id"], row) for row in devices_of_groups(conn, bulk.organisation_id, bulk.group_ids)
     )
-    targets = [device for device, state in states.items() if state not in REFUSING_DEVICE_STATES]
-    skipped = [device for device, state in states.items() if state in REFUSING_DEVICE_STATES]
+    targets = [row for row in devices.values() if row["state"] not in REFUSING_DEVICE_STATES]
+    skipped = [row["id"] for row in devices.values() if row["state"] in REFUSING_DEVICE_STATES]
     if not targets:
         raise Invalid(
             "none of these devices takes commands (removed or inactive)", field="device_ids"
@@ -587,12 +593,13 @@ def _queue_bulk(conn: sqlite3.Connection, bulk: _Bulk) -> tuple[int, list[str]]:
             _new_command(
                 bulk.principal,
                 bulk.organisation_id,
-                device,
+                device["id"],
                 bulk.kind,
                 bulk.parameters,
                 at,
                 bulk.batch_id,
             )
+            | {"owner_id": device["owner_id"]}
             for device in targets
         ),
     )
@@ -629,7 +636,8 @@ async def device_commands(
 ) -> Page:
     """One device's commands, newest first unless sorted otherwise."""
     org = await visible_organisation(store, principal, organisation)
-    _owner_scope(principal)
+    owner_scope(principal)
+    query = query.checked(COMMAND_LIST)
     return _page(await store.read(_device_page, principal, org["id"], device_id, query), query)
 
 
@@ -641,15 +649,16 @@ def _device_page(
     query: ListQuery,
 ) -> tuple[list[Row], int]:
     _device_for(conn, principal, organisation_id, device_id)
-    return commands_page(conn, organisation_id, query, device_id)
+    return commands_page(conn, organisation_id, query, device_id, owner_scope(principal))
 
 
 async def organisation_commands(
     store: Store, principal: Principal, organisation: str, query: ListQuery
 ) -> Page:
-    """The organisation's commands; a device owner sees those of their own devices."""
+    """The organisation's commands; a device owner sees those queued for them."""
     org = await visible_organisation(store, principal, organisation)
-    owner = _owner_scope(principal)
+    owner = owner_scope(principal)
+    query = query.checked(COMMAND_LIST)
     return _page(await store.read(commands_page, org["id"], query, None, owner), query)
 
 
@@ -657,7 +666,7 @@ async def get_command(
     store: Store, principal: Principal, organisation: str, command_id: str
 ) -> dict[str, Any]:
     org = await visible_organisation(store, principal, organisation)
-    _owner_scope(principal)
+    owner_scope(principal)
     return public(await store.read(_command_for, principal, org["id"], command_id))
 
 
@@ -673,6 +682,8 @@ async def cancel_command(
     if principal.kind is AccountKind.USER:
         if row["created_by"] != principal.account_id:
             raise Forbidden("device owners may cancel only the commands they gave")
+        if row["device_owner_id"] != principal.account_id:
+            raise Forbidden("the device is no longer yours")
     else:
         _require_may_give(principal, kind)
     event = audit_event(
@@ -761,6 +772,11 @@ def _record_result(conn: sqlite3.Connection, command_id: str, target: State, sto
     row = _command(conn, command_id)
     if row["state"] == target and row["result"] == stored:
         return row
+    values: dict[str, Any] = {"result": stored}
+    if row["owner_id"] is not None:
+        device = device_in(conn, row["organisation_id"], row["device_id"])
+        if device is None or device["owner_id"] != row["owner_id"]:
+            values["owner_id"] = None  # the device changed hands: the answer may be theirs
     event = audit_event(
         None,
         f"command.{target.value}",
@@ -769,7 +785,7 @@ def _record_result(conn: sqlite3.Connection, command_id: str, target: State, sto
         target_id=command_id,
         details={"kind": row["kind"], "device_id": row["device_id"]},
     )
-    return _move(conn, row, target, {"result": stored}, event)
+    return _move(conn, row, target, values, event)
 
 
 def _command(conn: sqlite3.Connection, command_id: str) -> Row:

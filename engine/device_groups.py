@@ -17,15 +17,14 @@ from typing import Any
 from .audit import audit_event
 from .devices import LIST as DEVICE_LIST
 from .devices import summary as device_summary
-from .errors import AlreadyExists, Invalid, NotFound
+from .errors import AlreadyExists, Invalid, NotFound, refuse_unknown
 from .ids import new_id
-from .installation_codes import require_organisation_view
 from .listing import ListQuery, ListSpec, Page
-from .organisations import visible_organisation
-from .principals import Principal, Right, require_right
+from .organisations import changeable_organisation, readable_organisation
+from .principals import Principal, Right
 from .store import Conflict, Store
 from .store import devices as inventory
-from .store.audit import insert_event
+from .store.audit import insert_event, insert_with_event
 from .store.rows import Row
 from .timestamps import now
 
@@ -80,25 +79,13 @@ def _event(principal: Principal, action: str, row: Row, **details: Any) -> dict[
     )
 
 
-async def _readable(store: Store, principal: Principal, organisation: str) -> Row:
-    org = await visible_organisation(store, principal, organisation)
-    require_organisation_view(principal)
-    return org
-
-
-async def _changeable(store: Store, principal: Principal, organisation: str) -> Row:
-    org = await visible_organisation(store, principal, organisation)
-    require_right(principal, Right.DEVICES)
-    return org
-
-
 # --------------------------------------------------------------------------- groups
 
 
 async def list_groups(
     store: Store, principal: Principal, organisation: str, query: ListQuery
 ) -> Page:
-    org = await _readable(store, principal, organisation)
+    org = await readable_organisation(store, principal, organisation)
     query = query.checked(LIST)
     rows, total = await store.read(inventory.groups_page, org["id"], query)
     return Page([public(row) for row in rows], total, query.limit, query.offset)
@@ -107,7 +94,7 @@ async def list_groups(
 async def get_group(
     store: Store, principal: Principal, organisation: str, group_id: str
 ) -> dict[str, Any]:
-    org = await _readable(store, principal, organisation)
+    org = await readable_organisation(store, principal, organisation)
     row = await store.read(inventory.group_in, org["id"], group_id)
     if row is None:
         raise NotFound("no such device group")
@@ -117,7 +104,7 @@ async def get_group(
 async def create_group(
     store: Store, principal: Principal, organisation: str, new: NewGroup
 ) -> dict[str, Any]:
-    org = await _changeable(store, principal, organisation)
+    org = await changeable_organisation(store, principal, organisation, Right.DEVICES)
     new.check()
     at = now()
     group = {
@@ -129,24 +116,22 @@ async def create_group(
         "updated_at": at,
     }
     try:
-        await store.write(_create, principal, group)
+        await store.write(
+            insert_with_event,
+            "device_groups",
+            group,
+            _event(principal, "device_group.created", group),
+        )
     except Conflict:
         raise _taken(group["name"]) from None
     return public(group | {"device_count": 0})
 
 
-def _create(conn: sqlite3.Connection, principal: Principal, group: Row) -> None:
-    inventory.insert_group(conn, group)
-    insert_event(conn, _event(principal, "device_group.created", group))
-
-
 async def update_group(
     store: Store, principal: Principal, organisation: str, group_id: str, changes: dict[str, Any]
 ) -> dict[str, Any]:
-    org = await _changeable(store, principal, organisation)
-    unknown = sorted(set(changes) - set(EDITABLE))
-    if unknown:
-        raise Invalid(f"{unknown[0]} cannot be changed", field=unknown[0])
+    org = await changeable_organisation(store, principal, organisation, Right.DEVICES)
+    refuse_unknown(changes, EDITABLE)
     values = {name: str(value).strip() for name, value in changes.items()}
     if "name" in values:
         NewGroup(values["name"]).check()
@@ -177,7 +162,7 @@ async def remove_group(
     store: Store, principal: Principal, organisation: str, group_id: str
 ) -> None:
     """Remove a group; its devices stay in the inventory."""
-    org = await _changeable(store, principal, organisation)
+    org = await changeable_organisation(store, principal, organisation, Right.DEVICES)
     await store.write(_remove, principal, org["id"], group_id)
 
 
@@ -194,7 +179,7 @@ async def list_members(
     store: Store, principal: Principal, organisation: str, group_id: str, query: ListQuery
 ) -> Page:
     """The group's devices, listed, sorted and filtered like the inventory."""
-    org = await _readable(store, principal, organisation)
+    org = await readable_organisation(store, principal, organisation)
     query = query.checked(DEVICE_LIST)
     found = await store.read(_members, org["id"], group_id, query)
     if found is None:
@@ -215,7 +200,7 @@ async def add_device(
     store: Store, principal: Principal, organisation: str, group_id: str, device_id: str
 ) -> bool:
     """Put a device in a group; True if it was not there yet (adding twice is no change)."""
-    org = await _changeable(store, principal, organisation)
+    org = await changeable_organisation(store, principal, organisation, Right.DEVICES)
     return await store.write(_membership, principal, org["id"], group_id, device_id, True)
 
 
@@ -223,7 +208,7 @@ async def remove_device(
     store: Store, principal: Principal, organisation: str, group_id: str, device_id: str
 ) -> bool:
     """Take a device out of a group; True if it was in it (taking it out twice is no change)."""
-    org = await _changeable(store, principal, organisation)
+    org = await changeable_organisation(store, principal, organisation, Right.DEVICES)
     return await store.write(_membership, principal, org["id"], group_id, device_id, False)
 
 
@@ -237,7 +222,7 @@ def _membership(
 ) -> bool:
     """Both ids must name things of this organisation (another's device: not found)."""
     group = _group(conn, org_id, group_id)
-    device = inventory.device_in(conn, org_id, device_id)
+    device = inventory.inventory_device_in(conn, org_id, device_id)
     if device is None:
         raise NotFound("no such device")
     if member:

@@ -39,13 +39,13 @@ from typing import Any
 
 from .accounts import PHONE_PATTERN
 from .audit import audit_event
-from .errors import AlreadyExists, Invalid, NotFound
+from .errors import AlreadyExists, Invalid, NotFound, refuse_unknown
 from .ids import new_id
-from .installation_codes import Purpose, code_row, insert_new_code, owner_scope
+from .installation_codes import Purpose, code_row, insert_new_code
 from .installation_codes import public as public_code
 from .listing import ListQuery, ListSpec, Page
-from .organisations import visible_organisation
-from .principals import AccountKind, Principal, Right, require_right
+from .organisations import changeable_organisation, visible_organisation
+from .principals import AccountKind, Principal, Right, owner_scope
 from .store import Store
 from .store import devices as inventory
 from .store.accounts import account_in
@@ -197,7 +197,7 @@ def _check_room(
 
 
 def _device(conn: sqlite3.Connection, organisation_id: str, device_id: str) -> Row:
-    row = inventory.device_in(conn, organisation_id, device_id)
+    row = inventory.inventory_device_in(conn, organisation_id, device_id)
     if row is None:
         raise NotFound("no such device")
     return row
@@ -237,7 +237,7 @@ async def get_device(
 def _visible_detail(
     conn: sqlite3.Connection, organisation_id: str, device_id: str, owner: str | None
 ) -> dict[str, Any] | None:
-    row = inventory.device_in(conn, organisation_id, device_id)
+    row = inventory.inventory_device_in(conn, organisation_id, device_id)
     if row is None or (owner is not None and row["owner_id"] != owner):
         return None
     return detail(row, inventory.groups_of_device(conn, device_id))
@@ -250,8 +250,7 @@ async def create_device(
 
     The answer carries the code, so that it can be given to the owner.
     """
-    org = await visible_organisation(store, principal, organisation)
-    require_right(principal, Right.DEVICES)
+    org = await changeable_organisation(store, principal, organisation, Right.DEVICES)
     new.check()
     at = now()
     device = {
@@ -308,11 +307,8 @@ async def update_device(
     store: Store, principal: Principal, organisation: str, device_id: str, changes: dict[str, Any]
 ) -> dict[str, Any]:
     """Rename, give to another owner (or none), change the phone number, (de)activate."""
-    org = await visible_organisation(store, principal, organisation)
-    require_right(principal, Right.DEVICES)
-    unknown = sorted(set(changes) - set(EDITABLE))
-    if unknown:
-        raise Invalid(f"{unknown[0]} cannot be changed", field=unknown[0])
+    org = await changeable_organisation(store, principal, organisation, Right.DEVICES)
+    refuse_unknown(changes, EDITABLE)
     if "name" in changes and not str(changes["name"]).strip():
         raise Invalid("name must not be empty", field="name")
     if "phone_number" in changes:
@@ -373,8 +369,7 @@ async def remove_device(
     store: Store, principal: Principal, organisation: str, device_id: str
 ) -> None:
     """Remove a device from the inventory (see the module's note on tombstones)."""
-    org = await visible_organisation(store, principal, organisation)
-    require_right(principal, Right.DEVICES)
+    org = await changeable_organisation(store, principal, organisation, Right.DEVICES)
     await store.write(_remove, principal, org["id"], device_id)
 
 

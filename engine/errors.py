@@ -7,6 +7,8 @@ place (``web/problems.py``) the same way for the portals and the REST API.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class DomainError(Exception):
     """Something the caller asked for cannot be done; the message is safe to show."""
@@ -46,3 +48,10 @@ class Throttled(DomainError):
 
 class Stale(DomainError):
     """The thing changed since the caller read it (a stale revision); read it again."""
+
+
+def refuse_unknown(changes: Iterable[str], editable: Iterable[str]) -> None:
+    """Refuse a change naming members that cannot be changed (the first, by name)."""
+    unknown = sorted(set(changes) - set(editable))
+    if unknown:
+        raise Invalid(f"{unknown[0]} cannot be changed", field=unknown[0])

@@ -31,11 +31,11 @@ from urllib.parse import urlencode
 
 from . import qrcode
 from .audit import audit_event
-from .errors import Forbidden, Invalid, NotFound
+from .errors import Invalid, NotFound
 from .ids import new_id
 from .listing import ListQuery, ListSpec, Page
-from .organisations import visible_organisation
-from .principals import AccountKind, Principal, Right, require_right
+from .organisations import changeable_organisation, visible_organisation
+from .principals import AccountKind, Principal, Right, owner_scope
 from .store import Store
 from .store.accounts import account_by_id, account_in, template_in
 from .store.audit import insert_event
@@ -47,8 +47,8 @@ from .store.devices import (
     codes_page,
     count_use,
     device_by_id,
-    device_in,
     insert_code,
+    inventory_device_in,
     revoke_code,
 )
 from .store.organisations import organisation_by_id
@@ -101,28 +101,6 @@ class InstallationCodeRefused(Invalid):
     def __init__(self, message: str, reason: str) -> None:
         super().__init__(message, field="code")
         self.reason = reason
-
-
-# --------------------------------------------------------------------------- who sees what
-
-
-def owner_scope(principal: Principal) -> str | None:
-    """Whose devices (and their codes) ``principal`` sees in its organisation.
-
-    ``None``: all of them (managers, system accounts); an account id: only that device
-    owner's own. Any other kind of account sees none.
-    """
-    if principal.is_system or principal.kind is AccountKind.MANAGER:
-        return None
-    if principal.kind is AccountKind.USER:
-        return principal.account_id
-    raise Forbidden(f"{principal.kind} accounts have no devices")
-
-
-def require_organisation_view(principal: Principal) -> None:
-    """Things of the whole organisation (groups...) are for managers and system accounts."""
-    if owner_scope(principal) is not None:
-        raise Forbidden("only managers see this")
 
 
 # --------------------------------------------------------------------------- code text
@@ -296,8 +274,7 @@ class NewCode:
 async def create_code(
     store: Store, principal: Principal, organisation: str, new: NewCode
 ) -> dict[str, Any]:
-    org = await visible_organisation(store, principal, organisation)
-    require_right(principal, Right.DEVICES)
+    org = await changeable_organisation(store, principal, organisation, Right.DEVICES)
     new.check()
     code = code_row(
         principal,
@@ -315,7 +292,10 @@ async def create_code(
 def _create(conn: sqlite3.Connection, principal: Principal, code: Row) -> Row:
     """Check what the code refers to, in the same unit that inserts it."""
     org_id = code["organisation_id"]
-    if code["device_id"] is not None and device_in(conn, org_id, code["device_id"]) is None:
+    if (
+        code["device_id"] is not None
+        and inventory_device_in(conn, org_id, code["device_id"]) is None
+    ):
         raise Invalid("no such device in this organisation", field="device")
     if code["account_id"] is not None:
         account = account_in(conn, org_id, code["account_id"])
@@ -357,7 +337,9 @@ def _code_for(
     row = code_in(conn, organisation_id, code_id)
     if row is None or holder is None or row["account_id"] == holder:
         return row
-    device = device_in(conn, organisation_id, row["device_id"]) if row["device_id"] else None
+    device = (
+        inventory_device_in(conn, organisation_id, row["device_id"]) if row["device_id"] else None
+    )
     return row if device is not None and device["owner_id"] == holder else None
 
 
@@ -378,8 +360,7 @@ async def code_qr_svg(
 
 
 async def revoke(store: Store, principal: Principal, organisation: str, code_id: str) -> None:
-    org = await visible_organisation(store, principal, organisation)
-    require_right(principal, Right.DEVICES)
+    org = await changeable_organisation(store, principal, organisation, Right.DEVICES)
     await store.write(_revoke, principal, org["id"], code_id)
 
 

@@ -34,10 +34,9 @@ from typing import Any
 from .audit import audit_event
 from .errors import Invalid, NotFound
 from .ids import new_id
-from .installation_codes import require_organisation_view
 from .listing import ListQuery, ListSpec, Page
-from .organisations import visible_organisation
-from .principals import AccountKind, Principal, Right, require_right
+from .organisations import changeable_organisation, readable_organisation
+from .principals import AccountKind, Principal, Right
 from .store import Store
 from .store import messages as board
 from .store.audit import insert_event
@@ -182,18 +181,6 @@ def _event(principal: Principal, action: str, row: Row, **details: Any) -> dict[
     )
 
 
-async def _readable(store: Store, principal: Principal, organisation: str) -> Row:
-    org = await visible_organisation(store, principal, organisation)
-    require_organisation_view(principal)  # owners read theirs with my_messages
-    return org
-
-
-async def _changeable(store: Store, principal: Principal, organisation: str) -> Row:
-    org = await visible_organisation(store, principal, organisation)
-    require_right(principal, RIGHT)
-    return org
-
-
 # --------------------------------------------------------------------------- managers
 
 
@@ -201,7 +188,8 @@ async def list_messages(
     store: Store, principal: Principal, organisation: str, query: ListQuery
 ) -> Page:
     """All messages of the organisation, newest first unless sorted otherwise."""
-    org = await _readable(store, principal, organisation)
+    # Device owners read theirs with my_messages.
+    org = await readable_organisation(store, principal, organisation)
     query = query.checked(LIST)
     rows, total, groups = await store.read(_page, org["id"], query)
     at = now()
@@ -219,7 +207,7 @@ def _page(
 async def get_message(
     store: Store, principal: Principal, organisation: str, message_id: str
 ) -> dict[str, Any]:
-    org = await _readable(store, principal, organisation)
+    org = await readable_organisation(store, principal, organisation)
     row, groups = await store.read(_one, org["id"], message_id)
     return public(row, groups, now())
 
@@ -232,7 +220,7 @@ def _one(conn: sqlite3.Connection, org_id: str, message_id: str) -> tuple[Row, l
 async def post_message(
     store: Store, principal: Principal, organisation: str, new: NewMessage
 ) -> dict[str, Any]:
-    org = await _changeable(store, principal, organisation)
+    org = await changeable_organisation(store, principal, organisation, RIGHT)
     at = now()
     new = new.checked(at)
     message = {
@@ -278,7 +266,7 @@ async def withdraw_message(
     store: Store, principal: Principal, organisation: str, message_id: str
 ) -> dict[str, Any]:
     """Stop showing a message; it stays listed (withdrawn) for the record."""
-    org = await _changeable(store, principal, organisation)
+    org = await changeable_organisation(store, principal, organisation, RIGHT)
     at = now()
     row, groups = await store.write(_withdraw, principal, org["id"], message_id, at)
     return public(row, groups, at)

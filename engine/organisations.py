@@ -18,15 +18,18 @@ import trio
 
 from .audit import audit_event
 from .auth import check_password_rules
-from .errors import AlreadyExists, Invalid, NotFound
+from .errors import AlreadyExists, Invalid, NotFound, refuse_unknown
 from .ids import new_id
 from .passwords import hash_password
 from .principals import (
     ALL_RIGHTS,
     AccountKind,
     Principal,
+    Right,
     require_kind,
     require_organisation_access,
+    require_organisation_view,
+    require_right,
 )
 from .store import Conflict, Store
 from .store.accounts import account_by_id, insert_account, revoke_organisation_tokens
@@ -202,15 +205,29 @@ async def visible_organisation(store: Store, principal: Principal, key: str) -> 
     return row
 
 
+async def readable_organisation(store: Store, principal: Principal, key: str) -> dict[str, Any]:
+    """The organisation, for reading things of all of it (managers, system accounts)."""
+    row = await visible_organisation(store, principal, key)
+    require_organisation_view(principal)
+    return row
+
+
+async def changeable_organisation(
+    store: Store, principal: Principal, key: str, right: Right
+) -> dict[str, Any]:
+    """The organisation, for a change that takes ``right``."""
+    row = await visible_organisation(store, principal, key)
+    require_right(principal, right)
+    return row
+
+
 async def update_organisation(
     store: Store, principal: Principal, key: str, changes: dict[str, Any]
 ) -> dict[str, Any]:
     """Change an organisation's values (not its code); deactivating it stops its logins."""
     row = await visible_organisation(store, principal, key)
     require_kind(principal, AccountKind.SUPERVISOR, AccountKind.VENDOR)
-    unknown = set(changes) - set(EDITABLE)
-    if unknown:
-        raise Invalid(f"{sorted(unknown)[0]} cannot be changed", field=sorted(unknown)[0])
+    refuse_unknown(changes, EDITABLE)
     values = dict(changes)
     if "features" in values:
         bad = set(values["features"]) - set(FEATURES)

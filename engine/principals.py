@@ -95,6 +95,26 @@ def require_organisation_access(
     raise NotFound("no such organisation")
 
 
+def owner_scope(principal: Principal) -> str | None:
+    """Whose devices (and their codes and commands) ``principal`` sees in its organisation.
+
+    ``None``: all of them (managers, system accounts); an account id: only that device
+    owner's own. Any other kind of account (resources) sees none.
+    """
+    if principal.is_system or principal.kind is AccountKind.MANAGER:
+        return None
+    if principal.kind is AccountKind.USER:
+        return principal.account_id
+    raise Forbidden(f"{principal.kind} accounts have no devices")
+
+
+def require_organisation_view(principal: Principal) -> None:
+    """Things of the whole organisation (accounts, groups...) are for managers and system
+    accounts: device owners see only their own."""
+    if owner_scope(principal) is not None:
+        raise Forbidden("only managers see this")
+
+
 def holds(principal: Principal, right: Right) -> bool:
     return principal.is_system or (
         principal.kind is AccountKind.MANAGER and right in principal.rights

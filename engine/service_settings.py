@@ -117,7 +117,7 @@ async def change_system_settings(
     )
     try:
         await store.write(
-            _change_system, deployment, service, dict(values), expected_revision, event
+            change_system_unit, deployment, service, dict(values), expected_revision, event
         )
     except SettingsError as exc:
         raise _invalid(exc) from None
@@ -138,7 +138,7 @@ def _check_certificates(
         raise SettingsError(service, "apns_certificate", "no such APNS certificate here")
 
 
-def _change_system(
+def change_system_unit(
     conn: sqlite3.Connection,
     deployment: Deployment,
     service: str,
@@ -146,6 +146,7 @@ def _change_system(
     expected_revision: int | None,
     event: dict[str, Any],
 ) -> int:
+    """The system-wide change as a unit; public for larger units (the APNS upload)."""
     _check_certificates(conn, None, service, values)
     row = settings_of(conn, SYSTEM)
     changed = apply_system_change(_system(row, deployment), service, values)
@@ -211,7 +212,7 @@ async def change_organisation_settings(
     )
     try:
         await store.write(
-            _change_organisation, org["id"], service, change, expected_revision, event
+            change_organisation_unit, org["id"], service, change, expected_revision, event
         )
     except SettingsError as exc:
         raise _invalid(exc) from None
@@ -220,7 +221,7 @@ async def change_organisation_settings(
     return await organisation_settings(store, principal, deployment, org["id"])
 
 
-def _change_organisation(
+def change_organisation_unit(
     conn: sqlite3.Connection,
     organisation_id: str,
     service: str,
@@ -228,6 +229,7 @@ def _change_organisation(
     expected_revision: int | None,
     event: dict[str, Any],
 ) -> int:
+    """An organisation's change as a unit; public for larger units (the APNS upload)."""
     _check_certificates(conn, organisation_id, service, change["overrides"])
     changed = apply_organisation_change(
         _organisation(settings_of(conn, organisation_id)), service, **change
@@ -243,8 +245,15 @@ async def effective_settings_of(
     store: Store, deployment: Deployment, organisation_id: str | None
 ) -> dict[str, dict[str, Any]]:
     """What the devices of an organisation are told; for protocol code (no principal)."""
-    system_row = await store.read(settings_of, SYSTEM)
-    own = _organisation(await store.read(settings_of, organisation_id)) if organisation_id else None
+    return await store.read(effective_settings_unit, deployment, organisation_id)
+
+
+def effective_settings_unit(
+    conn: sqlite3.Connection, deployment: Deployment, organisation_id: str | None
+) -> dict[str, dict[str, Any]]:
+    """:func:`effective_settings_of` inside a unit of work (a check before a change)."""
+    system_row = settings_of(conn, SYSTEM)
+    own = _organisation(settings_of(conn, organisation_id)) if organisation_id else None
     effective = effective_with_sources(_system(system_row, deployment), own)
     return {
         service: {name: sourced.value for name, sourced in values.items()}

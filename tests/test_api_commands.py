@@ -22,9 +22,12 @@ import pytest
 from engine import commands
 from engine.errors import Invalid, NotFound
 from engine.ids import new_id
+from engine.listing import ListQuery
 from engine.passwords import hash_password
 from engine.principals import AccountKind, Principal
 from engine.store import open_sqlite_store
+from engine.store import sqlite as sqlite_store
+from engine.store.migrations import MIGRATIONS
 from engine.timestamps import now
 from web.api.commands import BATCH, COMMAND, COMMAND_PAGE, QUEUED_BATCH
 from web.api.schema import Schema, validate
@@ -563,6 +566,145 @@ async def test_another_organisations_ids_are_not_found(running: RunningService) 
         assert count(running, "commands") == before
 
 
+async def test_a_devices_next_owner_sees_nothing_of_the_previous_owners_commands(
+    running: RunningService,
+) -> None:
+    """Commands belong to the owner the device had when they were queued, results too."""
+    async with running.client() as client:
+        org = await new_organisation(client, await sign_in_supervisor(running, client), "moves")
+        alice = await add_account(running, client, org, "alice", AccountKind.USER)
+        bob = await add_account(running, client, org, "bob", AccountKind.USER)
+        device = add_device(running, org, owner=alice)
+        url = _device_commands(org, device)
+        all_of = f"{API}/organisations/{org.code}/commands"
+        located = answer(await client.post(url, json={"kind": "locate"}, headers=alice.auth), 201)
+        pending = answer(await client.post(url, json={"kind": "lock"}, headers=alice.auth), 201)
+        message = {"kind": "message", "parameters": {"text": "Return me to IT"}}
+        given = answer(await client.post(url, json=message, headers=org.admin), 201)
+        where_alice_was = {"latitude": 51.5, "longitude": -0.12, "at": now()}
+        with database(running) as conn:
+            conn.execute(
+                "UPDATE commands SET state = 'acknowledged', result = ? WHERE id = ?",
+                (json.dumps(where_alice_was), located["id"]),
+            )
+        moved = await client.patch(
+            f"{API}/organisations/{org.code}/devices/{device}",
+            json={"owner": bob.id},
+            headers=org.admin,
+        )
+        assert answer(moved, 200)["owner"]["id"] == bob.id
+        bobs = answer(await client.post(url, json={"kind": "locate"}, headers=bob.auth), 201)
+        where_bob_is = {"latitude": 48.85, "longitude": 2.35, "at": now()}
+        with database(running) as conn:
+            conn.execute(
+                "UPDATE commands SET state = 'acknowledged', result = ? WHERE id = ?",
+                (json.dumps(where_bob_is), bobs["id"]),
+            )
+        alices = {located["id"], pending["id"], given["id"]}
+
+        # Bob sees his own command only: none of Alice's, nor where she was.
+        for listing in (all_of, url):
+            seen = answer(await client.get(listing, headers=bob.auth), 200, COMMAND_PAGE)
+            assert [item["id"] for item in seen["items"]] == [bobs["id"]]
+            assert seen["items"][0]["result"] == where_bob_is
+        for command in alices:
+            one = f"{all_of}/{command}"
+            assert (await client.get(one, headers=bob.auth)).status_code == 404
+            assert (await client.post(f"{one}/cancel", headers=bob.auth)).status_code == 404
+
+        # Alice keeps her history of the device, never Bob's commands or where he is.
+        hers = answer(await client.get(all_of, headers=alice.auth), 200, COMMAND_PAGE)
+        assert {item["id"] for item in hers["items"]} == alices
+        shown = answer(await client.get(f"{all_of}/{located['id']}", headers=alice.auth), 200)
+        assert shown["result"] == where_alice_was
+        assert (await client.get(f"{all_of}/{bobs['id']}", headers=alice.auth)).status_code == 404
+        assert (await client.get(url, headers=alice.auth)).status_code == 404  # not hers now
+        # ... and no longer reaches the device, not even to call off what she gave.
+        refused = await client.post(f"{all_of}/{pending['id']}/cancel", headers=alice.auth)
+        assert refused.status_code == 403
+        everything = answer(await client.get(url, headers=org.admin), 200, COMMAND_PAGE)
+        assert everything["total"] == 4  # managers see the device's whole history
+        assert {i["state"] for i in everything["items"] if i["id"] == pending["id"]} == {"queued"}
+    with database(running) as conn:
+        owners = dict(conn.execute("SELECT id, owner_id FROM commands"))
+    assert owners == {**dict.fromkeys(alices, alice.id), bobs["id"]: bob.id}
+    assert audit_rows(running, "command.cancelled") == []
+
+
+async def test_every_queued_command_records_the_owner_of_the_day(running: RunningService) -> None:
+    async with running.client() as client:
+        org = await new_organisation(client, await sign_in_supervisor(running, client), "owned")
+        alice = await add_account(running, client, org, "alice", AccountKind.USER)
+        hers = add_device(running, org, owner=alice)
+        nobodys = add_device(running, org)
+        in_group = add_device(running, org, owner=alice)
+        batch = answer(
+            await client.post(
+                f"{API}/organisations/{org.code}/commands",
+                json={
+                    "kind": "lock",
+                    "device_ids": [hers, nobodys],
+                    "group_ids": [add_group(running, org, [in_group])],
+                },
+                headers=org.admin,
+            ),
+            201,
+        )
+        single = answer(
+            await client.post(
+                _device_commands(org, nobodys), json={"kind": "lock"}, headers=org.admin
+            ),
+            201,
+        )
+        seen = answer(
+            await client.get(f"{API}/organisations/{org.code}/commands", headers=alice.auth), 200
+        )
+        assert sorted(item["device_id"] for item in seen["items"]) == sorted([hers, in_group])
+    with database(running) as conn:
+        of_batch = "SELECT device_id, owner_id FROM commands WHERE batch_id = ?"
+        owners = dict(conn.execute(of_batch, (batch["batch_id"],)))
+        alone = conn.execute("SELECT owner_id FROM commands WHERE id = ?", (single["id"],))
+        assert alone.fetchone()[0] is None
+    assert owners == {hers: alice.id, nobodys: None, in_group: alice.id}
+
+
+def test_migration_5_gives_existing_commands_their_devices_owner(tmp_path: Path) -> None:
+    at = now()
+    org_id, owner_id, owned, unowned = new_id(), new_id(), new_id(), new_id()
+    with closing(sqlite_store.connect(tmp_path / "old.db")) as conn:
+        sqlite_store.migrate(conn, MIGRATIONS[:4])
+        conn.execute(
+            "INSERT INTO organisations (id, code, short_name, created_at, updated_at)"
+            " VALUES (?, 'old', 'Old', ?, ?)",
+            (org_id, at, at),
+        )
+        conn.execute(
+            "INSERT INTO accounts (id, organisation_id, login, kind, created_at, updated_at)"
+            " VALUES (?, ?, 'alice', 'user', ?, ?)",
+            (owner_id, org_id, at, at),
+        )
+        for device, owner in ((owned, owner_id), (unowned, None)):
+            conn.execute(
+                "INSERT INTO devices (id, organisation_id, owner_id, platform, protocol, state,"
+                " created_at, updated_at) VALUES (?, ?, ?, 'ios', 'apple_mdm', 'enrolled', ?, ?)",
+                (device, org_id, owner, at, at),
+            )
+            conn.execute(
+                "INSERT INTO commands (id, organisation_id, device_id, kind, created_at,"
+                " updated_at) VALUES (?, ?, ?, 'lock', ?, ?)",
+                (device, org_id, device, at, at),  # the command takes its device's id
+            )
+        assert sqlite_store.migrate(conn) == [m.version for m in MIGRATIONS[4:]]
+        owners = dict(conn.execute("SELECT device_id, owner_id FROM commands"))
+        assert owners == {owned: owner_id, unowned: None}
+        # Removing the account (once it owns no device) leaves its commands to the managers.
+        conn.execute("UPDATE devices SET owner_id = NULL")
+        conn.execute("DELETE FROM accounts WHERE id = ?", (owner_id,))
+        conn.commit()
+        left = conn.execute("SELECT count(*) FROM commands WHERE owner_id IS NULL").fetchone()
+        assert left[0] == 2
+
+
 # --------------------------------------------------------------------------- protocol side
 
 
@@ -648,3 +790,55 @@ async def test_protocol_side_moves_commands_through_the_table(tmp_path: Path) ->
             "command.queued",
             "command.cancelled",
         ]
+
+
+async def test_a_result_after_the_device_changed_hands_is_not_the_old_owners(
+    tmp_path: Path,
+) -> None:
+    """The answer may describe the new owner (where they are): the old one never sees it."""
+    async with open_sqlite_store(tmp_path / "emm.db") as store:
+        at = now()
+        org_id, device_id, alice, bob = new_id(), new_id(), new_id(), new_id()
+
+        def setup(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO organisations (id, code, short_name, created_at, updated_at)"
+                " VALUES (?, 'h', 'H', ?, ?)",
+                (org_id, at, at),
+            )
+            conn.executemany(
+                "INSERT INTO accounts (id, organisation_id, login, kind, created_at, updated_at)"
+                " VALUES (?, ?, ?, 'user', ?, ?)",
+                [(alice, org_id, "alice", at, at), (bob, org_id, "bob", at, at)],
+            )
+            conn.execute(
+                "INSERT INTO devices (id, organisation_id, owner_id, platform, protocol, state,"
+                " created_at, updated_at) VALUES (?, ?, ?, 'ios', 'apple_mdm', 'enrolled', ?, ?)",
+                (device_id, org_id, alice, at, at),
+            )
+
+        def give_to(conn: sqlite3.Connection, owner: str) -> None:
+            conn.execute("UPDATE devices SET owner_id = ? WHERE id = ?", (owner, device_id))
+
+        await store.write(setup)
+        as_alice = Principal(alice, "alice", AccountKind.USER, org_id)
+        as_bob = Principal(bob, "bob", AccountKind.USER, org_id)
+        answered, late = [
+            await commands.queue_command(store, as_alice, org_id, device_id, "locate", {})
+            for _ in range(2)
+        ]
+        for command in (answered, late):
+            await commands.mark_sent(store, command["id"])
+        await commands.record_result(store, answered["id"], True, {"latitude": 1})
+        await store.write(give_to, bob)
+        await commands.record_result(store, late["id"], True, {"latitude": 2})
+
+        query = ListQuery(50).checked(commands.COMMAND_LIST)
+        hers = await commands.organisation_commands(store, as_alice, org_id, query)
+        assert [item["id"] for item in hers.items] == [answered["id"]]
+        with pytest.raises(NotFound):
+            await commands.get_command(store, as_alice, org_id, late["id"])
+        assert (await commands.organisation_commands(store, as_bob, org_id, query)).total == 0
+        who = Principal(new_id(), "supervisor", AccountKind.SUPERVISOR, None)
+        late_now = await commands.get_command(store, who, org_id, late["id"])
+        assert late_now["result"] == {"latitude": 2}  # managers keep it

@@ -9,9 +9,12 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import functools
+import sqlite3
 import uuid
 
 import httpx
+import pytest
+import trio
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -19,7 +22,9 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPri
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
+from engine import service_settings
 from engine.principals import AccountKind
+from engine.store import Conflict
 from web.api.certificates import APNS_CERTIFICATE, CURRENT
 
 from .conftest import RunningService
@@ -291,3 +296,56 @@ async def test_a_new_topic_must_be_asked_for(running: RunningService) -> None:
     replaced = [e["details"]["replaces"] for e in audit_rows(running, "certificate.uploaded")]
     assert replaced[0] is None and replaced[1] == first.json()["id"]
     assert replaced[2] == renewed.json()["id"]  # the organisation used the system's
+
+
+async def test_an_upload_whose_settings_change_fails_leaves_nothing(
+    running: RunningService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Certificate, setting and audit events are one write: all of them or none."""
+
+    def moved_on(conn: sqlite3.Connection, owner: str, *args: object) -> int:
+        raise Conflict(f"settings of {owner} changed meanwhile")  # another writer won
+
+    key = ec_key()
+    body = {"pem": pem(certificate(key, push_topic()), key)}
+    async with running.client() as client:
+        supervisor = await sign_in_supervisor(running, client)
+        org = await new_organisation(client, supervisor, "atomic")
+        org_url = f"{API}/organisations/{org.code}/config/apns-certificate"
+        events = count(running, "audit_events")
+        with monkeypatch.context() as patched:
+            patched.setattr(service_settings, "put_settings", moved_on)
+            for url, auth in ((f"{API}/config/apns-certificate", supervisor), (org_url, org.admin)):
+                assert (await client.post(url, json=body, headers=auth)).status_code == 412
+        assert count(running, "certificates") == 0
+        assert count(running, "service_settings") == 0
+        assert count(running, "audit_events") == events
+        # Nothing was left half done: the same upload goes through once settings can change.
+        uploaded = answer(await client.post(org_url, json=body, headers=org.admin), 201)
+        shown = answer(await client.get(org_url, headers=org.admin), 200, CURRENT)
+        assert shown["certificate"]["id"] == uploaded["id"]
+    assert count(running, "certificates") == 1
+    assert [e["details"]["replaces"] for e in audit_rows(running, "certificate.uploaded")] == [None]
+
+
+async def test_of_two_uploads_at_once_the_second_meets_the_first_topic(
+    running: RunningService,
+) -> None:
+    """The topic check and the change are one write, so two uploads cannot both pass it."""
+    key = ec_key()
+    bodies = [{"pem": pem(certificate(key, push_topic()), key)} for _ in range(2)]
+    async with running.client() as client:
+        supervisor = await sign_in_supervisor(running, client)
+        org = await new_organisation(client, supervisor, "racing")
+        url = f"{API}/organisations/{org.code}/config/apns-certificate"
+        statuses: list[int] = []
+
+        async def upload(body: dict[str, object]) -> None:
+            statuses.append((await client.post(url, json=body, headers=org.admin)).status_code)
+
+        async with trio.open_nursery() as nursery:
+            for body in bodies:
+                nursery.start_soon(upload, body)
+        assert sorted(statuses) == [201, 422]
+    assert count(running, "certificates") == 1
+    assert len(audit_rows(running, "settings.organisation_changed")) == 1

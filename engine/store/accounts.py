@@ -144,10 +144,6 @@ def delete_account(conn: sqlite3.Connection, account_id: str) -> None:
     conn.execute("DELETE FROM accounts WHERE id = ?", (account_id,))
 
 
-def insert_template(conn: sqlite3.Connection, template: dict[str, Any]) -> None:
-    insert(conn, "account_templates", template)
-
-
 def update_template(conn: sqlite3.Connection, template_id: str, values: dict[str, Any]) -> int:
     return update(conn, "account_templates", template_id, values)
 

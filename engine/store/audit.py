@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Mapping
 from typing import Any
 
 from ..listing import ListQuery
@@ -12,6 +13,17 @@ from .rows import Row, insert, many
 
 def insert_event(conn: sqlite3.Connection, event: dict[str, Any]) -> None:
     insert(conn, "audit_events", event)
+
+
+def insert_with_event(
+    conn: sqlite3.Connection, table: str, row: Mapping[str, Any], event: dict[str, Any]
+) -> None:
+    """Insert ``row`` into ``table`` with the audit event that records it, in one unit.
+
+    The write of most "create" operations; ``table`` comes from code, never from a request.
+    """
+    insert(conn, table, row)
+    insert_event(conn, event)
 
 
 def events_of(conn: sqlite3.Connection, organisation_id: str | None, limit: int) -> list[Row]:

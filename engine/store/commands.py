@@ -27,9 +27,9 @@ COMMAND_COLUMNS = {
 #: Ids per ``IN (...)`` list: far below every backend's limit on bound parameters.
 _CHUNK = 500
 _INSERT = (
-    "INSERT INTO commands (id, organisation_id, device_id, kind, parameters, state, created_by,"
-    " created_at, updated_at, batch_id) VALUES (:id, :organisation_id, :device_id, :kind,"
-    " :parameters, :state, :created_by, :created_at, :updated_at, :batch_id)"
+    "INSERT INTO commands (id, organisation_id, device_id, owner_id, kind, parameters, state,"
+    " created_by, created_at, updated_at, batch_id) VALUES (:id, :organisation_id, :device_id,"
+    " :owner_id, :kind, :parameters, :state, :created_by, :created_at, :updated_at, :batch_id)"
 )
 
 
@@ -59,12 +59,12 @@ def device_in(conn: sqlite3.Connection, organisation_id: str, device_id: str) ->
 def devices_in(
     conn: sqlite3.Connection, organisation_id: str, device_ids: Sequence[str]
 ) -> list[Row]:
-    """Those of ``device_ids`` that are devices of this organisation, with their state."""
+    """Those of ``device_ids`` that are devices of this organisation, with owner and state."""
     rows: list[Row] = []
     for chunk in _chunks(device_ids):
         rows += many(
             conn.execute(
-                "SELECT id, state FROM devices"
+                "SELECT id, owner_id, state FROM devices"
                 f" WHERE organisation_id = ? AND id IN ({_marks(chunk)})",
                 [organisation_id, *chunk],
             )
@@ -90,12 +90,12 @@ def groups_in(conn: sqlite3.Connection, organisation_id: str, group_ids: Sequenc
 def devices_of_groups(
     conn: sqlite3.Connection, organisation_id: str, group_ids: Sequence[str]
 ) -> list[Row]:
-    """The devices in these groups, each once, with their state."""
+    """The devices in these groups, each once, with their owner and state."""
     rows: list[Row] = []
     for chunk in _chunks(group_ids):
         rows += many(
             conn.execute(
-                "SELECT DISTINCT d.id, d.state FROM device_group_members m"
+                "SELECT DISTINCT d.id, d.owner_id, d.state FROM device_group_members m"
                 " JOIN devices d ON d.id = m.device_id AND d.organisation_id = m.organisation_id"
                 f" WHERE m.organisation_id = ? AND m.group_id IN ({_marks(chunk)})",
                 [organisation_id, *chunk],
@@ -108,7 +108,10 @@ def devices_of_groups(
 
 
 def insert_commands(conn: sqlite3.Connection, commands: Iterable[dict[str, Any]]) -> None:
-    """Insert many commands with one prepared statement (a bulk command is thousands)."""
+    """Insert many commands with one prepared statement (a bulk command is thousands).
+
+    Each carries ``owner_id``: its device's owner at this moment (None if it has none).
+    """
     conn.executemany(_INSERT, commands)
 
 
@@ -118,7 +121,8 @@ def command_by_id(conn: sqlite3.Connection, command_id: str) -> Row | None:
 
 
 def command_in(conn: sqlite3.Connection, organisation_id: str, command_id: str) -> Row | None:
-    """A command of this organisation only, with its device's owner (for self-service)."""
+    """A command of this organisation only; ``device_owner_id`` is its device's owner now,
+    which may no longer be the ``owner_id`` it was queued for."""
     return one(
         conn.execute(
             "SELECT c.*, d.owner_id AS device_owner_id FROM commands c"
@@ -164,9 +168,11 @@ def commands_page(
     device_id: str | None = None,
     owner_id: str | None = None,
 ) -> tuple[list[Row], int]:
-    """One page of an organisation's commands; of one device, of one owner's devices.
+    """One page of an organisation's commands; of one device; queued for one owner.
 
-    (Positional, like every unit's arguments: ``Store.read`` passes no keywords.)
+    ``owner_id`` selects the commands queued while that account owned their device, not
+    those of the devices it owns now. (Positional, like every unit's arguments:
+    ``Store.read`` passes no keywords.)
     """
     where = ["organisation_id = ?"]
     args: list[Any] = [organisation_id]
@@ -174,10 +180,8 @@ def commands_page(
         where.append("device_id = ?")
         args.append(device_id)
     if owner_id is not None:
-        where.append(
-            "device_id IN (SELECT id FROM devices WHERE organisation_id = ? AND owner_id = ?)"
-        )
-        args += [organisation_id, owner_id]
+        where.append("owner_id = ?")
+        args.append(owner_id)
     return select_page(
         conn, table="commands", columns=COMMAND_COLUMNS, where=where, args=args, query=query
     )

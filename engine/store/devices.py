@@ -74,7 +74,9 @@ def update_device(conn: sqlite3.Connection, device_id: str, values: dict[str, An
     return update(conn, "devices", device_id, values)
 
 
-def device_in(conn: sqlite3.Connection, organisation_id: str, device_id: str) -> Row | None:
+def inventory_device_in(
+    conn: sqlite3.Connection, organisation_id: str, device_id: str
+) -> Row | None:
     """A device of the inventory (not removed) with its owner's login; else None."""
     return one(
         conn.execute(
@@ -227,10 +229,6 @@ _GROUPS = """(
                AS device_count
     FROM device_groups
 ) AS groups_with_counts"""
-
-
-def insert_group(conn: sqlite3.Connection, group: dict[str, Any]) -> None:
-    insert(conn, "device_groups", group)
 
 
 def update_group(conn: sqlite3.Connection, group_id: str, values: dict[str, Any]) -> int:

@@ -259,9 +259,24 @@ _MESSAGES = (
     "CREATE INDEX message_groups_group ON message_groups (group_id)",
 )
 
+_COMMAND_OWNERS = (
+    # The device's owner when the command was queued (NULL: the device had none). Owners see
+    # the commands given while the device was theirs, never those of its earlier or later
+    # owners (engine/commands.py). Removing the account leaves its commands to managers.
+    "ALTER TABLE commands ADD COLUMN owner_id TEXT REFERENCES accounts(id) ON DELETE SET NULL",
+    # Until now commands went with the device's owner of the day; the current owner is the
+    # best guess there is for the commands already given.
+    "UPDATE commands SET owner_id = (SELECT d.owner_id FROM devices d"
+    " WHERE d.id = commands.device_id)",
+    # An owner's list (organisation and owner equal, newest first); owner_id leads so that
+    # ON DELETE SET NULL finds an account's commands by the same index.
+    "CREATE INDEX commands_owner ON commands (owner_id, organisation_id, created_at)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", _INITIAL),
     Migration(2, "tenancy", _TENANCY),
     Migration(3, "inventory indexes", _INVENTORY_INDEXES),
     Migration(4, "messages", _MESSAGES),
+    Migration(5, "command owners", _COMMAND_OWNERS),
 )

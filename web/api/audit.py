@@ -126,7 +126,7 @@ async def export_organisation_events(
     export = await domain.export_organisation_events(
         service().store, who, organisation, query, period
     )
-    return _csv_response(export)
+    return csv_response(export)
 
 
 @operation(
@@ -141,7 +141,7 @@ async def export_organisation_events(
 )
 async def export_system_events(who: Principal, **params: str | None) -> Response:
     query, period = _export_selection(params)
-    return _csv_response(await domain.export_system_events(service().store, who, query, period))
+    return csv_response(await domain.export_system_events(service().store, who, query, period))
 
 
 def _export_selection(params: dict[str, str | None]) -> tuple[ListQuery, domain.Period]:
@@ -156,7 +156,8 @@ def _export_selection(params: dict[str, str | None]) -> tuple[ListQuery, domain.
     return query, domain.Period.of(params.get("since"), params.get("until"))
 
 
-def _csv_response(export: domain.Export) -> Response:
+def csv_response(export: domain.Export) -> Response:
+    """An audit export as a CSV download (the REST API's and the portal's)."""
     response = Response(export.chunks, content_type="text/csv; charset=utf-8")
     response.headers["Content-Disposition"] = f'attachment; filename="{export.filename}"'
     response.headers["X-Export-Rows"] = str(export.rows)

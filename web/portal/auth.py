@@ -8,7 +8,7 @@ from engine import auth
 from engine.errors import DomainError, Forbidden, Unauthenticated
 
 from ..context import service
-from .pages import ACTIONS, PortalAction, back_location, home_of, render, safe_path
+from .pages import ACTIONS, PortalAction, back_location, home_of, refused, render, safe_path
 from .session import (
     LOGIN_CSRF_COOKIE,
     SESSION_LIFETIME,
@@ -70,9 +70,7 @@ def register(blueprint: Blueprint) -> None:
                 lifetime=SESSION_LIFETIME,
             )
         except DomainError as exc:
-            response = redirect(back_location())
-            flash(response, str(exc), "error")
-            return response
+            return refused(back_location(), str(exc))
         if issued.password_change_required:
             response = redirect(url_for("portal.password"))
         else:
@@ -119,13 +117,9 @@ def register(blueprint: Blueprint) -> None:
         except Unauthenticated as exc:
             if session_token() is None:
                 return redirect(url_for("portal.sign_in"))
-            response = redirect(url_for("portal.password"))
-            flash(response, str(exc), "error")
-            return response
+            return refused(url_for("portal.password"), str(exc))
         except DomainError as exc:
-            response = redirect(url_for("portal.password"))
-            flash(response, str(exc), "error")
-            return response
+            return refused(url_for("portal.password"), str(exc))
         response = redirect(home_of(who))
         start_session(response, issued.token)
         flash(response, "Your password has been changed.", "ok")

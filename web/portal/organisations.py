@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-from quart import Blueprint, Response, redirect, request, url_for
+from quart import Blueprint, Response, request, url_for
 
 from engine import apns_certificates, audit_log, devices, service_settings
 from engine import organisations as domain
@@ -26,10 +26,10 @@ from engine.listing import ListQuery, ListSpec, Page
 from engine.principals import AccountKind, Principal, Right, holds, require_kind
 from engine.timestamps import format_time
 
+from ..api.audit import csv_response
 from ..context import service
 from .listing import PAGE_SIZE, ListView, list_query
-from .pages import action, done, page, render
-from .session import flash
+from .pages import action, done, page, refused, render
 
 SYSTEM = (AccountKind.SUPERVISOR, AccountKind.VENDOR)
 ADMINS = (AccountKind.SUPERVISOR, AccountKind.VENDOR, AccountKind.MANAGER)
@@ -654,15 +654,8 @@ def _audit_pages(blueprint: Blueprint) -> None:
         try:
             _, period = _period_args()
         except Invalid as exc:
-            response = redirect(url_for("portal.audit", organisation=organisation))
-            flash(response, str(exc), "error")
-            return response
+            return refused(url_for("portal.audit", organisation=organisation), str(exc))
         export = await audit_log.export_organisation_events(
             service().store, who, organisation, query, period
         )
-        response = Response(export.chunks, content_type="text/csv; charset=utf-8")
-        response.headers["Content-Disposition"] = f'attachment; filename="{export.filename}"'
-        response.headers["X-Export-Rows"] = str(export.rows)
-        response.headers["X-Export-Truncated"] = "true" if export.truncated else "false"
-        response.headers["Cache-Control"] = "no-store"
-        return response
+        return csv_response(export)

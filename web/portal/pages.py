@@ -131,9 +131,7 @@ def action(
                 # Never say more about another organisation's things than "not found".
                 return await error_page(who, exc)
             except DomainError as exc:
-                response = redirect(back_location())
-                flash(response, str(exc), "error")
-                return response
+                return refused(back_location(), str(exc))
 
         blueprint.add_url_rule(path, view_func=post, methods=["POST"], endpoint=handler.__name__)
         return handler
@@ -145,6 +143,13 @@ def done(location: str, message: str) -> Response:
     """The redirect after a successful action, with its confirmation."""
     response = redirect(location)
     flash(response, message, "ok")
+    return response
+
+
+def refused(location: str, message: str) -> Response:
+    """The redirect after a refused action, with the reason shown as an error."""
+    response = redirect(location)
+    flash(response, message, "error")
     return response
 
 

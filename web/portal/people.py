@@ -163,7 +163,18 @@ async def _organisation(who: Principal, key: str) -> dict[str, Any]:
     return await organisations.get_organisation(_store(), who, key)
 
 
-def _no_store(response: Response) -> Response:
+async def _password_once(
+    who: Principal, org: dict[str, Any], account: dict[str, Any], heading: str
+) -> Response:
+    """The page that shows an account's one-time password, once: never kept by a cache."""
+    response = await render(
+        "portal/people/password_once.html",
+        who,
+        organisation=org,
+        account=account,
+        password=account["one_time_password"],
+        heading=heading,
+    )
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -313,15 +324,7 @@ def _register_accounts(blueprint: Blueprint) -> None:
             return done(
                 account_url(org["code"], created["id"]), f"Account {created['login']} created."
             )
-        response = await render(
-            "portal/people/password_once.html",
-            who,
-            organisation=org,
-            account=created,
-            password=created["one_time_password"],
-            heading=f"Account {created['login']} created",
-        )
-        return _no_store(response)
+        return await _password_once(who, org, created, f"Account {created['login']} created")
 
     @page(blueprint, "/admin/o/<organisation>/accounts/<account>", kinds=ADMINS)
     async def account(who: Principal, organisation: str, account: str) -> Response:
@@ -401,15 +404,7 @@ def _register_accounts(blueprint: Blueprint) -> None:
     ) -> Response:
         org = await _organisation(who, organisation)  # another's: 404 before anything
         reset = await domain.reset_password(_store(), who, organisation, account)
-        response = await render(
-            "portal/people/password_once.html",
-            who,
-            organisation=org,
-            account=reset,
-            password=reset["one_time_password"],
-            heading=f"New one-time password for {reset['login']}",
-        )
-        return _no_store(response)
+        return await _password_once(who, org, reset, f"New one-time password for {reset['login']}")
 
     @action(
         blueprint, "/admin/o/<organisation>/accounts/<account>/remove", api=("DELETE", _ACCOUNT)
