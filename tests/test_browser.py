@@ -18,11 +18,11 @@ import httpx
 import pytest
 import trio
 from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from .conftest import RunningService, bearer
@@ -67,6 +67,16 @@ def chromium() -> Iterator[WebDriver]:
         shutil.rmtree(profile, ignore_errors=True)
 
 
+def _detached(element: WebElement) -> bool:
+    """The element's document is gone. Chromium reports that either as a stale reference or,
+    mid-navigation, as "node does not belong to the document": both mean the same here."""
+    try:
+        element.tag_name  # noqa: B018  # a round trip to the browser
+    except WebDriverException:
+        return True
+    return False
+
+
 class Browser:
     def __init__(self, driver: WebDriver, base: str) -> None:
         self.driver = driver
@@ -86,12 +96,18 @@ class Browser:
         (within or self.driver).find_element(
             By.XPATH, f".//button[starts-with(normalize-space(), '{text}')]"
         ).click()
-        WebDriverWait(self.driver, 15).until(staleness_of(page))
+        self._arrived(page)
+
+    def _arrived(self, page: WebElement) -> None:
+        """The click has left ``page`` and the next page has finished loading."""
+        wait = WebDriverWait(self.driver, 15)
+        wait.until(lambda _: _detached(page))
+        wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
 
     def follow(self, link_text: str) -> None:
         page = self.driver.find_element(By.TAG_NAME, "html")
         self.driver.find_element(By.LINK_TEXT, link_text).click()
-        WebDriverWait(self.driver, 15).until(staleness_of(page))
+        self._arrived(page)
 
     def flash(self) -> str:
         return self.driver.find_element(By.CSS_SELECTOR, ".flash").text
