@@ -51,12 +51,15 @@ async def initialise(
     http: list[str] | None = None,
     https: list[str] | None = None,
 ) -> Installation:
-    bootstrap = await trio.to_thread.run_sync(
+    bootstrap, pending = await trio.to_thread.run_sync(
         lambda: write_files(data_dir, public_url=public_url, http=http, https=https)
     )
     password = one_time_password()
     async with open_sqlite_store(bootstrap.database.path) as store:
         await create_supervisor(store, SUPERVISOR_LOGIN, password)
+    # The bootstrap file appears last: an installation interrupted half-way is not taken
+    # for a finished one, and `emm init` can simply run again.
+    pending.replace(pending.with_name(BOOTSTRAP_FILE))
     return Installation(bootstrap, SUPERVISOR_LOGIN, password)
 
 
@@ -66,12 +69,14 @@ def write_files(
     public_url: str | None,
     http: list[str] | None,
     https: list[str] | None,
-) -> Bootstrap:
-    """The bootstrap file, the CA and the TLS server certificate."""
+) -> tuple[Bootstrap, Path]:
+    """The bootstrap file (under a temporary name), the CA and the TLS server certificate."""
     data_dir = data_dir.absolute()
-    path = data_dir / BOOTSTRAP_FILE
-    if path.exists():
-        raise AlreadyInitialised(f"{path} exists already: this installation is initialised")
+    if (data_dir / BOOTSTRAP_FILE).exists():
+        raise AlreadyInitialised(
+            f"{data_dir / BOOTSTRAP_FILE} exists already: this installation is initialised"
+        )
+    path = data_dir / f"{BOOTSTRAP_FILE}.new"
     data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(data_dir, 0o700)  # keys and the database live here
     http = http if http is not None else ["127.0.0.1:8080"]
@@ -93,7 +98,7 @@ def write_files(
         raise
     path.write_text(render_bootstrap(bootstrap, file_dir=data_dir))
     ensure_tls_files(tls_files(bootstrap), public_url=bootstrap.public_url)
-    return bootstrap
+    return bootstrap, path
 
 
 def _url_host(address: str) -> str:
