@@ -449,3 +449,31 @@ async def test_another_organisations_pages_and_actions_are_not_found(
         assert (await _rest(client, "/organisations/alpha", supervisor))["short_name"] == "Alpha"
         own = await _rest(client, "/organisations/beta/config/services", beta.admin)
         assert own["revision"] == 0
+
+
+async def test_the_supervisor_reads_and_exports_the_system_wide_audit_log(
+    running: RunningService,
+) -> None:
+    async with running.client() as client:
+        supervisor = await _supervisor(running, client)
+        changed = await client.patch(
+            f"{API}/config/services/oma_dm", json={"connection_interval": 90}, headers=supervisor
+        )
+        assert changed.status_code == 200
+        created = await client.post(
+            f"{API}/organisations",
+            json={"code": "acme", "short_name": "Acme", "first_manager_password": PASSWORD},
+            headers=supervisor,
+        )
+        assert created.status_code == 201
+        async with signed_in(running, "supervisor", NEW_PASSWORD) as admin:
+            html = await admin.page("/admin/audit")
+            assert "settings.system_changed" in html
+            assert "organisation.created" not in html  # that one is the organisation's
+            export = await admin.get("/admin/audit.csv", **{"filter[action]": "settings"})
+            assert export.status_code == 200
+            rows = list(csv.DictReader(io.StringIO(export.text)))
+            assert [row["action"] for row in rows] == ["settings.system_changed"]
+        async with signed_in(running, "admin", PASSWORD, organisation="acme") as manager:
+            for path in ("/admin/audit", "/admin/audit.csv"):
+                assert (await manager.get(path)).status_code == 403

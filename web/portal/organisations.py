@@ -606,56 +606,82 @@ def _period_args() -> tuple[tuple[tuple[str, str], ...], audit_log.Period]:
     return given, audit_log.Period.of(values.get("since"), values.get("until"))
 
 
+async def _audit_page(who: Principal, org: dict[str, Any] | None) -> Response:
+    """An organisation's audit log, or with ``org`` None the system-wide one (supervisor)."""
+    store = service().store
+    query = list_query(audit_log.AUDIT_LIST)
+    error = None
+    try:
+        given, period = _period_args()
+    except Invalid as exc:
+        given, period, error = (), audit_log.Period(), str(exc)
+    if org is None:
+        events = await audit_log.system_events(store, who, query, period)
+        export_url = url_for("portal.system_audit_csv")
+    else:
+        events = await audit_log.organisation_events(store, who, org["id"], query, period)
+        export_url = url_for("portal.audit_csv", organisation=org["code"])
+    listing = _PeriodListView(query, events, period=given)
+    rows = [
+        event
+        | {
+            "at": event["at"][:19].replace("T", " "),
+            "details": json.dumps(event["details"], ensure_ascii=False, sort_keys=True)
+            if event["details"]
+            else "",
+        }
+        for event in events.items
+    ]
+    export = {f"filter[{name}]": value for name, value in query.filters}
+    if query.sort:
+        export["sort"] = ("-" if query.descending else "") + query.sort
+    export.update(given)
+    return await render(
+        "portal/organisations/audit.html",
+        who,
+        organisation=org,
+        scope_name=org["short_name"] if org else "System-wide",
+        listing=listing,
+        columns=AUDIT_COLUMNS,
+        rows=rows,
+        period=dict(given),
+        period_error=error,
+        export_url=export_url + ("?" + urlencode(export) if export else ""),
+        may_export=holds(who, Right.AUDIT),
+        page_size=PAGE_SIZE,
+    )
+
+
+async def _audit_csv(who: Principal, organisation: str | None, back: str) -> Response:
+    query = list_query(audit_log.AUDIT_LIST)
+    try:
+        _, period = _period_args()
+    except Invalid as exc:
+        return refused(back, str(exc))
+    store = service().store
+    if organisation is None:
+        export = await audit_log.export_system_events(store, who, query, period)
+    else:
+        export = await audit_log.export_organisation_events(store, who, organisation, query, period)
+    return csv_response(export)
+
+
 def _audit_pages(blueprint: Blueprint) -> None:
     @page(blueprint, "/admin/o/<organisation>/audit", kinds=ADMINS)
     async def audit(who: Principal, organisation: str) -> Response:
-        store = service().store
-        org = await domain.get_organisation(store, who, organisation)
-        query = list_query(audit_log.AUDIT_LIST)
-        error = None
-        try:
-            given, period = _period_args()
-        except Invalid as exc:
-            given, period, error = (), audit_log.Period(), str(exc)
-        events = await audit_log.organisation_events(store, who, org["id"], query, period)
-        listing = _PeriodListView(query, events, period=given)
-        rows = [
-            event
-            | {
-                "at": event["at"][:19].replace("T", " "),
-                "details": json.dumps(event["details"], ensure_ascii=False, sort_keys=True)
-                if event["details"]
-                else "",
-            }
-            for event in events.items
-        ]
-        export = {f"filter[{name}]": value for name, value in query.filters}
-        if query.sort:
-            export["sort"] = ("-" if query.descending else "") + query.sort
-        export.update(given)
-        return await render(
-            "portal/organisations/audit.html",
-            who,
-            organisation=org,
-            listing=listing,
-            columns=AUDIT_COLUMNS,
-            rows=rows,
-            period=dict(given),
-            period_error=error,
-            export_url=url_for("portal.audit_csv", organisation=org["code"])
-            + ("?" + urlencode(export) if export else ""),
-            may_export=holds(who, Right.AUDIT),
-            page_size=PAGE_SIZE,
+        return await _audit_page(
+            who, await domain.get_organisation(service().store, who, organisation)
         )
 
     @page(blueprint, "/admin/o/<organisation>/audit.csv", kinds=ADMINS)
     async def audit_csv(who: Principal, organisation: str) -> Response:
-        query = list_query(audit_log.AUDIT_LIST)
-        try:
-            _, period = _period_args()
-        except Invalid as exc:
-            return refused(url_for("portal.audit", organisation=organisation), str(exc))
-        export = await audit_log.export_organisation_events(
-            service().store, who, organisation, query, period
-        )
-        return csv_response(export)
+        back = url_for("portal.audit", organisation=organisation)
+        return await _audit_csv(who, organisation, back)
+
+    @page(blueprint, "/admin/audit", kinds=(AccountKind.SUPERVISOR,))
+    async def system_audit(who: Principal) -> Response:
+        return await _audit_page(who, None)
+
+    @page(blueprint, "/admin/audit.csv", kinds=(AccountKind.SUPERVISOR,))
+    async def system_audit_csv(who: Principal) -> Response:
+        return await _audit_csv(who, None, url_for("portal.system_audit"))
