@@ -31,7 +31,7 @@ from typing import Any
 import trio
 
 from .audit import audit_event
-from .auth import check_password_rules
+from .auth import check_password_rules, sign_in_name
 from .errors import AlreadyExists, Forbidden, Invalid, NotFound, refuse_unknown
 from .ids import new_id
 from .listing import ListQuery, ListSpec, Page
@@ -68,6 +68,7 @@ from .store.accounts import update_template as update_template_row
 from .store.audit import insert_event, insert_with_event
 from .store.organisations import update_organisation
 from .store.rows import Row
+from .store.sign_in import clear_attempts
 from .timestamps import now
 
 #: Kinds of account an organisation has (system accounts have none).
@@ -661,9 +662,6 @@ async def reset_password(
     values = {
         "password_hash": await trio.to_thread.run_sync(hash_password, generated),
         "must_change_password": 1,
-        # A reset also lifts a lock-out: the administrator vouches for the new start.
-        "failed_logins": 0,
-        "locked_until": None,
         "updated_at": at,
     }
     event = audit_event(
@@ -674,15 +672,22 @@ async def reset_password(
         target_id=row["id"],
         details={"login": row["login"]},
     )
-    await store.write(_reset_password, row["id"], values, event)
+    # A reset also lifts a lock-out: the administrator vouches for the new start.
+    name = sign_in_name(org["code"], row["login"])
+    await store.write(_reset_password, row["id"], values, name, event)
     return account_view(row | values) | {"one_time_password": generated}
 
 
 def _reset_password(
-    conn: sqlite3.Connection, account_id: str, values: dict[str, Any], event: dict[str, Any]
+    conn: sqlite3.Connection,
+    account_id: str,
+    values: dict[str, Any],
+    sign_in: str,
+    event: dict[str, Any],
 ) -> None:
     update_account_row(conn, account_id, values)
     revoke_account_tokens(conn, account_id, values["updated_at"])
+    clear_attempts(conn, sign_in)
     insert_event(conn, event)
 
 

@@ -36,6 +36,7 @@ from .store.accounts import (
 )
 from .store.audit import insert_event, insert_with_event
 from .store.organisations import organisation_by_code
+from .store.sign_in import attempts_of, clear_attempts, forget_attempts_before, put_attempts
 from .timestamps import format_time, now, parse_time
 
 #: Failed logins allowed before the account is locked for a while.
@@ -43,6 +44,8 @@ FREE_ATTEMPTS = 5
 #: First lock-out; doubles with every further failure, up to MAX_LOCKOUT.
 FIRST_LOCKOUT = timedelta(seconds=30)
 MAX_LOCKOUT = timedelta(minutes=15)
+#: Failures older than this no longer count towards a lock-out.
+FORGET_ATTEMPTS_AFTER = timedelta(days=1)
 TOKEN_LIFETIME = timedelta(days=30)
 MIN_PASSWORD_LENGTH = 10
 
@@ -84,25 +87,26 @@ async def login(
     failure says the same thing, so the answer does not reveal which accounts exist.
     """
     refused = Unauthenticated("wrong organisation, login id or password")
-    organisation = None
-    if organisation_code is not None:
+    name = sign_in_name(organisation_code, login_id)
+    # The attempt is counted before anything is checked, in one write, per sign-in name
+    # whether or not such an account exists: parallel guesses cannot slip past the first
+    # failure, and a lock-out says nothing about which accounts exist.
+    wait = await store.write(_claim_attempt, name)
+    if wait is not None:
+        raise Throttled("too many failed sign-ins", retry_after=wait)
+    account = None
+    if organisation_code is None:
+        account = await store.read(account_by_login, None, login_id)
+    else:
         organisation = await store.read(organisation_by_code, organisation_code)
-        if organisation is None or not organisation["active"]:
-            # Spend the same time as a real check, so timing does not tell either.
-            await trio.to_thread.run_sync(verify_password, password, None)
-            raise refused
-    account = await store.read(
-        account_by_login, organisation["id"] if organisation else None, login_id
+        if organisation is not None and organisation["active"]:
+            account = await store.read(account_by_login, organisation["id"], login_id)
+    # Without an account the same scrypt work is done (on a dummy), so timing tells nothing.
+    ok = await trio.to_thread.run_sync(
+        verify_password, password, account["password_hash"] if account else None
     )
     if account is None:
-        await trio.to_thread.run_sync(verify_password, password, None)
         raise refused
-    # The attempt is counted before the password is checked, in one write: parallel guesses
-    # cannot all slip in before the first failure is recorded.
-    wait = await store.write(_claim_attempt, account["id"])
-    if wait is not None:
-        raise Throttled("too many failed logins", retry_after=wait)
-    ok = await trio.to_thread.run_sync(verify_password, password, account["password_hash"])
     if not ok or not account["active"] or account["kind"] == AccountKind.RESOURCE:
         failed = audit_event(
             None,
@@ -137,31 +141,42 @@ async def login(
         actor=account["login"],
         source=source,
     )
-    await store.write(_record_success, account["id"], token, event)
+    await store.write(_record_success, name, token, event)
     return IssuedToken(secret, token["id"], expires, change_only)
 
 
-def _claim_attempt(conn: sqlite3.Connection, account_id: str) -> int | None:
+def sign_in_name(organisation_code: str | None, login_id: str) -> str:
+    """What sign-in attempts are counted by: the organisation code and the login id."""
+    return f"{organisation_code or ''}/{login_id}"
+
+
+def _claim_attempt(conn: sqlite3.Connection, name: str) -> int | None:
     """Count a sign-in attempt as failed until it succeeds; seconds to wait if locked."""
-    account = account_by_id(conn, account_id)
-    if account is None:
-        return None
-    if account["locked_until"]:
-        wait = parse_time(account["locked_until"]) - datetime.now(UTC)
-        if wait > timedelta(0):
-            return int(wait.total_seconds()) + 1
-    failures = account["failed_logins"] + 1
-    values: dict[str, Any] = {"failed_logins": failures}
+    moment = datetime.now(UTC)
+    row = attempts_of(conn, name)
+    failures = 0
+    if row is None:
+        # Now and then is enough to forget names nobody has tried for a day.
+        forget_attempts_before(conn, format_time(moment - FORGET_ATTEMPTS_AFTER))
+    else:
+        if row["locked_until"]:
+            wait = parse_time(row["locked_until"]) - moment
+            if wait > timedelta(0):
+                return int(wait.total_seconds()) + 1
+        if moment - parse_time(row["updated_at"]) < FORGET_ATTEMPTS_AFTER:
+            failures = row["failures"]
+    failures += 1
+    locked_until = None
     if failures >= FREE_ATTEMPTS:
-        values["locked_until"] = format_time(datetime.now(UTC) + _lockout(failures))
-    update_account(conn, account_id, values)
+        locked_until = format_time(moment + _lockout(failures))
+    put_attempts(conn, name, failures, locked_until, format_time(moment))
     return None
 
 
 def _record_success(
-    conn: sqlite3.Connection, account_id: str, token: dict[str, Any], event: dict[str, Any]
+    conn: sqlite3.Connection, name: str, token: dict[str, Any], event: dict[str, Any]
 ) -> None:
-    update_account(conn, account_id, {"failed_logins": 0, "locked_until": None})
+    clear_attempts(conn, name)
     insert_token(conn, token)
     insert_event(conn, event)
 

@@ -313,3 +313,25 @@ async def test_sign_in_never_redirects_to_another_site(running: RunningService) 
             assert page.status_code == 200 and done.status_code == 302
             assert done.headers["location"] in ("/", "/admin/organisations"), target
             client.cookies.clear()
+
+
+async def test_a_lock_out_does_not_tell_which_accounts_exist(running: RunningService) -> None:
+    async with running.client() as client:
+        answers: dict[str, list[int]] = {}
+        for login in ("supervisor", "nobody-at-all"):
+            for _ in range(6):
+                response = await client.post(
+                    "/api/v1/auth/token", json={"login": login, "password": "wrong guess"}
+                )
+                answers.setdefault(login, []).append(response.status_code)
+        # An account that exists and one that does not are locked out alike.
+        assert answers["supervisor"] == answers["nobody-at-all"] == [401] * 5 + [429]
+        # Unknown organisations too.
+        statuses = []
+        for _ in range(6):
+            response = await client.post(
+                "/api/v1/auth/token",
+                json={"organisation": "no-such-org", "login": "x", "password": "wrong guess"},
+            )
+            statuses.append(response.status_code)
+        assert statuses == [401] * 5 + [429]

@@ -273,10 +273,26 @@ _COMMAND_OWNERS = (
     "CREATE INDEX commands_owner ON commands (owner_id, organisation_id, created_at)",
 )
 
+_SIGN_IN_ATTEMPTS = (
+    # Failed sign-ins per sign-in name (organisation code + login id), whether an account of
+    # that name exists or not: lock-outs then tell nothing about which accounts exist.
+    """CREATE TABLE sign_in_attempts (
+        name TEXT PRIMARY KEY,
+        failures INTEGER NOT NULL,
+        locked_until TEXT,
+        updated_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX sign_in_attempts_updated ON sign_in_attempts (updated_at)",
+    # Counted per name now (above), no longer per account.
+    "ALTER TABLE accounts DROP COLUMN failed_logins",
+    "ALTER TABLE accounts DROP COLUMN locked_until",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", _INITIAL),
     Migration(2, "tenancy", _TENANCY),
     Migration(3, "inventory indexes", _INVENTORY_INDEXES),
     Migration(4, "messages", _MESSAGES),
     Migration(5, "command owners", _COMMAND_OWNERS),
+    Migration(6, "sign-in attempts", _SIGN_IN_ATTEMPTS),
 )
