@@ -76,11 +76,7 @@ _ACCOUNT_MEMBERS: dict[str, Schema] = {
 ACCOUNT = component("Account", record(_ACCOUNT_MEMBERS))
 ACCOUNT_WITH_PASSWORD = component(
     "AccountWithPassword",
-    obj(
-        {**_ACCOUNT_MEMBERS, "one_time_password": _ONE_TIME},
-        *_ACCOUNT_MEMBERS,
-        "one_time_password",
-    ),
+    record({**_ACCOUNT_MEMBERS, "one_time_password": _ONE_TIME}),
 )
 _TEMPLATE_MEMBERS: dict[str, Schema] = {
     "id": string(),

@@ -95,11 +95,7 @@ _CODE_MEMBERS: dict[str, Schema] = {
 INSTALLATION_CODE = component("InstallationCode", record(_CODE_MEMBERS))
 CREATED_DEVICE = component(
     "CreatedDevice",
-    obj(
-        {**_DETAIL_MEMBERS, "installation_code": INSTALLATION_CODE},
-        *_DETAIL_MEMBERS,
-        "installation_code",
-    ),
+    record({**_DETAIL_MEMBERS, "installation_code": INSTALLATION_CODE}),
 )
 
 _GROUP_MEMBERS: dict[str, Schema] = {
