@@ -73,6 +73,7 @@ from .store.commands import (
 )
 from .store.rows import Row
 from .timestamps import now
+from .wakeups import Waiting, Wakeups
 
 
 class CommandKind(StrEnum):
@@ -485,8 +486,10 @@ async def queue_command(
     device_id: str,
     kind: str,
     parameters: Mapping[str, object],
+    *,
+    wakeups: Wakeups | None = None,
 ) -> dict[str, Any]:
-    """Queue one command for one device."""
+    """Queue one command for one device; ``wakeups`` hears of it once it is committed."""
     org = await visible_organisation(store, principal, organisation)
     command_kind = parse_kind(kind)
     _require_may_give(principal, command_kind)
@@ -504,18 +507,22 @@ async def queue_command(
             "parameters": KINDS[command_kind].redacted(values),
         },
     )
-    await store.write(_queue_one, principal, command, event)
+    protocol = await store.write(_queue_one, principal, command, event)
+    if wakeups is not None:
+        wakeups.wake([Waiting(org["id"], device_id, protocol)])
     return public(command | {"result": None, "sent_at": None, "completed_at": None})
 
 
 def _queue_one(
     conn: sqlite3.Connection, principal: Principal, command: dict[str, Any], event: dict[str, Any]
-) -> None:
+) -> str:
+    """Insert the command; answers the device's protocol."""
     device = _device_for(conn, principal, command["organisation_id"], command["device_id"])
     if device["state"] in REFUSING_DEVICE_STATES:
         raise Invalid(f"the device is {device['state']} and takes no commands", field="device")
     insert_commands(conn, [command | {"owner_id": device["owner_id"]}])
     insert_event(conn, event)
+    return str(device["protocol"])
 
 
 @dataclass(frozen=True)
@@ -538,6 +545,7 @@ async def queue_bulk(
     *,
     device_ids: Iterable[str] = (),
     group_ids: Iterable[str] = (),
+    wakeups: Wakeups | None = None,
 ) -> dict[str, Any]:
     """One command for many devices (named, and the members of groups) in one batch.
 
@@ -560,15 +568,17 @@ async def queue_bulk(
     if not bulk.device_ids and not bulk.group_ids:
         raise Invalid("name at least one device or group", field="device_ids")
     queued, skipped = await store.write(_queue_bulk, bulk)
+    if wakeups is not None:
+        wakeups.wake(queued)
     return {
         "batch_id": bulk.batch_id,
         "kind": command_kind.value,
-        "queued": queued,
+        "queued": len(queued),
         "skipped": skipped,
     }
 
 
-def _queue_bulk(conn: sqlite3.Connection, bulk: _Bulk) -> tuple[int, list[str]]:
+def _queue_bulk(conn: sqlite3.Connection, bulk: _Bulk) -> tuple[list[Waiting], list[str]]:
     named = devices_in(conn, bulk.organisation_id, bulk.device_ids)
     _refuse_unknown("device_ids", bulk.device_ids, {row["id"] for row in named})
     _refuse_unknown(
@@ -621,7 +631,8 @@ def _queue_bulk(conn: sqlite3.Connection, bulk: _Bulk) -> tuple[int, list[str]]:
             },
         ),
     )
-    return len(targets), skipped
+    waiting = [Waiting(bulk.organisation_id, row["id"], row["protocol"]) for row in targets]
+    return waiting, skipped
 
 
 def _refuse_unknown(field: str, asked: list[str], found: set[str]) -> None:

@@ -29,6 +29,7 @@ from engine.store import open_sqlite_store
 from engine.store import sqlite as sqlite_store
 from engine.store.migrations import MIGRATIONS
 from engine.timestamps import now
+from engine.wakeups import Waiting, Wakeups
 from web.api.commands import BATCH, COMMAND, COMMAND_PAGE, QUEUED_BATCH
 from web.api.schema import Schema, validate
 
@@ -733,10 +734,24 @@ async def test_protocol_side_moves_commands_through_the_table(tmp_path: Path) ->
 
         await store.write(setup)
         who = Principal(account_id, "supervisor", AccountKind.SUPERVISOR, None)
-        first = await commands.queue_command(store, who, org_id, device_id, "locate", {})
+        woken: list[Waiting] = []
+        wakeups = Wakeups()
+        wakeups.subscribe(woken.extend)
+        first = await commands.queue_command(
+            store, who, org_id, device_id, "locate", {}, wakeups=wakeups
+        )
         second = await commands.queue_command(
             store, who, org_id, device_id, "request_inventory", {}
         )
+        assert woken == [Waiting(org_id, device_id, "wsdm")]  # only the first asked to wake
+        with pytest.raises(Invalid):
+            await commands.queue_command(store, who, org_id, device_id, "nap", {}, wakeups=wakeups)
+        bulk = await commands.queue_bulk(
+            store, who, org_id, "lock", {}, device_ids=[device_id], wakeups=wakeups
+        )
+        assert bulk["queued"] == 1 and woken[1:] == [Waiting(org_id, device_id, "wsdm")]
+        bulk_lock = (await commands.pending_commands(store, device_id))[-1]
+        await commands.cancel_command(store, who, org_id, bulk_lock["id"])  # out of the way
         pending = await commands.pending_commands(store, device_id)
         assert [c["id"] for c in pending] == [first["id"], second["id"]]
 
@@ -785,6 +800,8 @@ async def test_protocol_side_moves_commands_through_the_table(tmp_path: Path) ->
         assert await store.read(results) == [
             "command.queued",
             "command.queued",
+            "command.bulk_queued",
+            "command.cancelled",
             "command.acknowledged",
             "command.failed",
             "command.queued",

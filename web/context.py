@@ -11,6 +11,7 @@ from quart import current_app
 from engine.actors import Listener
 from engine.service_settings import Deployment
 from engine.store import Store
+from engine.wakeups import Wakeups
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -23,6 +24,8 @@ class ServiceContext:
     started_at: float
     trusted_proxies: Sequence[Network] = ()
     listeners: dict[str, Listener] = field(default_factory=dict)
+    #: Told after a command is queued; the protocols' push notifiers subscribe.
+    wakeups: Wakeups = field(default_factory=Wakeups)
 
 
 def service() -> ServiceContext:

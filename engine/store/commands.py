@@ -46,10 +46,10 @@ def _marks(values: Sequence[str]) -> str:
 
 
 def device_in(conn: sqlite3.Connection, organisation_id: str, device_id: str) -> Row | None:
-    """A device of this organisation only (its owner and state): another's id finds nothing."""
+    """A device of this organisation only (owner, state, protocol): another's id finds nothing."""
     return one(
         conn.execute(
-            "SELECT id, organisation_id, owner_id, state FROM devices"
+            "SELECT id, organisation_id, owner_id, state, protocol FROM devices"
             " WHERE id = ? AND organisation_id = ?",
             (device_id, organisation_id),
         )
@@ -59,12 +59,12 @@ def device_in(conn: sqlite3.Connection, organisation_id: str, device_id: str) ->
 def devices_in(
     conn: sqlite3.Connection, organisation_id: str, device_ids: Sequence[str]
 ) -> list[Row]:
-    """Those of ``device_ids`` that are devices of this organisation, with owner and state."""
+    """Those of ``device_ids`` that are devices of this organisation (owner, state, protocol)."""
     rows: list[Row] = []
     for chunk in _chunks(device_ids):
         rows += many(
             conn.execute(
-                "SELECT id, owner_id, state FROM devices"
+                "SELECT id, owner_id, state, protocol FROM devices"
                 f" WHERE organisation_id = ? AND id IN ({_marks(chunk)})",
                 [organisation_id, *chunk],
             )
@@ -90,12 +90,12 @@ def groups_in(conn: sqlite3.Connection, organisation_id: str, group_ids: Sequenc
 def devices_of_groups(
     conn: sqlite3.Connection, organisation_id: str, group_ids: Sequence[str]
 ) -> list[Row]:
-    """The devices in these groups, each once, with their owner and state."""
+    """The devices in these groups, each once, with owner, state, protocol."""
     rows: list[Row] = []
     for chunk in _chunks(group_ids):
         rows += many(
             conn.execute(
-                "SELECT DISTINCT d.id, d.owner_id, d.state FROM device_group_members m"
+                "SELECT DISTINCT d.id, d.owner_id, d.state, d.protocol FROM device_group_members m"
                 " JOIN devices d ON d.id = m.device_id AND d.organisation_id = m.organisation_id"
                 f" WHERE m.organisation_id = ? AND m.group_id IN ({_marks(chunk)})",
                 [organisation_id, *chunk],

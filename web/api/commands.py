@@ -127,7 +127,13 @@ async def queue_command(
     who: Principal, organisation: str, device: str, body: dict[str, Any]
 ) -> tuple[dict[str, Any], int, dict[str, str]]:
     command = await domain.queue_command(
-        service().store, who, organisation, device, body["kind"], body.get("parameters", {})
+        service().store,
+        who,
+        organisation,
+        device,
+        body["kind"],
+        body.get("parameters", {}),
+        wakeups=service().wakeups,
     )
     return command, 201, _location(organisation, f"commands/{command['id']}")
 
@@ -172,6 +178,7 @@ async def queue_bulk(
         body.get("parameters", {}),
         device_ids=body.get("device_ids", ()),
         group_ids=body.get("group_ids", ()),
+        wakeups=service().wakeups,
     )
     return batch, 201, _location(organisation, f"command-batches/{batch['batch_id']}")
 

@@ -277,6 +277,7 @@ def register(blueprint: Blueprint) -> None:
             kind.value,
             _parameters(kind, form),
             device_ids=device_ids,
+            wakeups=service().wakeups,
         )
         skipped = queued["skipped"]
         message = f"{kind.value} queued for {queued['queued']} device(s)"
@@ -393,7 +394,13 @@ def register(blueprint: Blueprint) -> None:
     ) -> Response:
         kind = orders.parse_kind(str(form.get("kind", "")))
         command = await orders.queue_command(
-            _store(), who, organisation, device, kind.value, _parameters(kind, form)
+            _store(),
+            who,
+            organisation,
+            device,
+            kind.value,
+            _parameters(kind, form),
+            wakeups=service().wakeups,
         )
         return done(
             url_for("portal.device_page", organisation=organisation, device=device),

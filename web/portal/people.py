@@ -625,7 +625,13 @@ def _register_my_devices(blueprint: Blueprint) -> None:
             {"kind": kind, "parameters": task_parameters(kind, form)},
         )
         await commands.queue_command(
-            _store(), who, organisation, device, body["kind"], body["parameters"]
+            _store(),
+            who,
+            organisation,
+            device,
+            body["kind"],
+            body["parameters"],
+            wakeups=service().wakeups,
         )
         return done(
             device_url(device),
@@ -652,7 +658,13 @@ def _register_my_devices(blueprint: Blueprint) -> None:
         for device in named:
             try:
                 await commands.queue_command(
-                    _store(), who, organisation, device["id"], kind, body["parameters"]
+                    _store(),
+                    who,
+                    organisation,
+                    device["id"],
+                    kind,
+                    body["parameters"],
+                    wakeups=service().wakeups,
                 )
             except Invalid as exc:
                 if exc.field != "device":
