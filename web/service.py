@@ -24,6 +24,7 @@ from engine.store import open_sqlite_store
 
 from .app import create_app
 from .context import ServiceContext
+from .protocols import start_protocols, stop_protocols
 from .server import BoundAddress, hypercorn_config, serve
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ async def run_service(
         tune_garbage_collector()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_watch_signals, stop, nursery.cancel_scope)
+            await start_protocols(nursery, context, bootstrap)
             async with trio.open_nursery() as server:
                 bound = await server.start(partial(serve, app, config, shutdown_trigger=stop.wait))
                 for address in bound:
@@ -75,7 +77,9 @@ async def run_service(
                 if on_listening is not None:
                     on_listening(bound)
                 task_status.started(bound)
-            # serve() has returned: Hypercorn's graceful shutdown is over. Stop watching signals.
+            # serve() has returned: Hypercorn's graceful shutdown is over. Close the device
+            # sessions, then stop the protocols' actors and the signal watch.
+            await stop_protocols(context)
             nursery.cancel_scope.cancel()
         log.info("stopped serving; committing what the store accepted")
     log.info("stopped")
