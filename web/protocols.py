@@ -16,11 +16,12 @@ import trio
 from engine.config import Bootstrap
 
 from .context import ServiceContext
+from .windows_enrolment import start_windows_enrolment
 
 ProtocolStarter = Callable[[trio.Nursery, ServiceContext, Bootstrap], Awaitable[None]]
 
 #: One starter per protocol, started in this order.
-STARTERS: tuple[ProtocolStarter, ...] = ()
+STARTERS: tuple[ProtocolStarter, ...] = (start_windows_enrolment,)
 
 
 async def start_protocols(
