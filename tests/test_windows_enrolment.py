@@ -23,7 +23,12 @@ from bench.windows_sim import (
 )
 from engine.principals import AccountKind, Principal, parse_rights
 from engine.store import open_sqlite_store
-from engine.windows_enrolment import record_unenrolled, request_unenrolment, unenrolment_requested
+from engine.windows_enrolment import (
+    record_unenrolled,
+    request_unenrolment,
+    thumbprint,
+    unenrolment_requested,
+)
 
 from .conftest import RunningService
 from .test_api_commands import (
@@ -72,7 +77,7 @@ async def test_discovery_policy_enrolment_gives_a_certificate_of_the_service_ca(
 ) -> None:
     device = windows(world, device_name="LAPTOP-42")
     enrolment = await device.enrol(world.email, PASSWORD, subject="alice@contoso")
-    ca = x509.load_pem_x509_certificate(open(world.running.ca_file, "rb").read())
+    ca = x509.load_pem_x509_certificate(world.running.bootstrap.tls.ca_certificate.read_bytes())
     assert enrolment.root == ca
     enrolment.certificate.verify_directly_issued_by(ca)
     assert enrolment.management_url == "https://localhost:8443/omadm"
@@ -271,14 +276,7 @@ async def test_renewal_with_the_current_certificate(world: World) -> None:
     assert stale.value.error_type == "NotEligibleToRenew"
     with database(world.running) as conn:
         row = conn.execute("SELECT certificate_thumbprint FROM windows_enrolments").fetchone()
-    assert (
-        row[0]
-        == renewed.certificate.fingerprint(
-            __import__("cryptography.hazmat.primitives.hashes", fromlist=["SHA1"]).SHA1()
-        )
-        .hex()
-        .upper()
-    )
+    assert row[0] == thumbprint(renewed.certificate)
 
 
 async def test_unenrolment_is_recorded_for_the_oma_dm_session(world: World) -> None:
