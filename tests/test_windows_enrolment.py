@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,6 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from bench.windows_sim import (
+    Enrolment,
     EnrolmentFailed,
     SimulatedWindows,
     certificate_request,
@@ -308,3 +311,42 @@ async def test_unenrolment_is_recorded_for_the_oma_dm_session(world: World) -> N
         await windows(world).renew(enrolment, ENROLMENT_URL)
     der = enrolment.certificate.public_bytes(serialization.Encoding.DER)
     assert der  # the simulator keeps what a device keeps
+
+
+def _tls_identity(running: RunningService, enrolment: Enrolment, path: Path) -> ssl.SSLContext:
+    """A TLS client context presenting the enrolment's certificate, as Windows does (ROBO)."""
+    path.write_bytes(
+        enrolment.certificate.public_bytes(serialization.Encoding.PEM)
+        + enrolment.key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = running.tls_context()
+    context.load_cert_chain(str(path))
+    return context
+
+
+async def test_renewal_over_tls_must_present_the_certificate_being_renewed(
+    world: World, tmp_path: Path
+) -> None:
+    first = await windows(world).enrol(world.email, PASSWORD)
+    second = await windows(world).enrol(world.email, PASSWORD)
+    running = world.running
+    # Presenting another device's certificate on the connection: refused, nothing changes.
+    wrong = _tls_identity(running, second, tmp_path / "second.pem")
+    async with httpx.AsyncClient(verify=wrong, timeout=30) as client:
+        with pytest.raises(EnrolmentFailed) as refused:
+            await SimulatedWindows(client, running.https_url).renew(first, ENROLMENT_URL)
+    assert refused.value.subcode == "s:Authentication"
+    with database(running) as conn:
+        prints = {
+            row[0] for row in conn.execute("SELECT certificate_thumbprint FROM windows_enrolments")
+        }
+    assert prints == {thumbprint(first.certificate), thumbprint(second.certificate)}
+    # Its own certificate: renewed.
+    right = _tls_identity(running, first, tmp_path / "first.pem")
+    async with httpx.AsyncClient(verify=right, timeout=30) as client:
+        renewed = await SimulatedWindows(client, running.https_url).renew(first, ENROLMENT_URL)
+    assert renewed.certificate.subject == first.certificate.subject
