@@ -213,7 +213,8 @@ class SimulatedWindows:
         parts = urlsplit(url)
         return self.base_url.rstrip("/") + parts.path + (f"?{parts.query}" if parts.query else "")
 
-    async def _post(self, url: str, message: bytes) -> etree._Element:
+    async def post(self, url: str, message: bytes) -> etree._Element:
+        """POST a SOAP message to a URL the service gave; the answer's body element."""
         response = await self.client.post(
             self._local(url), content=message, headers={"Content-Type": SOAP_TYPE}
         )
@@ -224,7 +225,7 @@ class SimulatedWindows:
         probe = await self.client.get(self._local(url))
         if probe.status_code != 200:
             raise EnrolmentFailed(probe.status_code, None, "discovery probe failed", None)
-        answer = await self._post(url, discover_message(email, url))
+        answer = await self.post(url, discover_message(email, url))
         result = answer.find(_q(wire.DISCOVERY, "DiscoverResult"))
         assert result is not None
         return {etree.QName(child).localname: (child.text or "").strip() for child in result}
@@ -279,7 +280,7 @@ class SimulatedWindows:
             token = await self.federated_token(urls["AuthenticationServiceUrl"], email, password)
         security = security_header(email, password, token)
         policy_url, enrol_url = urls["EnrollmentPolicyServiceUrl"], urls["EnrollmentServiceUrl"]
-        policies = await self._post(policy_url, get_policies_message(policy_url, security))
+        policies = await self.post(policy_url, get_policies_message(policy_url, security))
         length = policies.findtext(f".//{_q(wire.XCEP, 'minimalKeyLength')}")
         assert length is not None and int(length) <= 2048
         key = key or new_key()
@@ -292,7 +293,7 @@ class SimulatedWindows:
         message = token_request_message(
             enrol_url, security, request, value_type=value_type, context=self._context()
         )
-        answer = await self._post(enrol_url, message)
+        answer = await self.post(enrol_url, message)
         return _read_token_response(answer, key)
 
     async def renew(self, enrolment: Enrolment, enrol_url: str) -> Enrolment:
@@ -312,7 +313,7 @@ class SimulatedWindows:
             renew=True,
             context={"DeviceType": "CIMClient_Windows", "ApplicationVersion": "10.0.19045.0"},
         )
-        answer = await self._post(enrol_url, message)
+        answer = await self.post(enrol_url, message)
         renewed = _read_token_response(answer, key, renewal=True)
         renewed.management_url = enrolment.management_url
         renewed.provider_id = enrolment.provider_id

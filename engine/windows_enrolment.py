@@ -13,7 +13,7 @@ does the XML); this module decides:
   entered for the owner and never enrolled is bound; otherwise a new device is created,
   within the organisation's licences and the per-owner limit.
 * **In one write.** The device row, its enrolment (certificate thumbprint), the used-up
-  sign-in token, the cleared sign-in attempts and the audit event commit together. The
+  sign-in token and the audit event commit together. The
   certificate is signed before that write (RSA signing must not hold up the store's
   writer) for the device the write then re-checks it is for.
 * **What it is told.** The service CA in the root store, the client certificate (subject
@@ -95,7 +95,6 @@ class Answer:
 class _Owner:
     account: Row
     organisation: Row
-    sign_in: str
     token_hash: str | None
     auth_policy: wire.AuthPolicy
 
@@ -259,7 +258,9 @@ class WindowsEnrolment:
                 )
                 await self.store.write(insert_event, failed)
             raise refused
-        owner = _Owner(account, organisation, name, None, wire.AuthPolicy.ON_PREMISE)
+        # A good password ends the count (GetPolicies alone must not add up to a lock-out).
+        await self.store.write(clear_attempts, name)
+        owner = _Owner(account, organisation, None, wire.AuthPolicy.ON_PREMISE)
         _check_owner(owner)
         return owner
 
@@ -273,13 +274,7 @@ class WindowsEnrolment:
         account = await self.store.read(account_by_id, row["account_id"])
         organisation = await self.store.read(organisation_by_id, row["organisation_id"])
         assert account is not None and organisation is not None
-        owner = _Owner(
-            account,
-            organisation,
-            sign_in_name(organisation["code"], account["login"]),
-            token_hash,
-            wire.AuthPolicy.FEDERATED,
-        )
+        owner = _Owner(account, organisation, token_hash, wire.AuthPolicy.FEDERATED)
         _check_owner(owner)
         return owner
 
@@ -305,7 +300,7 @@ class WindowsEnrolment:
             source=source,
             details={"via": "windows_enrolment"},
         )
-        await self.store.write(_signed_in, owner.sign_in, row, event)
+        await self.store.write(_signed_in, row, event)
         return token
 
     # ------------------------------------------------------------------- enrolment
@@ -642,17 +637,13 @@ def _enrol(
         values["inventory"] = json.dumps(stored | {"enrolment": facts["enrolment"]})
         inventory.update_device(conn, plan.device_id, values)
     enrolments.put_enrolment(conn, enrolment)
-    clear_attempts(conn, owner.sign_in)
     insert_event(conn, event)
     device = inventory.device_by_id(conn, plan.device_id)
     assert device is not None
     return device
 
 
-def _signed_in(
-    conn: sqlite3.Connection, name: str, token: dict[str, Any], event: dict[str, Any]
-) -> None:
-    clear_attempts(conn, name)
+def _signed_in(conn: sqlite3.Connection, token: dict[str, Any], event: dict[str, Any]) -> None:
     enrolments.insert_token(conn, token)
     insert_event(conn, event)
 

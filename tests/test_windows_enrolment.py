@@ -19,6 +19,7 @@ from bench.windows_sim import (
     EnrolmentFailed,
     SimulatedWindows,
     certificate_request,
+    get_policies_message,
     new_key,
     parse_answer,
     security_header,
@@ -153,6 +154,8 @@ async def test_malformed_soap_is_a_message_format_fault_and_changes_nothing(
             with pytest.raises(EnrolmentFailed) as fault:
                 parse_answer(response)
             assert fault.value.subcode == "s:MessageFormat", (path, body)
+            # Windows refuses chunked answers.
+            assert response.headers["content-length"] == str(len(response.content))
     wrong_type = await world.client.post(
         "/EnrollmentServer/Enrollment.svc", content=b"{}", headers={"Content-Type": "text/json"}
     )
@@ -217,6 +220,28 @@ async def test_licences_are_checked(world: World) -> None:
         await windows(world).enrol(world.email, PASSWORD)
     assert (full.value.subcode, full.value.error_type) == ("s:Authorization", "UserLicense")
     assert counts(world.running)["devices"] == before["devices"]
+
+
+async def test_the_per_owner_limit_is_device_cap_reached(world: World) -> None:
+    with database(world.running) as conn:
+        conn.execute("UPDATE organisations SET devices_per_user = 1 WHERE code = 'contoso'")
+    await windows(world).enrol(world.email, PASSWORD)
+    with pytest.raises(EnrolmentFailed) as full:
+        await windows(world).enrol(world.email, PASSWORD)
+    assert (full.value.subcode, full.value.error_type) == ("s:Authorization", "DeviceCapReached")
+
+
+async def test_good_sign_ins_never_add_up_to_a_lock_out(world: World) -> None:
+    device = windows(world)
+    for _ in range(7):  # more than the free failed attempts
+        urls = await device.discover(world.email)
+        policy = urls["EnrollmentPolicyServiceUrl"]
+        await device.post(
+            policy, get_policies_message(policy, security_header(world.email, PASSWORD, None))
+        )
+    with database(world.running) as conn:
+        assert conn.execute("SELECT count(*) FROM sign_in_attempts").fetchone()[0] == 0
+    await device.enrol(world.email, PASSWORD)
 
 
 async def test_a_device_entered_by_a_manager_is_bound(world: World) -> None:

@@ -260,6 +260,12 @@ def test_get_policies_sample_carries_the_username_token() -> None:
     assert wrong.value.subcode is wire.Subcode.MESSAGE_FORMAT
 
 
+def test_passwords_keep_their_blanks_but_lose_pretty_printing() -> None:
+    for sent, meant in [(" two  words ", " two  words "), ("\n   pw\n  ", "pw"), ("\n  ", None)]:
+        body = GET_POLICIES_SAMPLE.replace(b">mypassword<", f">{sent}<".encode())
+        assert wire.parse_envelope(body).credentials.password == meant
+
+
 def test_request_security_token_sample(key: rsa.RSAPrivateKey) -> None:
     csr = _csr(key)
     envelope = wire.parse_envelope(RST_SAMPLE.format(request=_b64(csr)).encode())
@@ -269,6 +275,8 @@ def test_request_security_token_sample(key: rsa.RSAPrivateKey) -> None:
     assert request.context["MAC"] == ("FF:FF:FF:FF:FF:FF", "CC:CC:CC:CC:CC:CC")
     assert request.first("OSEdition") == "4"
     assert request.first("DeviceID") == "7BA748C8-703E-4DF2-A74A-92984117346A"
+    # The sample indents the password's closing tag onto its own line: not part of it.
+    assert envelope.credentials.password == "mypassword"
     parsed = parse_certificate_request(request.request)
     assert parsed.key_size == 2048
 
@@ -285,8 +293,8 @@ def test_renewal_sample_with_a_signed_pkcs7(key: rsa.RSAPrivateKey) -> None:
     )
     for encoded in (_b64(signed), _b64(_b64(signed).encode())):  # ROBO, and manual renewal
         envelope = wire.parse_envelope(RENEW_SAMPLE.format(request=encoded).encode())
-        # The sample's empty password is taken as no password.
-        assert envelope.credentials.password is None or not envelope.credentials.password.strip()
+        # The sample's empty (indented) password is no password.
+        assert envelope.credentials.password is None
         request = wire.parse_token_request(envelope)
         assert request.renewal and request.wrapped
         opened = open_signed_data(request.request)

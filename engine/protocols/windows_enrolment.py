@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -221,13 +222,24 @@ def _credentials(security: etree._Element | None) -> Credentials:
             raise Fault(Subcode.INVALID_SECURITY, "only PasswordText passwords are supported")
         return Credentials(
             username=_text(username_token.find(_q(WSSE, "Username"))),
-            # A password is taken as sent: leading or trailing blanks may be part of it.
-            password=password.text if password is not None and password.text else None,
+            password=_password(password),
         )
     token = security.find(_q(WSSE, "BinarySecurityToken"))
     if token is not None:
         return Credentials(token=_base64(token), token_type=token.get("ValueType"))
     return Credentials()
+
+
+def _password(element: etree._Element | None) -> str | None:
+    """The password as typed. Blanks may be part of it, but a line break never is: one
+    around it is pretty-printing (Microsoft's own samples indent the element's text)."""
+    if element is None or not element.text:
+        return None
+    text = _PRINTING.sub("", element.text)
+    return text or None
+
+
+_PRINTING = re.compile(r"^[ \t]*(?:\r?\n[ \t]*)+|(?:[ \t]*\r?\n)+[ \t]*$")
 
 
 def _base64(element: etree._Element) -> bytes:
