@@ -33,6 +33,7 @@ import hashlib
 import json
 import secrets
 import sqlite3
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -172,7 +173,9 @@ class WindowsEnrolment:
 
         return await self._answer(body, handle, action=wire.ACTION_RSTRC)
 
-    async def _answer(self, body: bytes, handle: Any, *, action: str) -> Answer:
+    async def _answer(
+        self, body: bytes, handle: Callable[[wire.Envelope], Awaitable[bytes]], *, action: str
+    ) -> Answer:
         message_id = None
         try:
             envelope = wire.parse_envelope(body)
