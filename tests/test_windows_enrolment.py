@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import ssl
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from bench.windows_sim import (
     security_header,
     token_request_message,
 )
+from engine.pki import CertificateAuthority
 from engine.principals import AccountKind, Principal, parse_rights
 from engine.store import open_sqlite_store
 from engine.windows_enrolment import (
@@ -375,3 +376,39 @@ async def test_renewal_over_tls_must_present_the_certificate_being_renewed(
     async with httpx.AsyncClient(verify=right, timeout=30) as client:
         renewed = await SimulatedWindows(client, running.https_url).renew(first, ENROLMENT_URL)
     assert renewed.certificate.subject == first.certificate.subject
+
+
+async def test_a_certificate_not_from_the_service_ca_renews_nothing(world: World) -> None:
+    device = windows(world)
+    enrolment = await device.enrol(world.email, PASSWORD)
+    foreign = CertificateAuthority.create("Someone Else's CA", key_size=2048)
+    # Same subject (the device id), same key, but signed by another CA.
+    forged, _ = foreign.issue_client_certificate(
+        enrolment.device_id, public_key=enrolment.key.public_key()
+    )
+    before = counts(world.running)
+    with pytest.raises(EnrolmentFailed) as refused:
+        await device.renew(replace(enrolment, certificate=forged), ENROLMENT_URL)
+    assert (refused.value.subcode, refused.value.error_type) == (
+        "s:Authentication",
+        "NotEligibleToRenew",
+    )
+    assert counts(world.running) == before
+
+
+async def test_a_made_up_federated_token_is_an_authentication_fault(world: World) -> None:
+    before = counts(world.running)
+    message = token_request_message(
+        ENROLMENT_URL,
+        security_header(None, None, "not-a-token-this-service-gave"),
+        certificate_request(new_key()),
+    )
+    response = await world.client.post(
+        "/EnrollmentServer/Enrollment.svc",
+        content=message,
+        headers={"Content-Type": "application/soap+xml"},
+    )
+    with pytest.raises(EnrolmentFailed) as fault:
+        parse_answer(response)
+    assert fault.value.subcode == "s:Authentication"
+    assert counts(world.running) == before
