@@ -80,6 +80,8 @@ TOKEN_LIFETIME = timedelta(minutes=15)
 #: XCEP policy id: any stable identifier (MS-XCEP ``policyID``).
 POLICY_ID = "5f7c2b9e-3a41-4d8e-9c61-0b5d2e7a4f13"
 
+#: MS-MDE2 versions whose messages this service speaks; a client's own is answered in kind.
+_ENROLMENT_VERSIONS = ("3.0", "4.0", "5.0")
 _SUPPORTED_POLICIES = (wire.AuthPolicy.ON_PREMISE, wire.AuthPolicy.FEDERATED)
 
 
@@ -216,6 +218,11 @@ class WindowsEnrolment:
             policy_service_url=urls["policy"],
             enrolment_service_url=urls["enrolment"],
             authentication_service_url=urls["sign_in"],
+            enrolment_version=(
+                request.request_version
+                if request.request_version in _ENROLMENT_VERSIONS
+                else _ENROLMENT_VERSIONS[-1]
+            ),
         )
 
     # ------------------------------------------------------------------- who is asking

@@ -68,6 +68,7 @@ DISCOVERY = "http://schemas.microsoft.com/windows/management/2012/01/enrollment"
 XCEP = "http://schemas.microsoft.com/windows/pki/2009/01/enrollmentpolicy"
 WSTEP = "http://schemas.microsoft.com/windows/pki/2009/01/enrollment"
 XSI = "http://www.w3.org/2001/XMLSchema-instance"
+DIAGNOSTICS = "http://schemas.microsoft.com/2004/09/servicemodel/diagnostics"
 
 ACTION_DISCOVER = f"{DISCOVERY}/IDiscoveryService/Discover"
 ACTION_DISCOVER_RESPONSE = f"{DISCOVERY}/IDiscoveryService/DiscoverResponse"
@@ -377,8 +378,10 @@ def _envelope(action: str, relates_to: str | None) -> tuple[etree._Element, etre
     action_element = etree.SubElement(header, _q(ADDRESSING, "Action"))
     action_element.set(_q(SOAP, "mustUnderstand"), "1")
     action_element.text = action
-    activity = etree.SubElement(header, "ActivityId")
-    activity.text = str(uuid.uuid4())
+    # WCF's diagnostics header, as Microsoft's samples carry it: a trace id for both sides.
+    activity = etree.SubElement(header, _q(DIAGNOSTICS, "ActivityId"), nsmap={None: DIAGNOSTICS})
+    activity.text = activity_id = str(uuid.uuid4())
+    activity.set("CorrelationId", activity_id)
     if relates_to:
         etree.SubElement(header, _q(ADDRESSING, "RelatesTo")).text = relates_to
     body = etree.SubElement(root, _q(SOAP, "Body"))
