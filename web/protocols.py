@@ -15,12 +15,13 @@ import trio
 
 from engine.config import Bootstrap
 
+from .apple_mdm import start_apple_mdm
 from .context import ServiceContext
 
 ProtocolStarter = Callable[[trio.Nursery, ServiceContext, Bootstrap], Awaitable[None]]
 
 #: One starter per protocol, started in this order.
-STARTERS: tuple[ProtocolStarter, ...] = ()
+STARTERS: tuple[ProtocolStarter, ...] = (start_apple_mdm,)
 
 
 async def start_protocols(

@@ -1,0 +1,150 @@
+"""An APNs test server: HTTP/2 over TLS that checks what Apple's push service checks.
+
+Hypercorn (through ``web.server.serve``) on a loopback port, TLS with a *required* client
+certificate chaining to ``client_ca`` (the "Apple" CA of a test). For every request it
+checks, as APNs does:
+
+* ``POST /3/device/<token>`` with the token in hex; HTTP/2 only;
+* ``apns-topic`` present and equal to the client certificate's subject UID (an MDM push
+  certificate may only push its own topic), ``apns-push-type: mdm``;
+* a JSON body that is exactly ``{"mdm": "<PushMagic>"}``.
+
+It answers ``200`` with an ``apns-id``, or Apple's error (``{"reason": ...}``):
+``BadPath``/``MethodNotAllowed``/``MissingTopic``/``BadTopic``/``BadMessageId``/
+``PayloadEmpty``/``BadDeviceToken``; and the replies a test switches on: ``permanent``
+(token → ``(status, reason)``, e.g. ``(410, "Unregistered")``) and ``transient`` (the next
+N requests get e.g. ``(503, "ServiceUnavailable")``). Every push it accepts is recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import trio
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from web.server import hypercorn_config, serve
+
+_PATH = re.compile(r"/3/device/([0-9a-fA-F]+)")
+
+
+@dataclass(frozen=True)
+class Received:
+    token: str
+    topic: str
+    push_magic: str
+    http_version: str
+    at: float
+
+
+@dataclass
+class ApnsTestServer:
+    certfile: Path  # server certificate + key (PEM)
+    keyfile: Path
+    client_ca: Path
+    pushes: list[Received] = field(default_factory=list)
+    refused: list[tuple[str, int, str]] = field(default_factory=list)
+    permanent: dict[str, tuple[int, str]] = field(default_factory=dict)
+    transient: list[tuple[int, str]] = field(default_factory=list)
+    pushed: trio.Event = field(default_factory=trio.Event)
+
+    async def run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+        config = hypercorn_config(
+            https_binds=["127.0.0.1:0"],
+            certfile=str(self.certfile),
+            keyfile=str(self.keyfile),
+            ca_certs=str(self.client_ca),
+            client_certificates="required",  # type: ignore[arg-type]
+        )
+        async with trio.open_nursery() as nursery:
+            bound = await nursery.start(partial(serve, self.app, config))
+            task_status.started(bound[0].url)
+
+    async def wait_for(self, count: int, timeout: float = 5.0) -> list[Received]:
+        """The pushes once at least ``count`` arrived (TooSlowError after ``timeout``)."""
+        with trio.fail_after(timeout):
+            while len(self.pushes) < count:
+                self.pushed = trio.Event()
+                await self.pushed.wait()
+        return self.pushes
+
+    async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        status, reason, received = self.check(scope, body)
+        headers = [(b"apns-id", str(uuid.uuid4()).encode())]
+        if status == 200:
+            assert received is not None
+            self.pushes.append(received)
+            self.pushed.set()
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        self.refused.append((received.token if received else "", status, reason))
+        payload = json.dumps({"reason": reason}).encode()
+        headers.append((b"content-type", b"application/json"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+
+    def check(self, scope: dict[str, Any], body: bytes) -> tuple[int, str, Received | None]:
+        if scope.get("http_version") != "2":
+            return 400, "BadPath", None  # APNs speaks HTTP/2 only
+        match = _PATH.fullmatch(scope["path"])
+        if match is None:
+            return 404, "BadPath", None
+        if scope["method"] != "POST":
+            return 405, "MethodNotAllowed", None
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        topic = headers.get("apns-topic")
+        if not topic:
+            return 400, "MissingTopic", None
+        chain = scope.get("extensions", {}).get("tls", {}).get("client_cert_chain") or []
+        if not chain or topic != _uid(chain[0]):
+            return 400, "BadTopic", None
+        if headers.get("apns-push-type") != "mdm":
+            return 400, "InvalidPushType", None
+        token = match.group(1).lower()
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            return 400, "PayloadEmpty" if not body else "BadPayload", None
+        if not isinstance(payload, dict) or set(payload) != {"mdm"}:
+            return 400, "BadPayload", None
+        if not isinstance(payload["mdm"], str) or not payload["mdm"]:
+            return 400, "BadPayload", None
+        received = Received(token, topic, payload["mdm"], scope["http_version"], time.monotonic())
+        if len(token) != 64:
+            return 400, "BadDeviceToken", received
+        if self.transient:
+            status, reason = self.transient.pop(0)
+            return status, reason, received
+        if token in self.permanent:
+            status, reason = self.permanent[token]
+            return status, reason, received
+        return 200, "", received
+
+
+def _uid(pem: str) -> str | None:
+    certificate = x509.load_pem_x509_certificate(pem.encode())
+    values = certificate.subject.get_attributes_for_oid(NameOID.USER_ID)
+    return str(values[0].value) if values else None
