@@ -22,6 +22,7 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -68,13 +69,16 @@ class ApnsTestServer:
             bound = await nursery.start(partial(serve, self.app, config))
             task_status.started(bound[0].url)
 
-    async def wait_for(self, count: int, timeout: float = 5.0) -> list[Received]:
-        """The pushes once at least ``count`` arrived (TooSlowError after ``timeout``)."""
-        with trio.fail_after(timeout):
-            while len(self.pushes) < count:
-                self.pushed = trio.Event()
-                await self.pushed.wait()
+    async def wait_for(self, count: int) -> list[Received]:
+        """The pushes once at least ``count`` arrived (callers bound the wait)."""
+        await self.until(lambda: len(self.pushes) >= count)
         return self.pushes
+
+    async def until(self, condition: Callable[[], bool]) -> None:
+        """Wait until ``condition()`` holds, checked after every request answered."""
+        while not condition():
+            self.pushed = trio.Event()
+            await self.pushed.wait()
 
     async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -101,6 +105,7 @@ class ApnsTestServer:
             await send({"type": "http.response.body", "body": b""})
             return
         self.refused.append((received.token if received else "", status, reason))
+        self.pushed.set()
         payload = json.dumps({"reason": reason}).encode()
         headers.append((b"content-type", b"application/json"))
         await send({"type": "http.response.start", "status": status, "headers": headers})

@@ -55,7 +55,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from . import commands as command_model
 from .audit import audit_event
 from .devices import may_connect
-from .errors import Invalid, NotFound
+from .errors import DomainError, Invalid, NotFound
 from .ids import new_id
 from .installation_codes import InstallationCodeRefused, Purpose, normalise_code
 from .installation_codes import _redeem as redeem_code_unit
@@ -345,8 +345,12 @@ class ReportRequest:
 
 @dataclass(frozen=True)
 class Answer:
+    """What the route answers: refusals are answers too, so a session never crashes on a
+    device's mistake (400 with the reason; 410 to decline UserAuthenticate)."""
+
     body: bytes = b""
     content_type: str = "application/xml"
+    status: int = 200
 
 
 def _check_room(conn: sqlite3.Connection, organisation: Row, owner_id: str | None) -> None:
@@ -686,6 +690,14 @@ class AppleSession:
         self.device_id: str | None = None
 
     async def handle(self, message: Any) -> Answer:
+        try:
+            return await self._handle(message)
+        except Gone:
+            return Answer(status=410)
+        except (Refused, DomainError, protocol.ProtocolError) as exc:
+            return Answer(f"{exc}\n".encode(), "text/plain; charset=utf-8", 400)
+
+    async def _handle(self, message: Any) -> Answer:
         if isinstance(message, CheckInRequest):
             if message.check_in.message_type is protocol.MessageType.AUTHENTICATE:
                 self.not_now.clear()

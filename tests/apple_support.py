@@ -190,8 +190,8 @@ async def upload_push_certificate(
     return response.json()  # type: ignore[no-any-return]
 
 
-@pytest.fixture
-async def apple(tmp_path: Path) -> AsyncIterator[AppleService]:
+@pytest.fixture(name="apple")
+async def apple_fixture(tmp_path: Path) -> AsyncIterator[AppleService]:
     pki = ApplePki.create(tmp_path / "apple")
     apns = ApnsTestServer(pki.server_file, pki.server_key_file, pki.ca_file)
     installation = await initialise(

@@ -89,9 +89,11 @@ async def _message(content_type: str) -> tuple[bytes, str]:
 
 
 def _answer(answer: domain.Answer) -> Response:
+    if answer.status != 200:
+        log.info("apple mdm: refused %s: %s", request.path, answer.body[:200])
     if not answer.body:
-        return Response(b"", 200)
-    return Response(answer.body, 200, content_type=answer.content_type)
+        return Response(b"", answer.status)
+    return Response(answer.body, answer.status, content_type=answer.content_type)
 
 
 @blueprint.route("/mdm/checkin", methods=["PUT"])
