@@ -35,6 +35,7 @@ from the service CA's private key before they reach the database.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import secrets
@@ -680,13 +681,35 @@ def _record(
     inventory.update_device(conn, device_id, changes)
 
 
+def _record_inventory(
+    conn: sqlite3.Connection, device_id: str, command_id: str, found: protocol.Inventory
+) -> None:
+    """A part of a command (an inventory query) answered: the inventory, not the state."""
+    row = command_model._command(conn, command_id)
+    if row["device_id"] != device_id:
+        raise Refused("CommandUUID is not a command of this device")
+    device = inventory.device_by_id(conn, device_id)
+    assert device is not None
+    current = json.loads(device["inventory"] or "{}")
+    current.update(found.sections)
+    at = now()
+    inventory.update_device(
+        conn,
+        device_id,
+        found.columns
+        | {"inventory": json.dumps(current, sort_keys=True), "last_seen_at": at, "updated_at": at},
+    )
+
+
 class AppleSession:
-    """One device's MDM session state: what was answered NotNow since its last Idle."""
+    """One device's MDM session state: what was answered NotNow since its last Idle, and
+    which parts of a multi-part command (inventory) are done."""
 
     def __init__(self, mdm: AppleMdm, device_key: str) -> None:
         self.mdm = mdm
         self.device_key = device_key
-        self.not_now: set[str] = set()
+        self.not_now: set[str] = set()  # CommandUUIDs
+        self.parts_done: dict[str, set[str]] = {}  # command id -> RequestTypes answered
         self.device_id: str | None = None
 
     async def handle(self, message: Any) -> Answer:
@@ -701,6 +724,7 @@ class AppleSession:
         if isinstance(message, CheckInRequest):
             if message.check_in.message_type is protocol.MessageType.AUTHENTICATE:
                 self.not_now.clear()
+                self.parts_done.clear()
             return await check_in(self.mdm, message)
         if isinstance(message, ReportRequest):
             return await self._report(message)
@@ -725,54 +749,83 @@ class AppleSession:
         channel, rows = await store.read(_next_commands, report.channel.device, request.identity)
         self.device_id = channel.device["id"]
         for row in rows:
-            if row["id"] in self.not_now:
+            next_command = await self._translate(channel, row)
+            if next_command is None:
                 continue
-            command = command_model.public(row, for_device=True)
-            try:
-                apple = protocol.command_for(
-                    command["kind"],
-                    command["parameters"],
-                    unlock_token=self.mdm.sealer.open(channel.enrolment["unlock_token"]),
-                    profile_identifier=self.mdm.profile_identifier(
-                        channel.device["organisation_code"]
-                    ),
-                )
-            except protocol.Unsupported as exc:
-                await store.write(
-                    _record, self.device_id, row["id"], False, {"error": str(exc)}, None
-                )
-                continue
+            command_uuid, apple = next_command
             if row["state"] == command_model.State.QUEUED:
                 await command_model.mark_sent(store, row["id"])
-            return Answer(protocol.build_command(row["id"], apple.request_type, apple.values))
+            return Answer(protocol.build_command(command_uuid, apple.request_type, apple.values))
         if self.not_now:
             # The session ends with commands the device could not do yet: try again later.
             self.mdm.push([self.device_id], NOT_NOW_RETRY)
         return Answer()
 
+    async def _translate(
+        self, channel: _Channel, row: Row
+    ) -> tuple[str, protocol.AppleCommand] | None:
+        """The next Apple command of a queued or sent command, unless NotNow holds it."""
+        if row["kind"] == command_model.CommandKind.REQUEST_INVENTORY:
+            done = self.parts_done.get(row["id"], set())
+            for part in protocol.INVENTORY_PARTS:
+                command_uuid = protocol.part_uuid(row["id"], part)
+                if part not in done and command_uuid not in self.not_now:
+                    return command_uuid, protocol.inventory_part(part)
+            return None
+        if row["id"] in self.not_now:
+            return None
+        command = command_model.public(row, for_device=True)
+        try:
+            apple = protocol.command_for(
+                command["kind"],
+                command["parameters"],
+                unlock_token=self.mdm.sealer.open(channel.enrolment["unlock_token"]),
+                profile_identifier=self.mdm.profile_identifier(channel.device["organisation_code"]),
+            )
+        except protocol.Unsupported as exc:
+            await self.mdm.store.write(
+                _record, channel.device["id"], row["id"], False, {"error": str(exc)}, None
+            )
+            return None
+        return row["id"], apple
+
     async def _record(self, channel: _Channel, report: protocol.CommandReport) -> None:
         assert report.command_uuid is not None
-        row = await self.mdm.store.read(command_model._command, report.command_uuid)
-        if row["device_id"] != channel.device["id"]:
+        command_id, part = protocol.split_uuid(report.command_uuid)
+        store = self.mdm.store
+        row = await store.read(command_model._command, command_id)
+        device_id = channel.device["id"]
+        if row["device_id"] != device_id:
             raise Refused("CommandUUID is not a command of this device")
         ok = report.status is protocol.Status.ACKNOWLEDGED
+        multi_part = row["kind"] == command_model.CommandKind.REQUEST_INVENTORY
+        if part is not None and (not multi_part or part not in protocol.INVENTORY_PARTS):
+            raise Refused("CommandUUID names no part of this command")
         found = None
         if ok:
-            request_type = protocol.command_for(
-                row["kind"],
-                json.loads(row["parameters"]),
-                unlock_token=b"",
-                profile_identifier="",
-            ).request_type
+            request_type = part or (
+                protocol.INVENTORY_PARTS[0]
+                if multi_part
+                else protocol.command_for(
+                    row["kind"],
+                    json.loads(row["parameters"]),
+                    unlock_token=b"",
+                    profile_identifier="",
+                ).request_type
+            )
             found = protocol.inventory_from(request_type, report)
-        await self.mdm.store.write(
-            _record,
-            channel.device["id"],
-            report.command_uuid,
-            ok,
-            protocol.result_summary(report),
-            found,
-        )
+            if multi_part:
+                done = self.parts_done.setdefault(command_id, set())
+                done.add(request_type)
+                if not done.issuperset(protocol.INVENTORY_PARTS):
+                    await store.write(_record_inventory, device_id, command_id, found)
+                    return
+        self.parts_done.pop(command_id, None)
+        # Cancelled meanwhile, or answered differently before: the first answer holds.
+        with contextlib.suppress(command_model.RefusedTransition):
+            await store.write(
+                _record, device_id, command_id, ok, protocol.result_summary(report), found
+            )
 
 
 # --------------------------------------------------------------------------- pushes

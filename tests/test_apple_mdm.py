@@ -12,6 +12,8 @@ from .test_api_commands import API, database
 
 pytestmark = pytest.mark.trio
 
+INVENTORY = ["DeviceInformation", "SecurityInfo", "ProfileList", "InstalledApplicationList"]
+
 
 async def test_full_enrolment_push_poll_and_inventory(apple: AppleService) -> None:
     device = await apple.device()
@@ -34,7 +36,12 @@ async def test_full_enrolment_push_poll_and_inventory(apple: AppleService) -> No
     assert push.topic == apple.pki.topic
     assert push.http_version == "2"
 
-    assert await device.poll(apple.client) == ["DeviceInformation"]
+    assert await device.poll(apple.client) == [
+        "DeviceInformation",
+        "SecurityInfo",
+        "ProfileList",
+        "InstalledApplicationList",
+    ]
     assert device.received[0][0] == command_id
     command = await apple.command(command_id)
     assert command["state"] == "acknowledged"
@@ -52,6 +59,12 @@ async def test_full_enrolment_push_poll_and_inventory(apple: AppleService) -> No
     assert detail["udid"] == device.udid
     assert detail["inventory"]["hardware"]["battery_level"] == 0.82
     assert detail["inventory"]["hardware"]["capacity_gb"] == 128.0
+    assert detail["inventory"]["security"]["PasscodePresent"] is True
+    assert detail["inventory"]["applications"] == [
+        {"identifier": "com.example.app", "name": "Example", "version": "1.2"}
+    ]
+    (profile,) = detail["inventory"]["profiles"]
+    assert profile["identifier"] == device.enrolment.payload["PayloadIdentifier"]
 
 
 async def test_not_now_is_not_offered_again_in_the_session_and_comes_after_a_push(
@@ -65,7 +78,7 @@ async def test_not_now_is_not_offered_again_in_the_session_and_comes_after_a_pus
     with trio.fail_after(5):
         await apple.apns.wait_for(1)
     # Locked: DeviceLock is postponed, DeviceInformation still done, DeviceLock not again.
-    assert await device.poll(apple.client) == ["DeviceLock", "DeviceInformation"]
+    assert await device.poll(apple.client) == ["DeviceLock", *INVENTORY]
     assert (await apple.command(lock))["state"] == "sent"
     assert (await apple.command(inventory))["state"] == "acknowledged"
     # The session ended with a NotNow command waiting: the device is pushed again.

@@ -291,6 +291,12 @@ def new_command_uuid() -> str:
     return str(uuid.uuid4()).upper()
 
 
+@dataclass(frozen=True)
+class AppleCommand:
+    request_type: str
+    values: dict[str, Any]
+
+
 #: What DeviceInformation asks for: enough for the inventory view.
 DEVICE_INFORMATION_QUERIES = (
     "DeviceName",
@@ -313,14 +319,32 @@ DEVICE_INFORMATION_QUERIES = (
 )
 
 
+#: The queries one generic ``request_inventory`` command makes, in this order; each part
+#: has its own CommandUUID (the command's id, then ``<id>.<RequestType>``).
+INVENTORY_PARTS = ("DeviceInformation", "SecurityInfo", "ProfileList", "InstalledApplicationList")
+
+
+def inventory_part(request_type: str) -> AppleCommand:
+    if request_type == "DeviceInformation":
+        return AppleCommand(request_type, {"Queries": list(DEVICE_INFORMATION_QUERIES)})
+    if request_type == "InstalledApplicationList":
+        return AppleCommand(request_type, {"ManagedAppsOnly": False})
+    return AppleCommand(request_type, {})
+
+
+def part_uuid(command_id: str, request_type: str) -> str:
+    """The CommandUUID of one part of a command (the first part is the command's id)."""
+    return command_id if request_type == INVENTORY_PARTS[0] else f"{command_id}.{request_type}"
+
+
+def split_uuid(command_uuid: str) -> tuple[str, str | None]:
+    """The command id and the part (None: the command itself) a CommandUUID names."""
+    command_id, _, part = command_uuid.partition(".")
+    return command_id, part or None
+
+
 class Unsupported(ValueError):
     """A generic command this device cannot be given (e.g. ClearPasscode without a token)."""
-
-
-@dataclass(frozen=True)
-class AppleCommand:
-    request_type: str
-    values: dict[str, Any]
 
 
 def command_for(
@@ -332,7 +356,7 @@ def command_for(
 ) -> AppleCommand:
     """The Apple command for a generic command of the command model."""
     if kind == "request_inventory":
-        return AppleCommand("DeviceInformation", {"Queries": list(DEVICE_INFORMATION_QUERIES)})
+        return inventory_part(INVENTORY_PARTS[0])
     if kind in ("lock", "message"):
         values: dict[str, Any] = {}
         text = parameters.get("message") if kind == "lock" else parameters.get("text")
