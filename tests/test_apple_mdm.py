@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import plistlib
+
 import pytest
 import trio
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from bench.apple_sim import SimulatedDevice, read_profile
 from engine import apple_mdm as domain
+from engine.pki import CertificateAuthority
+from engine.protocols import cms
 
 from .apple_support import AppleService, apple_fixture  # noqa: F401  (the fixture)
-from .test_api_commands import API, database
+from .test_api_commands import API, database, new_organisation
 
 pytestmark = pytest.mark.trio
 
@@ -166,3 +174,148 @@ async def test_transient_apns_errors_are_retried(apple: AppleService) -> None:
         (push,) = await apple.apns.wait_for(1)
     assert push.token == device.push_token.hex()
     assert apple.apns.refused[0][1:] == (503, "ServiceUnavailable")
+
+
+async def test_user_channels_bootstrap_token_and_user_authenticate(apple: AppleService) -> None:
+    device = await apple.device()
+    device_id = apple.device_id(device)
+    user = await device.check_in(
+        apple.client,
+        {
+            "MessageType": "TokenUpdate",
+            "Topic": device.enrolment.topic,
+            "UserID": "A1B2-USER",
+            "UserShortName": "alice",
+            "Token": b"\x07" * 32,
+            "PushMagic": "USER-MAGIC",
+        },
+    )
+    assert user.status_code == 200, user.text
+    declined = await device.check_in(
+        apple.client, {"MessageType": "UserAuthenticate", "UserID": "A1B2-USER"}
+    )
+    assert declined.status_code == 410
+    empty = await device.check_in(apple.client, {"MessageType": "GetBootstrapToken"})
+    assert plistlib.loads(empty.content) == {}
+    stored = await device.check_in(
+        apple.client, {"MessageType": "SetBootstrapToken", "BootstrapToken": b"bootstrap"}
+    )
+    assert stored.status_code == 200
+    got = await device.check_in(apple.client, {"MessageType": "GetBootstrapToken"})
+    assert plistlib.loads(got.content) == {"BootstrapToken": b"bootstrap"}
+    with database(apple.running) as conn:
+        rows = conn.execute(
+            "SELECT id, parent_id, user_id, push_token, bootstrap_token FROM apple_mdm_enrolments"
+            " ORDER BY id"
+        ).fetchall()
+    by_id = {row[0]: row for row in rows}
+    assert by_id[f"{device.udid}/A1B2-USER"][1:4] == (device.udid, "A1B2-USER", "07" * 32)
+    assert by_id[device.udid][3] == device.push_token.hex()  # the device channel's own
+    assert b"bootstrap".hex() not in (by_id[device.udid][4] or "")  # sealed
+    view = await apple.client.get(
+        f"{API}/organisations/{apple.org.code}/devices/{device_id}/apple-mdm",
+        headers=apple.org.admin,
+    )
+    enrolment = view.json()["enrolment"]
+    assert enrolment["user_channels"] == [
+        {"user_id": "A1B2-USER", "short_name": "alice", "state": "enrolled"}
+    ]
+    assert enrolment["has_bootstrap_token"] is True
+
+
+async def test_check_out_then_enrolling_again_clears_what_was_left(apple: AppleService) -> None:
+    device = await apple.device()
+    device_id = apple.device_id(device)
+    await device.check_in(
+        apple.client,
+        {
+            "MessageType": "TokenUpdate",
+            "Topic": device.enrolment.topic,
+            "UserID": "U1",
+            "Token": b"\x07" * 32,
+            "PushMagic": "M",
+        },
+    )
+    assert (await device.check_out(apple.client)).status_code == 200
+    refused = await device.put(
+        apple.client,
+        device.enrolment.server_url,
+        {"UDID": device.udid, "Status": "Idle"},
+        "application/x-apple-aspen-mdm",
+    )
+    assert refused.status_code == 400  # checked out: no more commands
+    await apple.queue(device_id, "lock")
+    # The same device installs the profile again: same inventory entry, a clean enrolment.
+    device.push_token = b"\x09" * 32
+    await device.enrol(apple.client)
+    assert apple.device_id(device) == device_id
+    with database(apple.running) as conn:
+        rows = conn.execute(
+            "SELECT id, state, push_token FROM apple_mdm_enrolments ORDER BY id"
+        ).fetchall()
+        devices = conn.execute("SELECT count(*) FROM devices").fetchone()[0]
+    assert [tuple(row) for row in rows] == [(device.udid, "enrolled", "09" * 32)]
+    assert devices == 1
+    assert await device.poll(apple.client) == ["DeviceLock"]
+
+
+async def test_an_installation_code_enrols_its_own_inventory_device(apple: AppleService) -> None:
+    created = await apple.client.post(
+        f"{API}/organisations/{apple.org.code}/devices",
+        json={"name": "Alice's iPad", "platform": "ipados", "protocol": "apple_mdm"},
+        headers=apple.org.admin,
+    )
+    assert created.status_code == 201, created.text
+    device_id = created.json()["id"]
+    code = created.json()["installation_code"]["code"]
+    page = await apple.client.get("/mdm/enrol")
+    assert page.status_code == 200 and "installation code" in page.text.lower()
+    response = await apple.client.post("/mdm/enrol", data={"code": code.lower()})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/x-apple-aspen-config"
+    device = SimulatedDevice(read_profile(response.content), apple.running.http_url)
+    await device.enrol(apple.client)
+    assert apple.device_id(device) == device_id
+    shown = await apple.client.get(
+        f"{API}/organisations/{apple.org.code}/devices/{device_id}", headers=apple.org.admin
+    )
+    assert (shown.json()["state"], shown.json()["name"]) == ("enrolled", "Alice's iPad")
+    again = await apple.client.post("/mdm/enrol", data={"code": code})
+    assert again.status_code == 400 and "used up" in again.text
+
+
+async def test_the_profile_is_signed_and_carries_what_apple_requires(apple: AppleService) -> None:
+    profile = await apple.profile()
+    content, signer = cms.signed_content(profile)
+    server = x509.load_pem_x509_certificate(apple.running.bootstrap.tls.certificate.read_bytes())
+    assert signer == server
+    document = plistlib.loads(content)
+    assert document["PayloadType"] == "Configuration"
+    payloads = {p["PayloadType"]: p for p in document["PayloadContent"]}
+    mdm = payloads["com.apple.mdm"]
+    assert mdm["Topic"] == apple.pki.topic
+    assert mdm["ServerURL"] == "https://localhost:8443/mdm/server"
+    assert mdm["CheckInURL"] == "https://localhost:8443/mdm/checkin"
+    assert mdm["SignMessage"] is True and mdm["CheckOutWhenRemoved"] is True
+    assert mdm["AccessRights"] == 8191
+    assert mdm["IdentityCertificateUUID"] == payloads["com.apple.security.pkcs12"]["PayloadUUID"]
+    root = x509.load_der_x509_certificate(payloads["com.apple.security.root"]["PayloadContent"])
+    assert root.public_bytes(serialization.Encoding.PEM) == (
+        apple.running.bootstrap.tls.ca_certificate.read_bytes()
+    )
+    enrolment = read_profile(profile)
+    ca = CertificateAuthority.load(
+        apple.running.bootstrap.tls.ca_certificate, apple.running.bootstrap.tls.ca_private_key
+    )
+    assert ca.is_issued_by(enrolment.identity, purpose=ExtendedKeyUsageOID.CLIENT_AUTH)
+    # Each download has its own identity.
+    assert read_profile(await apple.profile()).identity != enrolment.identity
+
+
+async def test_without_an_apns_certificate_there_is_no_profile(apple: AppleService) -> None:
+    other = await new_organisation(apple.client, apple.supervisor, "no-push")
+    response = await apple.client.get(
+        f"{API}/organisations/{other.code}/apple-mdm/enrolment-profile", headers=other.admin
+    )
+    assert response.status_code == 422
+    assert "APNS certificate" in response.json()["detail"]
