@@ -44,6 +44,7 @@ class Received:
     push_magic: str
     http_version: str
     at: float
+    client: tuple[str, int]  # the connection it came on
 
 
 @dataclass
@@ -137,7 +138,14 @@ class ApnsTestServer:
             return 400, "BadPayload", None
         if not isinstance(payload["mdm"], str) or not payload["mdm"]:
             return 400, "BadPayload", None
-        received = Received(token, topic, payload["mdm"], scope["http_version"], time.monotonic())
+        received = Received(
+            token,
+            topic,
+            payload["mdm"],
+            scope["http_version"],
+            time.monotonic(),
+            tuple(scope["client"]),
+        )
         if len(token) != 64:
             return 400, "BadDeviceToken", received
         if self.transient:
