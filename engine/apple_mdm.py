@@ -42,6 +42,7 @@ import secrets
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -71,7 +72,7 @@ from .store import apple_mdm as units
 from .store import devices as inventory
 from .store.audit import insert_event
 from .store.certificates import certificate_usable_by
-from .store.commands import commands_of_device, device_in
+from .store.commands import command_by_id, commands_of_device, device_in
 from .store.organisations import organisation_by_id
 from .store.rows import Row
 from .timestamps import format_time, now
@@ -138,6 +139,24 @@ class AppleMdm:
     sealer: Sealer
     #: Asks the push notifier to wake devices (by device id), now or after a delay.
     push: Callable[[Sequence[str], float], None] = field(default=lambda devices, delay: None)
+
+    #: Identities already checked against the CA (fingerprint → not after), so that a
+    #: device's every message costs one signature check, not two.
+    _checked: dict[str, datetime] = field(default_factory=dict, repr=False)
+
+    def trusted(self, certificate: x509.Certificate) -> str:
+        """The fingerprint of a client certificate of the service's CA; else Refused."""
+        key = fingerprint(certificate)
+        not_after = self._checked.get(key)
+        if not_after is None:
+            if not self.ca.is_issued_by(certificate, purpose=ExtendedKeyUsageOID.CLIENT_AUTH):
+                raise Refused("the identity was not issued by this service")
+            if len(self._checked) >= 100_000:
+                self._checked.clear()
+            not_after = self._checked[key] = certificate.not_valid_after_utc
+        if not_after <= datetime.now(UTC):
+            raise Refused("the identity has expired")
+        return key
 
     def profile_identifier(self, organisation_code: str) -> str:
         host = urlsplit(self.deployment.public_url).hostname or "localhost"
@@ -324,9 +343,7 @@ def identity_of(
         certificate = tls_certificate
     else:
         raise Refused("the message is neither signed nor sent with a client certificate")
-    if not mdm.ca.is_issued_by(certificate, purpose=ExtendedKeyUsageOID.CLIENT_AUTH):
-        raise Refused("the identity was not issued by this service")
-    return fingerprint(certificate)
+    return mdm.trusted(certificate)
 
 
 # --------------------------------------------------------------------------- check-in
@@ -648,12 +665,20 @@ def _report_channel(conn: sqlite3.Connection, key: str, identity: str) -> _Chann
     return _Channel(enrolment, device)
 
 
-def _next_commands(conn: sqlite3.Connection, key: str, identity: str) -> tuple[_Channel, list[Row]]:
+def _report_state(
+    conn: sqlite3.Connection, key: str, identity: str, command_id: str | None
+) -> tuple[_Channel, Row | None, list[Row]]:
+    """In one snapshot: the channel, the command a report answers, what is still to give."""
     channel = _report_channel(conn, key, identity)
+    answered = None
+    if command_id is not None:
+        answered = command_by_id(conn, command_id)
+        if answered is None or answered["device_id"] != channel.device["id"]:
+            raise Refused("CommandUUID is not a command of this device")
     rows = commands_of_device(
         conn, channel.device["id"], [command_model.State.QUEUED, command_model.State.SENT]
     )
-    return channel, rows
+    return channel, answered, rows
 
 
 def _record(
@@ -737,17 +762,20 @@ class AppleSession:
     async def _report(self, request: ReportRequest) -> Answer:
         report = request.report
         store = self.mdm.store
+        command_id = None
         if report.status is protocol.Status.IDLE:
             self.not_now.clear()  # a new session: NotNow commands may be offered again
         elif report.command_uuid is not None:
-            channel = await store.read(_report_channel, report.channel.device, request.identity)
-            self.device_id = channel.device["id"]
-            if report.status is protocol.Status.NOT_NOW:
-                self.not_now.add(report.command_uuid)
-            else:
-                await self._record(channel, report)
-        channel, rows = await store.read(_next_commands, report.channel.device, request.identity)
+            command_id = protocol.split_uuid(report.command_uuid)[0]
+        channel, answered, rows = await store.read(
+            _report_state, report.channel.device, request.identity, command_id
+        )
         self.device_id = channel.device["id"]
+        if answered is not None:
+            if report.status is protocol.Status.NOT_NOW:
+                self.not_now.add(report.command_uuid or "")
+            elif await self._record(channel, answered, report):
+                rows = [row for row in rows if row["id"] != answered["id"]]
         for row in rows:
             next_command = await self._translate(channel, row)
             if next_command is None:
@@ -789,14 +817,12 @@ class AppleSession:
             return None
         return row["id"], apple
 
-    async def _record(self, channel: _Channel, report: protocol.CommandReport) -> None:
+    async def _record(self, channel: _Channel, row: Row, report: protocol.CommandReport) -> bool:
+        """Record a result; answers whether the command is done (all its parts)."""
         assert report.command_uuid is not None
         command_id, part = protocol.split_uuid(report.command_uuid)
         store = self.mdm.store
-        row = await store.read(command_model._command, command_id)
         device_id = channel.device["id"]
-        if row["device_id"] != device_id:
-            raise Refused("CommandUUID is not a command of this device")
         ok = report.status is protocol.Status.ACKNOWLEDGED
         multi_part = row["kind"] == command_model.CommandKind.REQUEST_INVENTORY
         if part is not None and (not multi_part or part not in protocol.INVENTORY_PARTS):
@@ -819,13 +845,14 @@ class AppleSession:
                 done.add(request_type)
                 if not done.issuperset(protocol.INVENTORY_PARTS):
                     await store.write(_record_inventory, device_id, command_id, found)
-                    return
+                    return False
         self.parts_done.pop(command_id, None)
         # Cancelled meanwhile, or answered differently before: the first answer holds.
         with contextlib.suppress(command_model.RefusedTransition):
             await store.write(
                 _record, device_id, command_id, ok, protocol.result_summary(report), found
             )
+        return True
 
 
 # --------------------------------------------------------------------------- pushes

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import ipaddress
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import partial
@@ -20,12 +18,9 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 
-from bench.apns_server import ApnsTestServer
+from bench.apns_server import ApnsTestServer, ApplePki
 from bench.apple_sim import SimulatedDevice, read_profile
 from engine.config.bootstrap import Apns
 from engine.setup import initialise
@@ -36,94 +31,6 @@ from .test_api_commands import API, Org, database, new_organisation
 
 PEM = serialization.Encoding.PEM
 NOW = dt.datetime.now(dt.UTC)
-
-
-def _name(common_name: str, uid: str | None = None) -> x509.Name:
-    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
-    if uid is not None:
-        attributes.insert(0, x509.NameAttribute(NameOID.USER_ID, uid))
-    return x509.Name(attributes)
-
-
-def _certificate(
-    subject: x509.Name,
-    key: ec.EllipticCurvePrivateKey,
-    issuer: x509.Name,
-    issuer_key: ec.EllipticCurvePrivateKey,
-    *,
-    ca: bool = False,
-    san: list[x509.GeneralName] | None = None,
-) -> x509.Certificate:
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - dt.timedelta(days=1))
-        .not_valid_after(NOW + dt.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if san:
-        builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
-def _pem(certificate: x509.Certificate, key: ec.EllipticCurvePrivateKey | None = None) -> str:
-    text = certificate.public_bytes(PEM)
-    if key is not None:
-        text += key.private_bytes(
-            PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    return text.decode()
-
-
-@dataclass
-class ApplePki:
-    """A stand-in for Apple: a CA, the APNs server's certificate, and a push certificate."""
-
-    directory: Path
-    topic: str
-    push_pem: str  # certificate and key, as an upload sends them
-
-    @property
-    def ca_file(self) -> Path:
-        return self.directory / "apple-ca.pem"
-
-    @property
-    def server_file(self) -> Path:
-        return self.directory / "apns-server.pem"
-
-    @property
-    def server_key_file(self) -> Path:
-        return self.directory / "apns-server-key.pem"
-
-    @classmethod
-    def create(cls, directory: Path) -> ApplePki:
-        directory.mkdir(parents=True, exist_ok=True)
-        ca_key = ec.generate_private_key(ec.SECP256R1())
-        ca_name = _name("Test Apple Root")
-        ca = _certificate(ca_name, ca_key, ca_name, ca_key, ca=True)
-        server_key = ec.generate_private_key(ec.SECP256R1())
-        server = _certificate(
-            _name("api.push.test"),
-            server_key,
-            ca_name,
-            ca_key,
-            san=[x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
-        )
-        topic = f"com.apple.mgmt.External.{uuid.uuid4()}"
-        push_key = ec.generate_private_key(ec.SECP256R1())
-        push = _certificate(_name("APSP:test", topic), push_key, ca_name, ca_key)
-        pki = cls(directory, topic, _pem(push, push_key))
-        pki.ca_file.write_text(_pem(ca))
-        pki.server_file.write_text(_pem(server))
-        pki.server_key_file.write_text(
-            server_key.private_bytes(
-                PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            ).decode()
-        )
-        return pki
 
 
 @dataclass
