@@ -13,10 +13,12 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from bench.apple_sim import SimulatedDevice, read_profile
 from engine import apple_mdm as domain
 from engine.pki import CertificateAuthority
+from engine.principals import AccountKind
 from engine.protocols import cms
 
 from .apple_support import AppleService, apple_fixture  # noqa: F401  (the fixture)
-from .test_api_commands import API, database, new_organisation
+from .portal_client import Portal
+from .test_api_commands import API, PASSWORD, add_account, database, new_organisation
 
 pytestmark = pytest.mark.trio
 
@@ -319,3 +321,32 @@ async def test_without_an_apns_certificate_there_is_no_profile(apple: AppleServi
     )
     assert response.status_code == 422
     assert "APNS certificate" in response.json()["detail"]
+
+
+async def test_portals_serve_the_profile_to_managers_and_device_owners(
+    apple: AppleService,
+) -> None:
+    owner = await add_account(apple.running, apple.client, apple.org, "alice", AccountKind.USER)
+    async with apple.running.client() as browser:
+        portal = Portal(browser)
+        await portal.sign_in("admin", PASSWORD, apple.org.code)
+        url = f"/admin/o/{apple.org.code}/apple-mdm/enrol.mobileconfig"
+        profile = await portal.get(url)
+        assert profile.status_code == 200, profile.text
+        assert profile.headers["content-type"] == "application/x-apple-aspen-config"
+        assert read_profile(profile.content).topic == apple.pki.topic
+    async with apple.running.client() as browser:
+        portal = Portal(browser)
+        await portal.sign_in("alice", PASSWORD, apple.org.code)
+        page = await portal.page("/my/devices")
+        assert 'href="/my/apple-mdm/enrol.mobileconfig"' in page
+        profile = await portal.get("/my/apple-mdm/enrol.mobileconfig")
+        assert profile.status_code == 200, profile.text
+        assert (await portal.get(url)).status_code in (403, 404)  # not the admin's download
+    device = SimulatedDevice(read_profile(profile.content), apple.running.http_url)
+    await device.enrol(apple.client)
+    shown = await apple.client.get(
+        f"{API}/organisations/{apple.org.code}/devices/{apple.device_id(device)}",
+        headers=apple.org.admin,
+    )
+    assert shown.json()["owner"]["id"] == owner.id
