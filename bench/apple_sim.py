@@ -22,6 +22,8 @@ from __future__ import annotations
 import base64
 import plistlib
 import secrets
+import ssl
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +31,7 @@ from urllib.parse import urlsplit
 
 import httpx
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from engine.protocols import cms
@@ -91,6 +94,9 @@ class SimulatedDevice:
     unlock_token: bytes = field(default_factory=lambda: secrets.token_bytes(64))
     #: Request types answered with NotNow (a locked device postpones some commands).
     not_now: set[str] = field(default_factory=set)
+    #: False: no Mdm-Signature; the TLS client certificate proves the identity instead
+    #: (``SignMessage`` false; the client must then present ``identity_files``).
+    sign_messages: bool = True
     #: Every command received, in order: (CommandUUID, RequestType, Command).
     received: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
 
@@ -105,8 +111,26 @@ class SimulatedDevice:
         self, client: httpx.AsyncClient, url: str, message: dict[str, Any], content_type: str
     ) -> httpx.Response:
         body = plistlib.dumps(message)
-        headers = {"Content-Type": content_type, **self.signed(body)}
+        headers = {"Content-Type": content_type}
+        if self.sign_messages:
+            headers.update(self.signed(body))
         return await client.put(self._url(url), content=body, headers=headers)
+
+    def tls_context(self, ca_file: str) -> ssl.SSLContext:
+        """TLS with the identity as client certificate (for devices that do not sign)."""
+        context = ssl.create_default_context(cafile=ca_file)
+        with tempfile.NamedTemporaryFile("wb", suffix=".pem") as pem:
+            pem.write(self.enrolment.identity.public_bytes(serialization.Encoding.PEM))
+            pem.write(
+                self.enrolment.key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                )
+            )
+            pem.flush()
+            context.load_cert_chain(pem.name)
+        return context
 
     async def check_in(self, client: httpx.AsyncClient, message: dict[str, Any]) -> httpx.Response:
         return await self.put(

@@ -492,8 +492,9 @@ def _device_channel(conn: sqlite3.Connection, key: str, identity: str) -> tuple[
     return enrolment, device | {"organisation_code": organisation["code"]}
 
 
-def _token_update(conn: sqlite3.Connection, sealer: Sealer, request: CheckInRequest) -> bool:
-    """Store the tokens; answers whether the device channel became enrolled just now."""
+def _token_update(conn: sqlite3.Connection, sealer: Sealer, request: CheckInRequest) -> str | None:
+    """Store the tokens; answers the device's id if it became enrolled just now with
+    commands already waiting for it (queued before it could be pushed)."""
     check_in = request.check_in
     channel = check_in.channel
     enrolment, device = _device_channel(conn, channel.device, request.identity)
@@ -567,7 +568,10 @@ def _token_update(conn: sqlite3.Connection, sealer: Sealer, request: CheckInRequ
                 actor="apple_mdm",
             ),
         )
-    return first
+        waiting = commands_of_device(conn, device["id"], [command_model.State.QUEUED])
+        if waiting:
+            return str(device["id"])
+    return None
 
 
 def _check_out(conn: sqlite3.Connection, request: CheckInRequest) -> None:
@@ -632,7 +636,9 @@ async def check_in(mdm: AppleMdm, request: CheckInRequest) -> Answer:
     if kind is protocol.MessageType.AUTHENTICATE:
         await mdm.store.write(_authenticate, mdm.deployment, request)
     elif kind is protocol.MessageType.TOKEN_UPDATE:
-        await mdm.store.write(_token_update, mdm.sealer, request)
+        waiting = await mdm.store.write(_token_update, mdm.sealer, request)
+        if waiting is not None:
+            mdm.push([waiting], 0.0)  # its first push: the token is known only now
     elif kind is protocol.MessageType.CHECK_OUT:
         await mdm.store.write(_check_out, request)
     elif kind is protocol.MessageType.USER_AUTHENTICATE:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import plistlib
 
+import httpx
 import pytest
 import trio
 from cryptography import x509
@@ -350,3 +351,43 @@ async def test_portals_serve_the_profile_to_managers_and_device_owners(
         headers=apple.org.admin,
     )
     assert shown.json()["owner"]["id"] == owner.id
+
+
+async def test_a_device_may_prove_its_identity_with_its_tls_client_certificate(
+    apple: AppleService,
+) -> None:
+    device = SimulatedDevice(read_profile(await apple.profile()), apple.running.https_url)
+    device.sign_messages = False
+    context = device.tls_context(apple.running.ca_file)
+    async with httpx.AsyncClient(verify=context, timeout=30) as tls:
+        await device.enrol(tls)
+        await apple.queue(apple.device_id(device), "locate")
+        assert await device.poll(tls) == ["DeviceLocation"]
+    # Without the certificate (and unsigned) the same device is refused.
+    async with httpx.AsyncClient(verify=apple.running.tls_context(), timeout=30) as anonymous:
+        refused = await device.token_update(anonymous)
+    assert refused.status_code == 400
+
+
+async def test_no_push_before_the_first_token_update_then_one_for_what_waits(
+    apple: AppleService,
+) -> None:
+    device = SimulatedDevice(read_profile(await apple.profile()), apple.running.http_url)
+    answer = await device.check_in(
+        apple.client,
+        {"MessageType": "Authenticate", "Topic": device.enrolment.topic, "ProductName": "Mac14,2"},
+    )
+    assert answer.status_code == 200, answer.text
+    device_id = apple.device_id(device)
+    await apple.queue(device_id, "request_inventory")
+    with trio.move_on_after(0.3):
+        await apple.apns.wait_for(1)
+    assert apple.apns.pushes == []  # no token yet: nothing to push to
+    assert (await device.token_update(apple.client)).status_code == 200
+    with trio.fail_after(5):
+        (push,) = await apple.apns.wait_for(1)
+    assert push.token == device.push_token.hex()
+    shown = await apple.client.get(
+        f"{API}/organisations/{apple.org.code}/devices/{device_id}", headers=apple.org.admin
+    )
+    assert (shown.json()["platform"], shown.json()["state"]) == ("macos", "enrolled")
