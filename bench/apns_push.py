@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import secrets
 import sys
 import tempfile
@@ -36,7 +37,7 @@ import trio
 
 from engine.actors.apns import ApnsNotifier, ClientIdentity, Push, client_context
 
-from .common import environment, exit_on_sigterm, print_table, server_process, verdict
+from .common import cpu_seconds, environment, exit_on_sigterm, print_table, server_process, verdict
 
 TARGET_SECONDS = 3.0
 
@@ -109,7 +110,9 @@ def measure(args: argparse.Namespace) -> None:
             )
         )
         url = server.urls[0]
+        server_cpu, client_cpu = cpu_seconds(server.pid), cpu_seconds()
         seconds = trio.run(timed_runs, url, work, args.pushes, args.streams, args.runs)
+        server_cpu, client_cpu = cpu_seconds(server.pid) - server_cpu, cpu_seconds() - client_cpu
         context = client_context(
             ClientIdentity("stats", *_split((work / "push.pem").read_text())),
             str(work / "apple-ca.pem"),
@@ -121,6 +124,7 @@ def measure(args: argparse.Namespace) -> None:
         for n, s in enumerate(seconds)
     ]
     best = min(seconds)
+    total = 200 + args.pushes * args.runs
     print_table(
         f"APNs pushes over one HTTP/2 connection ({environment()})",
         ["run", "pushes", "seconds", "pushes/s"],
@@ -128,6 +132,8 @@ def measure(args: argparse.Namespace) -> None:
         [
             f"server accepted {stats['pushes']} pushes ({stats['refused']} refused) over "
             f"{stats['connections']} connection(s), {args.streams} streams at most at once",
+            f"CPU per push: notifier {1000 * client_cpu / total:.2f} ms, test server "
+            f"{1000 * server_cpu / total:.2f} ms (both on the same {os.cpu_count()} CPUs)",
             f"target: {args.pushes} pushes in under {TARGET_SECONDS:.0f} s: "
             f"{verdict(best < TARGET_SECONDS)} (best {best:.2f} s)",
         ],
