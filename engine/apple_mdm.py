@@ -72,7 +72,7 @@ from .store import apple_mdm as units
 from .store import devices as inventory
 from .store.audit import insert_event
 from .store.certificates import certificate_usable_by
-from .store.commands import command_by_id, commands_of_device, device_in
+from .store.commands import command_by_id, commands_of_device
 from .store.organisations import organisation_by_id
 from .store.rows import Row
 from .timestamps import format_time, now
@@ -201,15 +201,13 @@ def _profile_settings(
     )
 
 
-def _issue_identity(
-    mdm: AppleMdm, organisation_code: str
-) -> tuple[x509.Certificate, Any, dict[str, Any]]:
-    certificate, key = mdm.ca.issue_client_certificate(
+def _issue_identity(mdm: AppleMdm, organisation_code: str) -> tuple[x509.Certificate, Any]:
+    """A device identity with its key (RSA: every Apple release reads it in PKCS#12)."""
+    return mdm.ca.issue_client_certificate(
         f"apple-mdm {new_id()}",
         subject_extra={"O": organisation_code},
         valid_days=IDENTITY_DAYS,
     )
-    return certificate, key, {"fingerprint": fingerprint(certificate)}
 
 
 def _signed_profile(
@@ -249,11 +247,10 @@ def _identity_row(
     }
 
 
-async def enrolment_profile(
-    mdm: AppleMdm, principal: Principal, organisation: str, device_id: str | None = None
-) -> bytes:
-    """A signed enrolment profile: for a new device of the organisation (a device owner's
-    new device is theirs), or for ``device_id`` of the inventory."""
+async def enrolment_profile(mdm: AppleMdm, principal: Principal, organisation: str) -> bytes:
+    """A signed enrolment profile for a new device of the organisation (a device owner's
+    new device is theirs). An inventory entry made beforehand enrols with its installation
+    code instead (:func:`profile_for_code`)."""
     org = await visible_organisation(mdm.store, principal, organisation)
     owner_id = None
     if principal.kind is AccountKind.USER:
@@ -261,32 +258,23 @@ async def enrolment_profile(
     else:
         require_right(principal, Right.DEVICES)
     settings = await mdm.store.read(_profile_settings, mdm.deployment, org["id"])
-    certificate, key, _ = await trio.to_thread.run_sync(_issue_identity, mdm, org["code"])
-    identity = _identity_row(certificate, org["id"], device_id, owner_id)
+    certificate, key = await trio.to_thread.run_sync(_issue_identity, mdm, org["code"])
+    identity = _identity_row(certificate, org["id"], None, owner_id)
     event = audit_event(
         principal,
         "apple_mdm.profile_issued",
         organisation_id=org["id"],
-        target_type="device" if device_id else "organisation",
-        target_id=device_id or org["id"],
-        details={"identity": identity["fingerprint"]},
+        target_type="organisation",
+        target_id=org["id"],
+        details={"identity": identity["fingerprint"], "owner": owner_id},
     )
-    await mdm.store.write(_store_identity, principal, identity, event)
+    await mdm.store.write(_store_identity, identity, event)
     return await trio.to_thread.run_sync(_signed_profile, mdm, settings, certificate, key)
 
 
 def _store_identity(
-    conn: sqlite3.Connection, principal: Principal, identity: dict[str, Any], event: dict[str, Any]
+    conn: sqlite3.Connection, identity: dict[str, Any], event: dict[str, Any]
 ) -> None:
-    if identity["device_id"] is not None:
-        device = device_in(conn, identity["organisation_id"], identity["device_id"])
-        if device is None or device["state"] in command_model.REFUSING_DEVICE_STATES:
-            raise NotFound("no such device")
-        if principal.kind is AccountKind.USER and device["owner_id"] != principal.account_id:
-            raise NotFound("no such device")
-        if device["protocol"] != PROTOCOL:
-            raise Invalid("the device is not managed by Apple MDM", field="device")
-        identity = identity | {"owner_id": device["owner_id"]}
     units.insert_identity(conn, identity)
     insert_event(conn, event)
 
@@ -300,7 +288,7 @@ async def profile_for_code(mdm: AppleMdm, code_text: str, source: str | None) ->
     if row is None:
         raise InstallationCodeRefused("unknown installation code", "unknown")
     settings = await mdm.store.read(_profile_settings, mdm.deployment, row["organisation_id"])
-    certificate, key, _ = await trio.to_thread.run_sync(
+    certificate, key = await trio.to_thread.run_sync(
         _issue_identity, mdm, settings.organisation["code"]
     )
     await mdm.store.write(_redeem_for_profile, text, certificate, source)
