@@ -652,6 +652,15 @@ class _Channel:
     device: Row
 
 
+def _user_channel(conn: sqlite3.Connection, channel: protocol.Channel, identity: str) -> None:
+    """A user channel known for this device and identity (reports from it get nothing:
+    the command model has no user-channel commands)."""
+    _report_channel(conn, channel.device, identity)
+    user = units.enrolment_by_id(conn, channel.key)
+    if user is None or user["state"] != units.ENROLLED:
+        raise Refused("unknown user channel")
+
+
 def _report_channel(conn: sqlite3.Connection, key: str, identity: str) -> _Channel:
     enrolment, device = _device_channel(conn, key, identity)
     if enrolment["state"] != units.ENROLLED:
@@ -756,6 +765,9 @@ class AppleSession:
     async def _report(self, request: ReportRequest) -> Answer:
         report = request.report
         store = self.mdm.store
+        if report.channel.user is not None:
+            await store.read(_user_channel, report.channel, request.identity)
+            return Answer()
         command_id = None
         if report.status is protocol.Status.IDLE:
             self.not_now.clear()  # a new session: NotNow commands may be offered again

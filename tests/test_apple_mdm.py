@@ -224,6 +224,17 @@ async def test_user_channels_bootstrap_token_and_user_authenticate(apple: AppleS
         {"user_id": "A1B2-USER", "short_name": "alice", "state": "enrolled"}
     ]
     assert enrolment["has_bootstrap_token"] is True
+    # The user channel polls apart from the device channel: device commands stay there.
+    await apple.queue(device_id, "lock")
+    assert await device.report(apple.client, {"Status": "Idle", "UserID": "A1B2-USER"}) is None
+    unknown = await device.put(
+        apple.client,
+        device.enrolment.server_url,
+        {"UDID": device.udid, "UserID": "B0B", "Status": "Idle"},
+        "application/x-apple-aspen-mdm",
+    )
+    assert unknown.status_code == 400
+    assert await device.poll(apple.client) == ["DeviceLock"]
 
 
 async def test_check_out_then_enrolling_again_clears_what_was_left(apple: AppleService) -> None:
