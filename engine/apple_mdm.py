@@ -395,6 +395,12 @@ def _authenticate(conn: sqlite3.Connection, deployment: Deployment, request: Che
     device = None
     if existing is not None and existing["organisation_id"] == organisation["id"]:
         device = inventory.device_by_id(conn, existing["device_id"])
+        if (
+            device is not None
+            and device["state"] == inventory.REMOVED
+            and existing["identity"] != request.identity
+        ):
+            device = None  # removed, and enrolling with a new profile: a new inventory entry
     if device is None and identity["device_id"] is not None:
         device = inventory.device_by_id(conn, identity["device_id"])
     reported = {

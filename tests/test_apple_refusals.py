@@ -222,3 +222,34 @@ async def test_bad_command_reports_are_400_and_change_nothing(apple: AppleServic
                 set(after[table]) ^ set(before[table]),
             )
     assert (await apple.command(command))["state"] == "sent"
+
+
+async def test_a_removed_device_and_an_oversized_message_are_refused(
+    apple: AppleService,
+) -> None:
+    device = await apple.device()
+    identity = (device.enrolment.identity, device.enrolment.key)
+    idle = plistlib.dumps({"Status": "Idle", "UDID": device.udid})
+    huge = plistlib.dumps({"Status": "Idle", "UDID": device.udid, "Pad": "x" * 5_000_000})
+    status = await put(
+        apple, "/mdm/server", huge, signer=identity, content_type=SERVER_CONTENT_TYPE
+    )
+    assert status == 400
+    removed = await apple.client.delete(
+        f"/api/v1/organisations/{apple.org.code}/devices/{apple.device_id(device)}",
+        headers=apple.org.admin,
+    )
+    assert removed.status_code == 204, removed.text
+    before = snapshot(apple)
+    for path, body, content_type in (
+        ("/mdm/server", idle, SERVER_CONTENT_TYPE),
+        ("/mdm/checkin", authenticate(device), CHECK_IN_CONTENT_TYPE),
+    ):
+        status = await put(apple, path, body, signer=identity, content_type=content_type)
+        assert status == 400, path
+    assert snapshot(apple) == before
+    # With a new profile the same hardware enrols again, as a new inventory entry.
+    old = apple.device_id(device)
+    device.enrolment = read_profile(await apple.profile())
+    await device.enrol(apple.client)
+    assert apple.device_id(device) != old
