@@ -112,6 +112,9 @@ class ApnsNotifier:
         self._clients: dict[str, tuple[ClientIdentity, httpx.AsyncClient]] = {}
         self._nursery: trio.Nursery | None = None
         self._streams = trio.Semaphore(max_streams)
+        #: Pushes sent and not yet reported: reported together, one store write per batch.
+        self._sent: list[Push] = []
+        self._sent_ready = trio.Event()
 
     # -- what others call ------------------------------------------------------------------
 
@@ -134,6 +137,7 @@ class ApnsNotifier:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                nursery.start_soon(self._report_sent)
                 task_status.started()
                 while True:
                     await self._ready.wait()
@@ -151,6 +155,17 @@ class ApnsNotifier:
             with trio.CancelScope(shield=True):
                 for _, client in self._clients.values():
                     await client.aclose()
+
+    async def _report_sent(self) -> None:
+        """Tell ``sent`` what went out, in batches (a fleet's pushes are not 10,000 writes)."""
+        while True:
+            await self._sent_ready.wait()
+            self._sent_ready = trio.Event()
+            batch, self._sent = self._sent, []
+            try:
+                await self.sent(batch)
+            except Exception:
+                log.exception("APNs: recording %d pushes failed", len(batch))
 
     def _client(self, identity: ClientIdentity) -> httpx.AsyncClient:
         known = self._clients.get(identity.id)
@@ -172,7 +187,8 @@ class ApnsNotifier:
         try:
             outcome = await self.send(push)
             if outcome == "sent":
-                await self.sent([push])
+                self._sent.append(push)
+                self._sent_ready.set()
             elif outcome in PERMANENT_REASONS:
                 await self.refused(push, outcome)
         except Exception:
