@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from quart import current_app
 
 from engine.actors import Listener
+from engine.apple_mdm import AppleMdm
 from engine.pki import CertificateAuthority
 from engine.service_settings import Deployment
 from engine.store import Store
@@ -29,6 +30,8 @@ class ServiceContext:
     wakeups: Wakeups = field(default_factory=Wakeups)
     #: The service's own CA (issues device certificates); loaded by the protocols needing it.
     certificate_authority: CertificateAuthority | None = None
+    #: Apple MDM's keys and store access, once its starter ran.
+    apple_mdm: AppleMdm | None = None
 
 
 def service() -> ServiceContext:

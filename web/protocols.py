@@ -15,13 +15,14 @@ import trio
 
 from engine.config import Bootstrap
 
+from .apple_mdm import start_apple_mdm
 from .context import ServiceContext
 from .windows_enrolment import start_windows_enrolment
 
 ProtocolStarter = Callable[[trio.Nursery, ServiceContext, Bootstrap], Awaitable[None]]
 
 #: One starter per protocol, started in this order.
-STARTERS: tuple[ProtocolStarter, ...] = (start_windows_enrolment,)
+STARTERS: tuple[ProtocolStarter, ...] = (start_windows_enrolment, start_apple_mdm)
 
 
 async def start_protocols(

@@ -32,6 +32,7 @@ from urllib.parse import urlsplit, urlunsplit
 import tomli
 
 __all__ = [
+    "Apns",
     "Bootstrap",
     "ClientCertificates",
     "ConfigError",
@@ -195,6 +196,19 @@ class Xmpp:
         return format_host_port(self.host, self.port)
 
 
+APNS_PRODUCTION = "https://api.push.apple.com"
+
+
+@dataclass(frozen=True)
+class Apns:
+    """Where Apple MDM push notifications go: Apple's production service unless told
+    otherwise (``https://api.sandbox.push.apple.com``, or a test server); ``ca_certificate``
+    replaces the system's trusted roots (for a test server only)."""
+
+    base_url: str = APNS_PRODUCTION
+    ca_certificate: Path | None = None
+
+
 @dataclass(frozen=True)
 class Bootstrap:
     """Everything the bootstrap file says, with defaults filled in and every path absolute."""
@@ -207,6 +221,7 @@ class Bootstrap:
     tls: Tls
     limits: Limits
     xmpp: Xmpp | None = None
+    apns: Apns = field(default_factory=Apns)
 
 
 # --------------------------------------------------------------------------- address parsing
@@ -458,7 +473,18 @@ def _resolve(base: Path, text: str) -> Path:
 
 
 # Table and key names, in the order render_bootstrap writes them.
-_TOP_KEYS = ("public_url", "data_dir", "log_level", "listen", "database", "tls", "limits", "xmpp")
+_TOP_KEYS = (
+    "public_url",
+    "data_dir",
+    "log_level",
+    "listen",
+    "database",
+    "tls",
+    "limits",
+    "xmpp",
+    "apns",
+)
+_APNS_KEYS = ("base_url", "ca_certificate")
 _LISTEN_KEYS = ("http", "https")
 _DATABASE_KEYS = ("backend", "path")
 _TLS_KEYS = (
@@ -539,6 +565,7 @@ def _read_document(source: Path, document: dict[str, object]) -> Bootstrap:
         tls=_read_tls(top.table("tls", _TLS_KEYS), data_dir, top),
         limits=_read_limits(top.table("limits", _LIMITS_KEYS), top),
         xmpp=_read_xmpp(top.table("xmpp", _XMPP_KEYS)),
+        apns=_read_apns(top.table("apns", _APNS_KEYS), data_dir),
     )
 
 
@@ -641,6 +668,24 @@ def _read_xmpp(section: _Section | None) -> Xmpp | None:
         raise section.error("host", str(exc)) from None
     port = section.integer("port", 5222, 1, 65535)
     return Xmpp(jid=f"{local}@{domain}", password=password, host=host, port=port)
+
+
+def _read_apns(section: _Section | None, data_dir: Path) -> Apns:
+    if section is None:
+        return Apns()
+    try:
+        base_url = normalise_http_url(
+            section.string("base_url", APNS_PRODUCTION), keep_trailing_slash=False
+        )
+    except ValueError as exc:
+        raise section.error("base_url", str(exc)) from None
+    if not base_url.startswith("https://"):
+        raise section.error("base_url", "APNs is spoken over HTTPS (HTTP/2) only")
+    ca = section.data.get("ca_certificate")
+    return Apns(
+        base_url=base_url,
+        ca_certificate=section.path("ca_certificate", data_dir, "") if ca is not None else None,
+    )
 
 
 # --------------------------------------------------------------------------- writing TOML
@@ -764,4 +809,13 @@ def render_bootstrap(bootstrap: Bootstrap, *, file_dir: Path | None = None) -> s
             f"host = {_toml_string(b.xmpp.host)}",
             f"port = {b.xmpp.port}",
         ]
+    lines += [
+        "",
+        "[apns]",
+        "# Where Apple MDM push notifications are sent (HTTP/2 with the APNS certificate);",
+        "# https://api.sandbox.push.apple.com for development devices.",
+        f"base_url = {_toml_string(b.apns.base_url)}",
+    ]
+    if b.apns.ca_certificate is not None:
+        lines.append(f"ca_certificate = {_toml_string(path(b.apns.ca_certificate))}")
     return "\n".join(lines) + "\n"

@@ -329,6 +329,54 @@ _WINDOWS_ENROLMENT = (
     "CREATE INDEX windows_enrolment_tokens_expiry ON windows_enrolment_tokens (expires_at)",
 )
 
+_APPLE_MDM = (
+    # Device identities handed out in enrolment profiles, by the SHA-256 of the
+    # certificate: a check-in is only believed from an identity issued here, and the first
+    # Authenticate binds it to that device's enrolment (enrolment_id). device_id/owner_id:
+    # the inventory entry or owner an installation code named when the profile was made.
+    """CREATE TABLE apple_mdm_identities (
+        fingerprint TEXT PRIMARY KEY,
+        organisation_id TEXT NOT NULL REFERENCES organisations(id),
+        device_id TEXT REFERENCES devices(id),
+        owner_id TEXT REFERENCES accounts(id) ON DELETE SET NULL,
+        enrolment_id TEXT,
+        not_after TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX apple_mdm_identities_org ON apple_mdm_identities (organisation_id)",
+    # One row per channel: the device channel (id = UDID or EnrollmentID) and its user
+    # channels (id = "<device channel>/<UserID or EnrollmentUserID>", parent_id = the device
+    # channel). state: authenticated | enrolled | checked_out. unlock_token and
+    # bootstrap_token are sealed (AES-GCM with a key derived from the service CA's key).
+    # token_bad_at: APNs called the push token permanently bad; no push until a new one.
+    """CREATE TABLE apple_mdm_enrolments (
+        id TEXT PRIMARY KEY,
+        organisation_id TEXT NOT NULL REFERENCES organisations(id),
+        device_id TEXT NOT NULL REFERENCES devices(id),
+        parent_id TEXT REFERENCES apple_mdm_enrolments(id) ON DELETE CASCADE,
+        user_id TEXT,
+        user_short_name TEXT,
+        user_long_name TEXT,
+        user_enrolment INTEGER NOT NULL DEFAULT 0,
+        identity TEXT NOT NULL,
+        topic TEXT NOT NULL,
+        state TEXT NOT NULL,
+        push_token TEXT,
+        push_magic TEXT,
+        unlock_token TEXT,
+        bootstrap_token TEXT,
+        awaiting_configuration INTEGER NOT NULL DEFAULT 0,
+        token_bad_at TEXT,
+        token_bad_reason TEXT,
+        last_push_at TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX apple_mdm_enrolments_device ON apple_mdm_enrolments (device_id)",
+    "CREATE INDEX apple_mdm_enrolments_org ON apple_mdm_enrolments (organisation_id, state)",
+    "CREATE INDEX apple_mdm_enrolments_parent ON apple_mdm_enrolments (parent_id)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", _INITIAL),
     Migration(2, "tenancy", _TENANCY),
@@ -336,5 +384,6 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "messages", _MESSAGES),
     Migration(5, "command owners", _COMMAND_OWNERS),
     Migration(6, "sign-in attempts", _SIGN_IN_ATTEMPTS),
+    Migration(8, "apple mdm", _APPLE_MDM),
     Migration(10, "windows enrolment", _WINDOWS_ENROLMENT),
 )

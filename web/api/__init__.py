@@ -10,6 +10,7 @@ from quart import Blueprint
 
 from . import (
     accounts,
+    apple_mdm,
     audit,
     auth,
     certificates,
@@ -32,6 +33,7 @@ for module in (
     messages,
     settings,
     certificates,
+    apple_mdm,
     audit,
     openapi,
 ):
