@@ -26,7 +26,8 @@ CmdRef) and codes (Status/Alert ``data``) are kept as the strings on the wire.
 :class:`Item` ``data`` is ``str`` (text), ``bytes`` (opaque data that is not UTF-8) or an
 :class:`~engine.protocols.wbxml.Element` (an embedded document such as ``DevInf``, see
 ``engine.protocols.devinf``). In WBXML, item data is written as ``OPAQUE`` and an embedded
-DevInf as an opaque DevInf WBXML document, as SyncML implementations do; in XML, text is
+DevInf as an opaque DevInf WBXML document, as SyncML implementations (SyncEvolution,
+libwbxml) do; in XML, text is
 escaped (``\\r`` as ``&#13;`` so vCard line ends survive) and DevInf is inline.
 
 XML is parsed with lxml hardened (no DTD loading, no entities, no network, no huge trees);
@@ -55,6 +56,11 @@ CONTENT_TYPE_DS_XML = "application/vnd.syncml+xml"
 CONTENT_TYPE_DS_WBXML = "application/vnd.syncml+wbxml"
 CONTENT_TYPE_DM_XML = "application/vnd.syncml.dm+xml"
 CONTENT_TYPE_DM_WBXML = "application/vnd.syncml.dm+wbxml"
+
+#: DevInf's type in Meta. The model always says ``+xml``; a WBXML message says ``+wbxml``
+#: (its DevInf is an embedded WBXML document), which the encoder writes and the parser reads.
+DEVINF_TYPE_XML = "application/vnd.syncml-devinf+xml"
+DEVINF_TYPE_WBXML = "application/vnd.syncml-devinf+wbxml"
 
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 MAX_DEPTH = 40
@@ -804,6 +810,8 @@ def _fill_meta(meta: Meta, element: Element) -> None:
         tag = child.tag
         if tag == "Type":
             meta.type = _text(child)
+            if meta.type == DEVINF_TYPE_WBXML:
+                meta.type = DEVINF_TYPE_XML  # one name for DevInf whatever the encoding
         elif tag == "Format":
             meta.format = _text(child)
         elif tag == "MaxMsgSize":
@@ -1112,7 +1120,7 @@ def _loc_element(tag: str, loc_uri: str, loc_name: str | None) -> Element:
     return Element(tag, SYNCML_NS, children)
 
 
-def _meta_element(meta: Meta) -> Element:
+def _meta_element(meta: Meta, wbxml_encoded: bool = False) -> Element:
     children: list[Element | str | bytes] = []
     add = children.append
     if meta.field_level:
@@ -1120,7 +1128,10 @@ def _meta_element(meta: Meta) -> Element:
     if meta.format is not None:
         add(_leaf("Format", meta.format, METINF_NS))
     if meta.type is not None:
-        add(_leaf("Type", meta.type, METINF_NS))
+        meta_type = meta.type
+        if wbxml_encoded and meta_type == DEVINF_TYPE_XML:
+            meta_type = DEVINF_TYPE_WBXML  # the embedded DevInf is a WBXML document
+        add(_leaf("Type", meta_type, METINF_NS))
     if meta.mark is not None:
         add(_leaf("Mark", meta.mark, METINF_NS))
     if meta.size is not None:
@@ -1171,14 +1182,12 @@ def _item_element(item: Item, wbxml_encoded: bool) -> Element:
     if item.target_parent is not None:
         add(_loc_element("TargetParent", item.target_parent, None))
     if item.meta is not None:
-        add(_meta_element(item.meta))
+        add(_meta_element(item.meta, wbxml_encoded))
     data = item.data
     if data is not None:
         if isinstance(data, Element):
             if wbxml_encoded:
-                content: Element | str | bytes = wbxml.encode(
-                    data, DEVINF_1_2, literal_public_id=True
-                )
+                content: Element | str | bytes = wbxml.encode(data, DEVINF_1_2)
             else:
                 content = data
         elif wbxml_encoded and isinstance(data, str):
@@ -1232,7 +1241,7 @@ def _command_element(command: Command, wbxml_encoded: bool) -> Element:
         if command.cred is not None:
             children.append(_cred_element(command.cred))
         if command.meta is not None:
-            children.append(_meta_element(command.meta))
+            children.append(_meta_element(command.meta, wbxml_encoded))
         children += [_item_element(item, wbxml_encoded) for item in command.items]
     elif isinstance(command, Alert):
         children = _head(command)
@@ -1248,7 +1257,7 @@ def _command_element(command: Command, wbxml_encoded: bool) -> Element:
         if command.source is not None:
             children.append(_loc_element("Source", command.source.loc_uri, command.source.loc_name))
         if command.meta is not None:
-            children.append(_meta_element(command.meta))
+            children.append(_meta_element(command.meta, wbxml_encoded))
         if command.number_of_changes is not None:
             children.append(_leaf("NumberOfChanges", str(command.number_of_changes)))
         children += [_command_element(inner, wbxml_encoded) for inner in command.commands]
@@ -1258,7 +1267,7 @@ def _command_element(command: Command, wbxml_encoded: bool) -> Element:
             children.append(_leaf("MsgRef", command.msg_ref))
         children.append(_leaf("CmdRef", command.cmd_ref))
         if command.meta is not None:
-            children.append(_meta_element(command.meta))
+            children.append(_meta_element(command.meta, wbxml_encoded))
         if command.target_ref is not None:
             children.append(_leaf("TargetRef", command.target_ref))
         if command.source_ref is not None:
@@ -1273,7 +1282,7 @@ def _command_element(command: Command, wbxml_encoded: bool) -> Element:
         if command.cred is not None:
             children.append(_cred_element(command.cred))
         if command.meta is not None:
-            children.append(_meta_element(command.meta))
+            children.append(_meta_element(command.meta, wbxml_encoded))
         for map_item in command.map_items:
             children.append(
                 Element(
@@ -1288,14 +1297,14 @@ def _command_element(command: Command, wbxml_encoded: bool) -> Element:
     elif isinstance(command, Exec):
         children = _head(command)
         if command.meta is not None:
-            children.append(_meta_element(command.meta))
+            children.append(_meta_element(command.meta, wbxml_encoded))
         if command.correlator is not None:
             children.append(_leaf("Correlator", command.correlator))
         children.append(_item_element(command.item, wbxml_encoded))
     elif isinstance(command, Atomic | Sequence):
         children = _head(command, cred=False)
         if command.meta is not None:
-            children.append(_meta_element(command.meta))
+            children.append(_meta_element(command.meta, wbxml_encoded))
         children += [_command_element(inner, wbxml_encoded) for inner in command.commands]
     else:
         raise ValueError(f"{name} cannot be encoded")
@@ -1342,7 +1351,8 @@ def encode_message(message: Message, wbxml: bool = False) -> bytes:
 
 
 def _wbxml_encode(tree: Element) -> bytes:
-    return wbxml.encode(tree, SYNCML_1_2, literal_public_id=True)
+    # WBXML 1.2 with the registered public id, as SyncML clients write it themselves.
+    return wbxml.encode(tree, SYNCML_1_2)
 
 
 # -- XML writing ---------------------------------------------------------------------------

@@ -406,9 +406,8 @@ class _Body:
                 raise WbxmlError(f"attribute token {token:#04x} unknown to this language")
 
 
-_EXTENSIONS = frozenset(
-    {EXT_I_0, EXT_I_1, EXT_I_2, EXT_T_0, EXT_T_1, EXT_T_2, EXT_0, EXT_1, EXT_2}
-) | frozenset({LITERAL_A, LITERAL_C, LITERAL_AC})
+#: Extension tokens; no language here defines them. (LITERAL_A/_C/_AC are literal tags.)
+_EXTENSIONS = frozenset({EXT_I_0, EXT_I_1, EXT_I_2, EXT_T_0, EXT_T_1, EXT_T_2, EXT_0, EXT_1, EXT_2})
 
 
 def _append_text(children: list[Element | str | bytes], text: str) -> None:
