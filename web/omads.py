@@ -1,0 +1,61 @@
+"""``POST /omads``: the OMA DS 1.2 service URL, SyncML in XML or WBXML.
+
+The route parses the message (so a malformed one is refused before any actor is bothered),
+then hands it to the DeviceSession actor of the client's SyncML device id, which runs the
+session (:class:`engine.omads.OmadsSessionLogic`). The session continues at the RespURI it
+gave (``/omads?s=<token>``). Errors are answered in SyncML's own terms: a message that
+cannot be read gets an HTTP error with a short text (there is no header to answer), a
+message whose content type is not SyncML gets 415.
+"""
+
+from __future__ import annotations
+
+import trio
+from quart import Blueprint, Response, request
+
+from engine.actors import start_listener
+from engine.config import Bootstrap
+from engine.omads import DsRequest, DsResponse, OmadsSessionLogic
+from engine.protocols import syncml
+
+from .context import ServiceContext
+from .edge import ask_device_session
+
+PROTOCOL = "oma_ds"
+
+blueprint = Blueprint("omads", __name__)
+
+
+def _text(status: int, text: str) -> Response:
+    return Response(text + "\n", status=status, content_type="text/plain; charset=utf-8")
+
+
+@blueprint.post("/omads")
+async def omads() -> Response:
+    content_type = request.headers.get("Content-Type", "")
+    try:
+        wbxml = syncml.is_wbxml(content_type)
+        body = await request.get_data(as_text=False)
+        message = syncml.parse_message(body, content_type)
+    except syncml.SyncmlError as exc:
+        status = 415 if exc.status == syncml.UNSUPPORTED_MEDIA_TYPE else 400
+        if exc.status == syncml.REQUEST_ENTITY_TOO_LARGE:
+            status = 413
+        return _text(status, f"SyncML status {exc.status}: {exc}")
+    base_url = request.base_url.rstrip("/")
+    if request.headers.get("X-Forwarded-Proto") is None and request.scheme:
+        base_url = f"{request.scheme}://{request.host}{request.path}"
+    reply: DsResponse = await ask_device_session(
+        PROTOCOL,
+        message.header.source.loc_uri,
+        DsRequest(message, wbxml, request.args.get("s"), base_url),
+    )
+    return Response(reply.body, status=200, content_type=syncml.content_type(reply.wbxml))
+
+
+async def start(nursery: trio.Nursery, context: ServiceContext, bootstrap: Bootstrap) -> None:
+    """Start the OMA DS listener with one DeviceSession actor per sync client."""
+    store = context.store
+    context.listeners[PROTOCOL] = await start_listener(
+        nursery, PROTOCOL, lambda key: OmadsSessionLogic(store)
+    )
