@@ -103,12 +103,15 @@ def normalised(
     lines: list[ContentLine], *, ignore: frozenset[str], value_only: frozenset[str] = frozenset()
 ) -> list[str]:
     """Sorted, comparable lines: names upper case, TYPE values merged and sorted, encodings
-    decoded, ``ignore``d properties dropped, ``value_only`` properties without parameters."""
+    decoded, empty and ``ignore``d properties dropped, ``value_only`` properties without
+    parameters."""
     out: list[str] = []
     for line in lines:
         if line.name in ignore:
             continue
         value = decoded_value(line)
+        if not value.strip(" ;,"):
+            continue  # an empty property says nothing (clients add them for every field)
         if line.name in value_only:
             out.append(f"{line.name}:{value}")
             continue

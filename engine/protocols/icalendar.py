@@ -33,7 +33,11 @@ def content_type(text: str) -> str:
 
 
 def fingerprint(text: str) -> str:
-    return digest(normalised(parse(text), ignore=_VOLATILE))
+    lines = parse(text)
+    summary = next((line.value for line in lines if line.name == "SUMMARY"), None)
+    # Some clients fill an absent DESCRIPTION with the SUMMARY: a repetition means nothing.
+    lines = [line for line in lines if not (line.name == "DESCRIPTION" and line.value == summary)]
+    return digest(normalised(lines, ignore=_VOLATILE))
 
 
 def uid(text: str) -> str | None:
