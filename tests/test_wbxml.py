@@ -136,7 +136,9 @@ def test_encoding_refuses_what_it_cannot_write() -> None:
         (_header() + b"\x6d\x01\x6d\x01", "after the root"),
         (_header(), "no root"),
         (_header() + b"\x6d\x80\x01", "extension token"),
-        (_header() + b"\x01", "expected a tag"),
+        (_header() + b"\x01", "END without an open element"),
+        (_header() + b"\x03a\x00", "outside the root"),
+        (_header() + b"\x6d\x6b\x01", "not closed"),
         (_header(b"\x00", public=b"\x00\x05") + b"\x6d\x01", "outside a table"),
     ],
 )

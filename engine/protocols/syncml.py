@@ -676,13 +676,24 @@ def _bare_syncml_doctype(body: bytes, public_id: str | None) -> bool:
     return start >= 0 and end > start and b"[" not in body[start:end]
 
 
+#: ``{namespace}local`` → ``(local, namespace)``: the few SyncML names, split once.
+_SPLIT_TAGS: dict[str, tuple[str, str]] = {}
+
+
+def _split_tag(tag: str) -> tuple[str, str]:
+    ns, _, local = tag[1:].rpartition("}") if tag[:1] == "{" else ("", "", tag)
+    if len(_SPLIT_TAGS) < 4096:  # bounded: peers choose the names
+        _SPLIT_TAGS[tag] = (local, ns)
+    return local, ns
+
+
 def _from_lxml(node: etree._Element, depth: int) -> Element:
     if depth > MAX_DEPTH:
         raise SyncmlError(f"elements nested deeper than {MAX_DEPTH}")
     tag = node.tag
-    if not isinstance(tag, str):
+    if type(tag) is not str:
         raise SyncmlError("entity references are not allowed")
-    ns, _, local = tag[1:].rpartition("}") if tag[0] == "{" else ("", "", tag)
+    local, ns = _SPLIT_TAGS.get(tag) or _split_tag(tag)
     element = Element(local, ns)
     children = element.children
     if node.text:
@@ -880,9 +891,9 @@ def _parse_item(element: Element) -> Item:
 def _item_data(element: Element) -> str | bytes | Element:
     """Item data: text kept exactly, an embedded element, or opaque bytes (maybe DevInf)."""
     children = element.children
-    nested = next(element.elements(), None)
-    if nested is not None:
-        return nested
+    nested = element.elements()
+    if nested:
+        return nested[0]
     if len(children) == 1 and isinstance(children[0], bytes):
         raw = children[0]
         if raw[:1] in (b"\x01", b"\x02", b"\x03"):
@@ -1357,14 +1368,19 @@ def _wbxml_encode(tree: Element) -> bytes:
 
 # -- XML writing ---------------------------------------------------------------------------
 
-_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;"})
-_NEEDS_ESCAPE = frozenset("&<>\r")
-
 
 def _escape(text: str) -> str:
-    if _NEEDS_ESCAPE.isdisjoint(text):
-        return text
-    return text.translate(_ESCAPES)
+    """Escape character data; ``\r`` as a reference so the parser on the other side keeps it
+    (XML would otherwise turn CRLF into LF, and vCard lines end in CRLF)."""
+    if "&" in text:
+        text = text.replace("&", "&amp;")
+    if "<" in text:
+        text = text.replace("<", "&lt;")
+    if ">" in text:
+        text = text.replace(">", "&gt;")
+    if "\r" in text:
+        text = text.replace("\r", "&#13;")
+    return text
 
 
 def tree_to_xml(root: Element) -> bytes:
@@ -1378,20 +1394,23 @@ def tree_to_xml(root: Element) -> bytes:
 def _write(element: Element, parent_ns: str, out: list[str]) -> None:
     tag = element.tag
     ns = element.ns
-    start = f'<{tag} xmlns="{ns}"' if ns != parent_ns else f"<{tag}"
+    start = f'<{tag} xmlns="{ns}"' if ns != parent_ns else "<" + tag
     children = element.children
     if not children:
         out.append(start + "/>")
         return
+    if len(children) == 1 and type(children[0]) is str:  # the common leaf: one text
+        out.append(f"{start}>{_escape(children[0])}</{tag}>")
+        return
     out.append(start + ">")
     for child in children:
-        if isinstance(child, str):
+        if type(child) is str:
             out.append(_escape(child))
-        elif isinstance(child, bytes):
+        elif type(child) is bytes:
             try:
                 out.append(_escape(child.decode("utf-8")))
             except UnicodeDecodeError as exc:
                 raise ValueError(f"<{tag}> holds binary data that XML cannot carry") from exc
         else:
-            _write(child, ns, out)
+            _write(child, ns, out)  # type: ignore[arg-type]
     out.append(f"</{tag}>")

@@ -91,9 +91,9 @@ class Element:
 
     __hash__ = None  # type: ignore[assignment]  # mutable
 
-    def elements(self) -> Iterable[Element]:
+    def elements(self) -> list[Element]:
         """The child elements, skipping text and opaque data."""
-        return (child for child in self.children if isinstance(child, Element))
+        return [child for child in self.children if type(child) is Element]
 
     def find(self, tag: str) -> Element | None:
         """The first child element called ``tag``, or ``None``."""
@@ -137,6 +137,8 @@ class Language:
     tokens: dict[tuple[str, str], tuple[int, int]] = field(init=False, repr=False)
     #: ``page -> namespace``, derived from ``pages``.
     namespaces: dict[int, str] = field(init=False, repr=False)
+    #: ``page -> 64 entries of (tag, namespace) or None``, indexed by token, for the decoder.
+    decode_pages: dict[int, list[tuple[str, str] | None]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         tokens: dict[tuple[str, str], tuple[int, int]] = {}
@@ -147,6 +149,13 @@ class Language:
                 tokens[(ns, tag)] = (page, token)
         object.__setattr__(self, "tokens", tokens)
         object.__setattr__(self, "namespaces", {p: ns for p, (ns, _) in self.pages.items()})
+        decode_pages: dict[int, list[tuple[str, str] | None]] = {}
+        for page, (ns, table) in self.pages.items():
+            entries: list[tuple[str, str] | None] = [None] * 64
+            for token, tag in table.items():
+                entries[token] = (tag, ns)
+            decode_pages[page] = entries
+        object.__setattr__(self, "decode_pages", decode_pages)
 
 
 @dataclass(slots=True)
@@ -268,154 +277,155 @@ def decode(
             named = public_text if public_text is not None else f"{public_id:#x}"
             raise WbxmlError(f"unknown WBXML language (public id {named})")
 
-    root = _Body(reader, table, encoding, language, max_depth, max_elements).parse()
+    root = _decode_body(reader, table, encoding, language, max_depth, max_elements)
     return Document(version, public_id, public_text, charset, root, language)
 
 
-class _Body:
-    """Decoder state for the document body (code page, depth and element budget)."""
+def _decode_body(
+    reader: _Reader,
+    table: bytes,
+    encoding: str,
+    language: Language,
+    max_depth: int,
+    max_elements: int,
+) -> Element:
+    """Decode the body iteratively (an explicit stack of open elements, no recursion).
 
-    __slots__ = ("encoding", "language", "max_depth", "page", "reader", "remaining", "table")
-
-    def __init__(
-        self,
-        reader: _Reader,
-        table: bytes,
-        encoding: str,
-        language: Language,
-        max_depth: int,
-        max_elements: int,
-    ) -> None:
-        self.reader = reader
-        self.table = table
-        self.encoding = encoding
-        self.language = language
-        self.max_depth = max_depth
-        self.remaining = max_elements
-        self.page = 0
-
-    def parse(self) -> Element:
-        reader = self.reader
-        root: Element | None = None
-        while reader.pos < reader.end:
-            token = reader.byte()
-            if token == SWITCH_PAGE:
-                self.page = reader.byte()
-            elif token == PI:
-                self._skip_pi()
-            elif root is None:
-                root = self._element(token, 1)
-            else:
-                raise WbxmlError(f"bytes after the root element at {reader.pos - 1}")
-        if root is None:
-            raise WbxmlError("document has no root element")
-        return root
-
-    def _skip_pi(self) -> None:
-        self._attributes()
-
-    def _tag_name(self, token: int) -> tuple[str, str]:
-        reader = self.reader
-        ident = token & 0x3F
-        if ident == LITERAL:
-            name = _table_string(self.table, reader.mb_u_int32(), self.encoding)
-            return name, self.language.namespaces.get(self.page, "")
-        entry = self.language.pages.get(self.page)
-        if entry is None:
-            raise WbxmlError(f"unknown code page {self.page} at byte {reader.pos - 1}")
-        ns, tags = entry
-        name = tags.get(ident)
-        if name is None:
-            raise WbxmlError(
-                f"unknown tag token {ident:#04x} on page {self.page} at byte {reader.pos - 1}"
-            )
-        return name, ns
-
-    def _element(self, token: int, depth: int) -> Element:
-        """Read one element whose tag byte ``token`` has just been read (iterative inside)."""
-        if token in (END, ENTITY, STR_I, STR_T, OPAQUE) or token in _EXTENSIONS:
-            raise WbxmlError(f"expected a tag, found token {token:#04x}")
-        if depth > self.max_depth:
-            raise WbxmlError(f"elements nested deeper than {self.max_depth}")
-        self.remaining -= 1
-        if self.remaining < 0:
-            raise WbxmlError("too many elements")
-        name, ns = self._tag_name(token)
-        element = Element(name, ns)
-        if token & HAS_ATTRIBUTES:
-            element.attrs = self._attributes()
-        if not token & HAS_CONTENT:
-            return element
-        reader = self.reader
-        children = element.children
-        while True:
-            token = reader.byte()
-            if token == END:
-                return element
-            if token == SWITCH_PAGE:
-                self.page = reader.byte()
-            elif token == STR_I:
-                _append_text(children, _text(reader.cstring(), self.encoding))
+    Hot loop: bytes are read from locals and tags resolved through per-page lists of 64
+    entries, so one element costs a handful of index operations.
+    """
+    data = reader.data
+    pos = reader.pos
+    end = reader.end
+    pages = language.decode_pages
+    page = 0
+    tags = pages.get(0)
+    stack: list[Element] = []
+    root: Element | None = None
+    budget = max_elements
+    while pos < end:
+        token = data[pos]
+        pos += 1
+        if token == SWITCH_PAGE:
+            if pos >= end:
+                raise WbxmlError(f"document ends early at byte {pos}")
+            page = data[pos]
+            pos += 1
+            tags = pages.get(page)
+            continue
+        if token == END:
+            if not stack:
+                raise WbxmlError(f"END without an open element at byte {pos - 1}")
+            stack.pop()
+            continue
+        if token == PI:
+            reader.pos = pos
+            _attributes(reader, table, encoding)
+            pos = reader.pos
+            continue
+        if token in (STR_I, STR_T, ENTITY, OPAQUE):
+            if not stack:
+                raise WbxmlError(f"content outside the root element at byte {pos - 1}")
+            children = stack[-1].children
+            reader.pos = pos
+            if token == STR_I:
+                stop = data.find(b"\x00", pos)
+                if stop < 0:
+                    raise WbxmlError(f"inline string at byte {pos} has no terminator")
+                text = _text(data[pos:stop], encoding)
+                pos = stop + 1
             elif token == STR_T:
-                _append_text(
-                    children, _table_string(self.table, reader.mb_u_int32(), self.encoding)
-                )
+                text = _table_string(table, reader.mb_u_int32(), encoding)
+                pos = reader.pos
             elif token == ENTITY:
                 code = reader.mb_u_int32()
                 if code > 0x10FFFF or 0xD800 <= code <= 0xDFFF:
                     raise WbxmlError(f"entity {code} is not a character")
-                _append_text(children, chr(code))
-            elif token == OPAQUE:
+                text = chr(code)
+                pos = reader.pos
+            else:
                 children.append(reader.take(reader.mb_u_int32()))
-            elif token == PI:
-                self._skip_pi()
-            elif token in _EXTENSIONS:
-                raise WbxmlError(f"extension token {token:#04x} is not used by this language")
+                pos = reader.pos
+                continue
+            if children and type(children[-1]) is str:
+                children[-1] += text  # adjacent STR_I, STR_T and ENTITY form one text node
             else:
-                children.append(self._element(token, depth + 1))
+                children.append(text)
+            continue
+        if token in _EXTENSIONS:
+            raise WbxmlError(f"extension token {token:#04x} is not used by this language")
+        # a tag
+        if root is not None and not stack:
+            raise WbxmlError(f"bytes after the root element at {pos - 1}")
+        budget -= 1
+        if budget < 0:
+            raise WbxmlError("too many elements")
+        ident = token & 0x3F
+        if ident == LITERAL:
+            reader.pos = pos
+            name = _table_string(table, reader.mb_u_int32(), encoding)
+            pos = reader.pos
+            element = Element(name, language.namespaces.get(page, ""))
+        else:
+            if tags is None:
+                raise WbxmlError(f"unknown code page {page} at byte {pos - 1}")
+            entry = tags[ident]
+            if entry is None:
+                raise WbxmlError(f"unknown tag token {ident:#04x} on page {page} at byte {pos - 1}")
+            element = Element(entry[0], entry[1])
+        if token & HAS_ATTRIBUTES:
+            reader.pos = pos
+            element.attrs = _attributes(reader, table, encoding)
+            pos = reader.pos
+        if stack:
+            stack[-1].children.append(element)
+        else:
+            root = element
+        if token & HAS_CONTENT:
+            if len(stack) >= max_depth:
+                raise WbxmlError(f"elements nested deeper than {max_depth}")
+            stack.append(element)
+    if stack:
+        raise WbxmlError(f"document ends early at byte {pos}: <{stack[-1].tag}> is not closed")
+    if root is None:
+        raise WbxmlError("document has no root element")
+    return root
 
-    def _attributes(self) -> dict[str, str]:
-        """Attributes up to END. Only literal names are known (no language here has a table)."""
-        reader = self.reader
-        attrs: dict[str, str] = {}
-        name: str | None = None
-        value: list[str] = []
-        while True:
-            token = reader.byte()
-            if token == END:
-                if name is not None:
-                    attrs[name] = "".join(value)
-                return attrs
-            if token == LITERAL:
-                if name is not None:
-                    attrs[name] = "".join(value)
-                name = _table_string(self.table, reader.mb_u_int32(), self.encoding)
-                value = []
-            elif token == STR_I and name is not None:
-                value.append(_text(reader.cstring(), self.encoding))
-            elif token == STR_T and name is not None:
-                value.append(_table_string(self.table, reader.mb_u_int32(), self.encoding))
-            elif token == ENTITY and name is not None:
-                code = reader.mb_u_int32()
-                if code > 0x10FFFF:
-                    raise WbxmlError(f"entity {code} is not a character")
-                value.append(chr(code))
-            elif token == SWITCH_PAGE:
-                reader.byte()
-            else:
-                raise WbxmlError(f"attribute token {token:#04x} unknown to this language")
+
+def _attributes(reader: _Reader, table: bytes, encoding: str) -> dict[str, str]:
+    """Attributes (or a PI) up to END. Only literal names are known: no language here has an
+    attribute table."""
+    attrs: dict[str, str] = {}
+    name: str | None = None
+    value: list[str] = []
+    while True:
+        token = reader.byte()
+        if token == END:
+            if name is not None:
+                attrs[name] = "".join(value)
+            return attrs
+        if token == LITERAL:
+            if name is not None:
+                attrs[name] = "".join(value)
+            name = _table_string(table, reader.mb_u_int32(), encoding)
+            value = []
+        elif token == STR_I and name is not None:
+            value.append(_text(reader.cstring(), encoding))
+        elif token == STR_T and name is not None:
+            value.append(_table_string(table, reader.mb_u_int32(), encoding))
+        elif token == ENTITY and name is not None:
+            code = reader.mb_u_int32()
+            if code > 0x10FFFF or 0xD800 <= code <= 0xDFFF:
+                raise WbxmlError(f"entity {code} is not a character")
+            value.append(chr(code))
+        elif token == SWITCH_PAGE:
+            reader.byte()
+        else:
+            raise WbxmlError(f"attribute token {token:#04x} unknown to this language")
 
 
 #: Extension tokens; no language here defines them. (LITERAL_A/_C/_AC are literal tags.)
 _EXTENSIONS = frozenset({EXT_I_0, EXT_I_1, EXT_I_2, EXT_T_0, EXT_T_1, EXT_T_2, EXT_0, EXT_1, EXT_2})
-
-
-def _append_text(children: list[Element | str | bytes], text: str) -> None:
-    """Adjacent text pieces (STR_I, STR_T, ENTITY) form one text node."""
-    if children and isinstance(children[-1], str):
-        children[-1] += text
-    else:
-        children.append(text)
 
 
 # -- encoding ------------------------------------------------------------------------------
