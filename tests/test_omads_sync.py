@@ -78,3 +78,39 @@ async def test_slow_two_way_and_refresh_from_server(world: DsWorld, wbxml: bool)
     # Deletion is recorded, not forgotten: the memo stays as a tombstone.
     assert world.counts()["pim_items"] == 7
     assert world.scalar("SELECT count(*) FROM pim_items WHERE deleted = 1") == 1
+
+
+def photo_vcard(size: int) -> str:
+    """A contact with a JPEG-sized photo (base64, folded as vCard 3.0 requires)."""
+    import base64
+    import random
+
+    raw = random.Random(7).randbytes(size)
+    encoded = base64.b64encode(raw).decode()
+    lines = [encoded[:60]] + [" " + encoded[i : i + 74] for i in range(60, len(encoded), 74)]
+    return (
+        "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Photo Person\r\nN:Person;Photo;;;\r\n"
+        "PHOTO;ENCODING=b;TYPE=JPEG:" + "\r\n".join(lines) + "\r\nEND:VCARD\r\n"
+    )
+
+
+async def test_small_messages_many_items_and_a_large_object(world: DsWorld) -> None:
+    """MaxMsgSize 10240: 1,000 contacts and a 100 KB photo go up in many messages (the photo
+    in chunks), then down into an empty client the same way."""
+    world.add_device("sc-small-1")
+    world.add_device("sc-small-2")
+    sender = world.client("sc-small-1")
+    for n in range(1000):
+        sender.put("addressbook", f"c{n}", vcard(f"Person{n} Given{n}"))
+    sender.put("addressbook", "photo", photo_vcard(100 * 1024))
+    up = await sender.sync("addressbook", mode="slow", max_msg_size=10240, timeout=120)
+    assert up.ok, up.output[-3000:]
+    assert world.scalar("SELECT count(*) FROM pim_items WHERE deleted = 0") == 1001
+    receiver = world.client("sc-small-2")
+    receiver.folder("addressbook")
+    down = await receiver.sync(
+        "addressbook", mode="refresh-from-server", max_msg_size=10240, timeout=120
+    )
+    assert down.ok, down.output[-3000:]
+    assert fingerprints(receiver, "addressbook") == world.live_fingerprints("contacts")
+    assert fingerprints(sender, "addressbook") == world.live_fingerprints("contacts")
