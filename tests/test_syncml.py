@@ -648,3 +648,37 @@ def test_xml_parser_never_reaches_out() -> None:
     )
     assert syncml.parse_message(body, XML).final
     assert etree.XMLParser  # lxml is the parser, hardened in syncml._XML_PARSER
+
+
+def _anchor_echo() -> Message:
+    """A Status for an Alert echoing the client's Next anchor as MetInf in its item's data."""
+    anchor = Element(
+        "Anchor", syncml.METINF_NS, [Element("Next", syncml.METINF_NS, ["20260102T000000Z"])]
+    )
+    header = SyncHdr("1", "2", Target("dev"), Source("srv"))
+    status = Status("1", "1", "3", "Alert", "200", items=[Item(data=anchor)])
+    return Message(header, [status], final=True)
+
+
+@pytest.mark.parametrize("wbxml_encoded", [False, True], ids=["xml", "wbxml"])
+def test_metinf_in_item_data_stays_inline(wbxml_encoded: bool) -> None:
+    message = _anchor_echo()
+    encoded = syncml.encode_message(message, wbxml=wbxml_encoded)
+    assert syncml.parse_message(encoded, WBXML if wbxml_encoded else XML) == message
+    if wbxml_encoded:  # Data (0x4f), SWITCH_PAGE 1, Anchor (0x45): no opaque document
+        assert b"\x4f\x00\x01\x45" in encoded
+    else:
+        assert b'<Data><Anchor xmlns="syncml:metinf"><Next>' in encoded
+
+
+@pytest.mark.parametrize("wbxml_encoded", [False, True], ids=["xml", "wbxml"])
+def test_encoded_size_is_what_a_command_adds(wbxml_encoded: bool) -> None:
+    message = _everything()
+    total = len(syncml.encode_message(message, wbxml=wbxml_encoded))
+    without_last = Message(message.header, message.commands[:-1], final=True)
+    added = total - len(syncml.encode_message(without_last, wbxml=wbxml_encoded))
+    estimate = syncml.encoded_size(message.commands[-1], wbxml=wbxml_encoded)
+    if wbxml_encoded:
+        assert added <= estimate <= added + 2
+    else:
+        assert estimate == added

@@ -268,6 +268,20 @@ def _cross_check_messages() -> dict[str, syncml.Message]:
                         syncml.Meta(format="b64", type="syncml:auth-md5", next_nonce="Tm9uY2U=")
                     ),
                 ),
+                syncml.Status(
+                    "8",
+                    "1",
+                    "2",
+                    "Alert",
+                    "200",
+                    items=[
+                        syncml.Item(
+                            data=Element(
+                                "Anchor", METINF_NS, [Element("Next", METINF_NS, ["20260101"])]
+                            )
+                        )
+                    ],
+                ),
                 syncml.Alert(
                     "2",
                     "200",
@@ -378,7 +392,7 @@ def _comparable(message: syncml.Message) -> syncml.Message:
         for item in getattr(command, "items", []):
             if isinstance(item.data, str):
                 item.data = re.sub(r"\r*\n", "\n", item.data)
-            elif isinstance(item.data, Element):
+            elif isinstance(item.data, Element) and item.data.tag == "DevInf":
                 item.data = devinf.parse_devinf(item.data)  # type: ignore[assignment]
     return message
 

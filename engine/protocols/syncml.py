@@ -9,6 +9,9 @@ API
   still answer a Status for every command.
 - ``encode_message(message: Message, wbxml: bool = False) -> bytes`` writes a message with its
   elements in exactly the order the SyncML 1.2 DTD requires (strict clients reject any other).
+- ``encoded_size(command: Command, wbxml: bool = False) -> int``: the bytes one command adds
+  to a message (WBXML: plus 2 for a possible code page switch), to pack replies under the
+  peer's MaxMsgSize without encoding the whole message again.
 - ``content_type(wbxml: bool, dm: bool = False) -> str`` and ``is_wbxml(content_type)``.
 - ``parse_tree`` / ``build_tree`` convert between :class:`Message` and the neutral
   :class:`~engine.protocols.wbxml.Element` tree; ``xml_to_tree`` / ``tree_to_xml`` convert
@@ -25,10 +28,11 @@ CmdRef) and codes (Status/Alert ``data``) are kept as the strings on the wire.
 
 :class:`Item` ``data`` is ``str`` (text), ``bytes`` (opaque data that is not UTF-8) or an
 :class:`~engine.protocols.wbxml.Element` (an embedded document such as ``DevInf``, see
-``engine.protocols.devinf``). In WBXML, item data is written as ``OPAQUE`` and an embedded
-DevInf as an opaque DevInf WBXML document, as SyncML implementations (SyncEvolution,
-libwbxml) do; in XML, text is
-escaped (``\\r`` as ``&#13;`` so vCard line ends survive) and DevInf is inline.
+``engine.protocols.devinf``, or MetInf such as the ``Anchor`` a Status echoes). In WBXML,
+item text is written as ``OPAQUE``, MetInf inline on its code page, and an embedded DevInf
+as an opaque DevInf WBXML document, as SyncML implementations (SyncEvolution, libwbxml) do;
+in XML, text is escaped (``\\r`` as ``&#13;`` so vCard line ends survive) and DevInf is
+inline.
 
 XML is parsed with lxml hardened (no DTD loading, no entities, no network, no huge trees);
 a DOCTYPE is refused unless it is a bare SyncML public identifier (no internal subset), which
@@ -43,9 +47,10 @@ from typing import ClassVar
 from lxml import etree
 
 from engine.protocols import wbxml
-from engine.protocols.wbxml import Element, WbxmlError
+from engine.protocols.wbxml import Element, WbxmlError, encode_body
 from engine.protocols.wbxml_tables import (
     DEVINF_1_2,
+    DEVINF_NS,
     METINF_NS,
     SYNCML_1_2,
     SYNCML_LANGUAGES,
@@ -1197,7 +1202,9 @@ def _item_element(item: Item, wbxml_encoded: bool) -> Element:
     data = item.data
     if data is not None:
         if isinstance(data, Element):
-            if wbxml_encoded:
+            if wbxml_encoded and data.ns == DEVINF_NS:
+                # DevInf has no code page of its own in SyncML: it travels as an embedded
+                # DevInf WBXML document. MetInf (e.g. the Anchor a Status echoes) is inline.
                 content: Element | str | bytes = wbxml.encode(data, DEVINF_1_2)
             else:
                 content = data
@@ -1359,6 +1366,20 @@ def encode_message(message: Message, wbxml: bool = False) -> bytes:
     if wbxml:
         return _wbxml_encode(tree)
     return tree_to_xml(tree)
+
+
+def encoded_size(command: Command, wbxml: bool = False) -> int:
+    """The bytes ``command`` adds to a message in the given encoding.
+
+    In WBXML the figure includes 2 bytes for a code page switch that may precede it, so it
+    is never less than the real cost; in XML it is exact.
+    """
+    element = _command_element(command, wbxml)
+    if wbxml:
+        return len(encode_body(element, SYNCML_1_2)) + 2
+    out: list[str] = []
+    _write(element, SYNCML_NS, out)
+    return sum(len(part.encode("utf-8")) if not part.isascii() else len(part) for part in out)
 
 
 def _wbxml_encode(tree: Element) -> bytes:

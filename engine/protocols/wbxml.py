@@ -467,6 +467,14 @@ def encode(
     return bytes(out)
 
 
+def encode_body(element: Element, language: Language) -> bytes:
+    """The body bytes of ``element`` alone (no header), starting on code page 0: what it
+    adds to a document being built."""
+    out = bytearray()
+    _Writer(out, language).element(element)
+    return bytes(out)
+
+
 class _Writer:
     __slots__ = ("out", "page", "tokens")
 
