@@ -447,3 +447,21 @@ def test_the_real_client_message_reads_the_same_through_libwbxml_and_through_us(
     theirs = syncml.parse_message(back.read_bytes(), syncml.CONTENT_TYPE_DS_XML)
     ours = syncml.parse_message(captured.read_bytes(), syncml.CONTENT_TYPE_DS_WBXML)
     assert _comparable(theirs) == _comparable(ours)
+
+
+@pytest.mark.parametrize(
+    ("syncml_id", "devinf_id"),
+    [(b"\x9f\x53", b"\x9f\x54"), (b"\x9e\x21", b"\x9e\x2d")],
+    ids=["1.1", "1.1-old-libwbxml-ids"],
+)
+def test_syncml_and_devinf_1_1_public_ids_decode(syncml_id: bytes, devinf_id: bytes) -> None:
+    """SyncML 1.1 shares the 1.2 tokens; its public ids (both registrations) are known."""
+    raw = (DATA / "syncevolution-init.wbxml").read_bytes()
+    assert raw[1:3] == b"\xa4\x01" and raw.count(b"\x02\xa4\x03\x6a") == 1
+    patched = (
+        raw[:1] + syncml_id + raw[3:].replace(b"\x02\xa4\x03\x6a", b"\x02" + devinf_id + b"\x6a")
+    )
+    message = syncml.parse_message(patched, syncml.CONTENT_TYPE_DS_WBXML)
+    put = message.commands[0]
+    assert isinstance(put, syncml.Put)
+    assert devinf.parse_devinf(put.items[0].data).dev_id == "sc-client"  # type: ignore[arg-type]

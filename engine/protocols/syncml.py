@@ -50,6 +50,7 @@ from engine.protocols import wbxml
 from engine.protocols.wbxml import Element, WbxmlError, encode_body
 from engine.protocols.wbxml_tables import (
     DEVINF_1_2,
+    DEVINF_LANGUAGES,
     DEVINF_NS,
     METINF_NS,
     SYNCML_1_2,
@@ -901,12 +902,12 @@ def _item_data(element: Element) -> str | bytes | Element:
         return nested[0]
     if len(children) == 1 and isinstance(children[0], bytes):
         raw = children[0]
-        if raw[:1] in (b"\x01", b"\x02", b"\x03"):
+        language = wbxml.language_of(raw, DEVINF_LANGUAGES)
+        if language is not None:
             try:
-                return wbxml.decode(raw, (DEVINF_1_2,), max_depth=MAX_DEPTH).root
+                return wbxml.decode(raw, language=language, max_depth=MAX_DEPTH).root
             except WbxmlError as exc:
-                if raw[1:3] == b"\xa4\x03":  # announces DevInf 1.2 yet does not decode
-                    raise _Missing(f"embedded DevInf: {exc}") from exc
+                raise _Missing(f"embedded DevInf: {exc}") from exc
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError:

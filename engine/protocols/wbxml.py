@@ -133,12 +133,21 @@ class Language:
     public_text: str
     root: str
     pages: dict[int, tuple[str, dict[int, str]]]
+    #: Other numeric public ids documents of this language carry (older registrations).
+    aliases: tuple[int, ...] = ()
     #: ``(namespace, tag) -> (page, token)``, derived from ``pages``.
     tokens: dict[tuple[str, str], tuple[int, int]] = field(init=False, repr=False)
     #: ``page -> namespace``, derived from ``pages``.
     namespaces: dict[int, str] = field(init=False, repr=False)
     #: ``page -> 64 entries of (tag, namespace) or None``, indexed by token, for the decoder.
     decode_pages: dict[int, list[tuple[str, str] | None]] = field(init=False, repr=False)
+
+    def is_named_by(self, public_id: int, public_text: str | None) -> bool:
+        """Whether a document header's public id (number, or text when the number is 0)
+        names this language."""
+        if public_text is not None:
+            return public_text.lower() == self.public_text.lower()
+        return public_id == self.public_id or public_id in self.aliases
 
     def __post_init__(self) -> None:
         tokens: dict[tuple[str, str], tuple[int, int]] = {}
@@ -236,6 +245,36 @@ def _text(raw: bytes, encoding: str) -> str:
         raise WbxmlError(f"text is not valid {encoding}") from exc
 
 
+def _read_header(reader: _Reader) -> tuple[int, int, str | None, int, str, bytes]:
+    """Version, public id, public id text (when given in the string table), charset MIB,
+    Python encoding and string table."""
+    version = reader.byte()
+    if version > 0x03:
+        raise WbxmlError(f"unsupported WBXML version {version >> 4}.{version & 0x0F}")
+    public_id = reader.mb_u_int32()
+    public_index = reader.mb_u_int32() if public_id == 0 else None
+    charset = reader.mb_u_int32() if version >= 0x01 else UTF_8
+    encoding = CHARSETS.get(charset)
+    if encoding is None:
+        raise WbxmlError(f"unsupported charset MIB {charset}")
+    table = reader.take(reader.mb_u_int32())
+    public_text = None if public_index is None else _table_string(table, public_index, encoding)
+    return version, public_id, public_text, charset, encoding, table
+
+
+def language_of(data: bytes, languages: Iterable[Language]) -> Language | None:
+    """The language of ``languages`` a WBXML document's header names, or ``None`` when the
+    bytes do not start with a WBXML header naming one of them (never raises)."""
+    try:
+        _, public_id, public_text, _, _, _ = _read_header(_Reader(data))
+    except WbxmlError:
+        return None
+    for candidate in languages:
+        if candidate.is_named_by(public_id, public_text):
+            return candidate
+    return None
+
+
 def decode(
     data: bytes,
     languages: Iterable[Language] = (),
@@ -254,23 +293,10 @@ def decode(
     if len(data) > max_bytes:
         raise WbxmlError(f"document of {len(data)} bytes exceeds the limit of {max_bytes}")
     reader = _Reader(data)
-    version = reader.byte()
-    if version > 0x03:
-        raise WbxmlError(f"unsupported WBXML version {version >> 4}.{version & 0x0F}")
-    public_id = reader.mb_u_int32()
-    public_index = reader.mb_u_int32() if public_id == 0 else None
-    charset = reader.mb_u_int32() if version >= 0x01 else UTF_8
-    encoding = CHARSETS.get(charset)
-    if encoding is None:
-        raise WbxmlError(f"unsupported charset MIB {charset}")
-    table = reader.take(reader.mb_u_int32())
-    public_text = None if public_index is None else _table_string(table, public_index, encoding)
-
+    version, public_id, public_text, charset, encoding, table = _read_header(reader)
     if language is None:
         for candidate in languages:
-            if public_id == candidate.public_id or (
-                public_text is not None and public_text.lower() == candidate.public_text.lower()
-            ):
+            if candidate.is_named_by(public_id, public_text):
                 language = candidate
                 break
         else:

@@ -72,5 +72,26 @@ DEVINF_1_2 = Language(
     pages={0: (DEVINF_NS, DEVINF_PAGE)},
 )
 
+#: SyncML 1.1 and DevInf 1.1 use the same tokens (1.2 only added some); older libwbxml
+#: releases registered them under other numbers, hence the aliases.
+SYNCML_1_1 = Language(
+    name="SyncML 1.1",
+    public_id=0x0FD3,
+    public_text="-//SYNCML//DTD SyncML 1.1//EN",
+    root="SyncML",
+    pages={0: ("SYNCML:SYNCML1.1", SYNCML_PAGE), 1: (METINF_NS, METINF_PAGE)},
+    aliases=(0x0F21,),
+)
+DEVINF_1_1 = Language(
+    name="DevInf 1.1",
+    public_id=0x0FD4,
+    public_text="-//SYNCML//DTD DevInf 1.1//EN",
+    root="DevInf",
+    pages={0: (DEVINF_NS, DEVINF_PAGE)},
+    aliases=(0x0F2D,),
+)
+
 #: The languages a SyncML peer may send, for ``wbxml.decode``.
-SYNCML_LANGUAGES = (SYNCML_1_2, DEVINF_1_2)
+SYNCML_LANGUAGES = (SYNCML_1_2, SYNCML_1_1, DEVINF_1_2, DEVINF_1_1)
+#: The languages of a DevInf document embedded in a WBXML message's item data.
+DEVINF_LANGUAGES = (DEVINF_1_2, DEVINF_1_1)
