@@ -145,16 +145,20 @@ class CollectionSync:
     #: Slow sync: matched items where the service's version won, sent back as Replace.
     send_back: set[int] = field(default_factory=set)
     snapshot: int | None = None
+    map_outdated: bool = False
 
     async def begin(self, mode: str) -> None:
         self.mode = mode
         if mode in ("slow", "refresh-from-client", "refresh-from-server"):
-            self.previous_map = await self.store.write(self._forget_map)
+            # The id map is matched again item by item; it is forgotten with the first change
+            # this session writes, so a session that ends before changes nothing.
+            self.previous_map = await self.store.read(db.id_map, self.device_id, self.collection_id)
+            self.map_outdated = True
 
-    def _forget_map(self, conn: sqlite3.Connection) -> dict[str, int]:
-        previous = db.id_map(conn, self.device_id, self.collection_id)
-        db.clear_mappings(conn, self.device_id, self.collection_id)
-        return previous
+    def _forget_outdated_map(self, conn: sqlite3.Connection) -> None:
+        if self.map_outdated:
+            db.clear_mappings(conn, self.device_id, self.collection_id)
+            self.map_outdated = False
 
     # ------------------------------------------------------------------ the device's changes
 
@@ -162,6 +166,7 @@ class CollectionSync:
         return await self.store.write(self._apply, changes)
 
     def _apply(self, conn: sqlite3.Connection, changes: list[ClientChange]) -> list[ChangeOutcome]:
+        self._forget_outdated_map(conn)
         outcomes: list[ChangeOutcome] = []
         for change in changes:
             if self.mode in ("slow", "refresh-from-client"):
@@ -314,6 +319,7 @@ class CollectionSync:
         return await self.store.write(self._outgoing)
 
     def _outgoing(self, conn: sqlite3.Connection) -> list[ServerChange]:
+        self._forget_outdated_map(conn)
         mode = self.mode
         if mode == "refresh-from-client":
             # What the device did not send is gone from the collection.

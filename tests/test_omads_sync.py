@@ -114,3 +114,25 @@ async def test_small_messages_many_items_and_a_large_object(world: DsWorld) -> N
     assert down.ok, down.output[-3000:]
     assert fingerprints(receiver, "addressbook") == world.live_fingerprints("contacts")
     assert fingerprints(sender, "addressbook") == world.live_fingerprints("contacts")
+
+
+async def test_tampered_anchor_means_slow_sync_without_duplicates(world: DsWorld) -> None:
+    world.add_device("sc-anchor")
+    phone = world.client("sc-anchor")
+    phone.put("addressbook", "1", vcard("Doe John"))
+    phone.put("addressbook", "2", vcard("Roe Jane"))
+    assert (await phone.sync("addressbook", mode="slow")).ok
+    world.execute("UPDATE pim_sync_states SET client_anchor = 'tampered'")
+    before = world.counts()
+    refused = await phone.sync("addressbook")
+    # The service answered 508 (slow sync); SyncEvolution does not slow-sync unasked: it
+    # stops with its "unexpected slow sync" error (20048) before sending anything.
+    assert not refused.ok
+    assert "20048" in refused.output
+    assert world.counts() == before
+    again = await phone.sync("addressbook", mode="slow")
+    assert again.ok, again.output
+    assert world.counts()["pim_items"] == 2
+    assert len(phone.items("addressbook")) == 2
+    assert fingerprints(phone, "addressbook") == world.live_fingerprints("contacts")
+    assert (await phone.sync("addressbook")).ok
