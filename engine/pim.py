@@ -20,12 +20,17 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
+from .audit import audit_event
+from .devices import get_device
+from .errors import Forbidden
 from .ids import new_id
+from .principals import AccountKind, Principal, Right, holds
 from .protocols import icalendar, vcard
 from .protocols.contentline import digest
 from .protocols.omads import ChangeOutcome, ClientChange, DatastoreState, ServerChange
 from .store import Store
 from .store import pim as db
+from .store.audit import insert_event
 from .timestamps import now
 
 KINDS = ("contacts", "calendar", "tasks", "notes")
@@ -117,6 +122,69 @@ def collection_unit(
     }
     db.insert_collection(conn, collection)
     return collection
+
+
+# --------------------------------------------------------------------------- devices' datastores
+
+
+def _datastore(row: dict[str, Any], features: dict[str, bool]) -> dict[str, Any]:
+    return {
+        "kind": row["kind"],
+        "datastore": row["datastore"],
+        "enabled": features.get(FEATURES[row["kind"]], True),
+        "items": row["items"],
+        "device_items": row["device_items"],
+        "last_sync_at": row["last_sync_at"],
+        "last_mode": row["last_mode"],
+        "refresh_requested": bool(row["refresh_requested"]),
+    }
+
+
+async def device_datastores(
+    store: Store, principal: Principal, organisation: str, device_id: str
+) -> list[dict[str, Any]]:
+    """The datastores a device synchronises: item counts (the owner's collection and what
+    the device holds of it), last sync time and mode, whether a refresh is pending."""
+    device = await get_device(store, principal, organisation, device_id)
+    rows = await store.read(db.sync_states_of_device, device["id"])
+    features = await store.read(db.features_of_organisation, device["id"])
+    return [_datastore(row, features) for row in rows]
+
+
+async def request_refresh(
+    store: Store,
+    principal: Principal,
+    organisation: str,
+    device_id: str,
+    kinds: list[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Make the device's next sync of these datastores (all by default) a slow sync: the
+    device and the service compare everything and each ends with all items, once.
+
+    The device's owner may ask, and managers with the commands right.
+    """
+    device = await get_device(store, principal, organisation, device_id)
+    if principal.kind is not AccountKind.USER and not holds(principal, Right.COMMANDS):
+        raise Forbidden("this needs the 'commands' right")
+    chosen = list(kinds or KINDS)
+    event = audit_event(
+        principal,
+        "device.sync_refresh_requested",
+        organisation_id=None,  # the device's, filled in by the write
+        target_type="device",
+        target_id=device["id"],
+        details={"kinds": chosen},
+    )
+    await store.write(_request_refresh, device["id"], chosen, event)
+    return await device_datastores(store, principal, organisation, device_id)
+
+
+def _request_refresh(
+    conn: sqlite3.Connection, device_id: str, kinds: list[str], event: dict[str, Any]
+) -> None:
+    db.request_refresh(conn, device_id, kinds)
+    event["organisation_id"] = db.organisation_of_device(conn, device_id)
+    insert_event(conn, event)
 
 
 # --------------------------------------------------------------------------- one device's sync

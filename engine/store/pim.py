@@ -8,6 +8,7 @@ devices (and later Exchange ActiveSync) reading the same collection.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterable
 from typing import Any
@@ -265,6 +266,21 @@ def request_refresh(conn: sqlite3.Connection, device_id: str, kinds: list[str]) 
         f" IN (SELECT id FROM pim_collections WHERE kind IN ({marks}))",
         (device_id, *kinds),
     ).rowcount
+
+
+def organisation_of_device(conn: sqlite3.Connection, device_id: str) -> str | None:
+    row = conn.execute("SELECT organisation_id FROM devices WHERE id = ?", (device_id,)).fetchone()
+    return row[0] if row else None
+
+
+def features_of_organisation(conn: sqlite3.Connection, device_id: str) -> dict[str, bool]:
+    """The feature switches of the device's organisation (absent: on)."""
+    row = conn.execute(
+        "SELECT o.features FROM organisations o JOIN devices d ON d.organisation_id = o.id"
+        " WHERE d.id = ?",
+        (device_id,),
+    ).fetchone()
+    return {name: bool(value) for name, value in json.loads(row[0] if row else "{}").items()}
 
 
 # --------------------------------------------------------------------------- peers
