@@ -119,3 +119,32 @@ async def test_feature_switch_refuses_the_datastore(world: DsWorld) -> None:
     answered = statuses(reply)
     assert answered[("1", "Alert")].data == "403"
     assert answered[("2", "Alert")].data == "200"
+
+
+async def test_portal_device_pages_show_datastores_and_ask_for_refresh(world: DsWorld) -> None:
+    from .portal_client import Portal, flash_of
+
+    device = world.add_device("portal-1")
+    await slow_sync_one_contact(world, "portal-1")
+    add_account(world, "helpdesk", "manager", ["commands"])
+    async with world.running.client() as http:
+        owner = Portal(http)
+        await owner.sign_in("alice", PASSWORD, "acme")
+        html = await owner.page(f"/my/devices/{device}")
+        assert "Synchronised data" in html and "Contacts" in html and "slow" in html
+        answer = await owner.post_form(f"/my/devices/{device}/datastores/refresh")
+        assert answer.status_code == 302, answer.text
+        assert "slow sync" in (flash_of((await owner.page(answer.headers["location"]))) or "")
+    assert world.scalar("SELECT refresh_requested FROM pim_sync_states") == 1
+    world.execute("UPDATE pim_sync_states SET refresh_requested = 0")
+    async with world.running.client() as http:
+        manager = Portal(http)
+        await manager.sign_in("helpdesk", PASSWORD, "acme")
+        page = f"/admin/o/acme/devices/{device}"
+        html = await manager.page(page)
+        assert "Synchronised data" in html
+        answer = await manager.post_form(
+            f"/admin/o/acme/devices/{device}/datastores/refresh", {"kinds": "contacts"}
+        )
+        assert answer.status_code == 302, answer.text
+    assert world.scalar("SELECT refresh_requested FROM pim_sync_states") == 1
