@@ -682,3 +682,58 @@ def test_encoded_size_is_what_a_command_adds(wbxml_encoded: bool) -> None:
         assert added <= estimate <= added + 2
     else:
         assert estimate == added
+
+
+#: OMA DM 1.2's package 1 as its protocol specification shows it: the client's session
+#: alert (1201) and a Replace of its DevInfo nodes, with DM's own VerProto.
+DM_PACKAGE_1 = b"""<SyncML xmlns="SYNCML:SYNCML1.2">
+  <SyncHdr>
+    <VerDTD>1.2</VerDTD><VerProto>DM/1.2</VerProto>
+    <SessionID>1</SessionID><MsgID>1</MsgID>
+    <Target><LocURI>http://www.syncml.org/mgmt-server</LocURI></Target>
+    <Source><LocURI>IMEI:493005100592800</LocURI></Source>
+    <Cred>
+      <Meta><Type xmlns="syncml:metinf">syncml:auth-basic</Type>
+        <Format xmlns="syncml:metinf">b64</Format></Meta>
+      <Data>QnJ1Y2UyOk9oQmVoYXZl</Data>
+    </Cred>
+    <Meta><MaxMsgSize xmlns="syncml:metinf">5000</MaxMsgSize></Meta>
+  </SyncHdr>
+  <SyncBody>
+    <Alert><CmdID>1</CmdID><Data>1201</Data></Alert>
+    <Replace>
+      <CmdID>3</CmdID>
+      <Item><Source><LocURI>./DevInfo/DevId</LocURI></Source>
+        <Meta><Format xmlns="syncml:metinf">chr</Format></Meta>
+        <Data>IMEI:493005100592800</Data></Item>
+      <Item><Source><LocURI>./DevInfo/Man</LocURI></Source><Data>Device Factory, Inc.</Data></Item>
+      <Item><Source><LocURI>./DevInfo/Mod</LocURI></Source><Data>SmartPhone2000</Data></Item>
+      <Item><Source><LocURI>./DevInfo/DmV</LocURI></Source><Data>1.2</Data></Item>
+      <Item><Source><LocURI>./DevInfo/Lang</LocURI></Source><Data>en-US</Data></Item>
+    </Replace>
+    <Final/>
+  </SyncBody>
+</SyncML>"""
+
+
+@pytest.mark.parametrize("wbxml_encoded", [False, True], ids=["xml", "wbxml"])
+def test_the_oma_dm_package_1_example_reads_and_round_trips(wbxml_encoded: bool) -> None:
+    message = syncml.parse_message(DM_PACKAGE_1, syncml.CONTENT_TYPE_DM_XML)
+    assert message.header.ver_proto == "DM/1.2"
+    assert message.header.cred == Cred(
+        "QnJ1Y2UyOk9oQmVoYXZl", Meta(format="b64", type="syncml:auth-basic")
+    )
+    alert, replace = message.commands
+    assert alert == Alert("1", "1201")
+    assert isinstance(replace, Replace)
+    assert {item.source.loc_uri: item.data for item in replace.items} == {  # type: ignore[union-attr]
+        "./DevInfo/DevId": "IMEI:493005100592800",
+        "./DevInfo/Man": "Device Factory, Inc.",
+        "./DevInfo/Mod": "SmartPhone2000",
+        "./DevInfo/DmV": "1.2",
+        "./DevInfo/Lang": "en-US",
+    }
+    assert replace.items[0].meta == Meta(format="chr")
+    content_type = syncml.content_type(wbxml_encoded, dm=True)
+    encoded = syncml.encode_message(message, wbxml=wbxml_encoded)
+    assert syncml.parse_message(encoded, content_type) == message
