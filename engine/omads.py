@@ -37,6 +37,7 @@ from .pim import DEFAULT_POLICY, FEATURES, CollectionSync, collection_unit
 from .principals import AccountKind
 from .protocols import omads as ds
 from .protocols.syncml import Message, SyncHdr, Source, Status, Target, encode_message
+from .service_settings import Deployment, effective_settings_of
 from .store import Store
 from .store import pim as db
 from .store.devices import update_device
@@ -76,6 +77,8 @@ class Peer:
     account_id: str
     features: dict[str, bool]
     devinf: dict[str, Any] = field(default_factory=dict)
+    #: How conflicts are resolved (Configuration → Services → OMA DS).
+    policy: str = DEFAULT_POLICY
 
 
 def _usernames(row: dict[str, Any]) -> set[str]:
@@ -90,9 +93,9 @@ def _md5_b64(data: bytes) -> str:
 class OmadsBackend:
     """What a :class:`~engine.protocols.omads.DsSession` asks of the service."""
 
-    def __init__(self, store: Store, policy: str = DEFAULT_POLICY) -> None:
+    def __init__(self, store: Store, deployment: Deployment | None = None) -> None:
         self.store = store
-        self.policy = policy
+        self.deployment = deployment
 
     # ------------------------------------------------------------------ authentication
 
@@ -144,12 +147,19 @@ class OmadsBackend:
             _authenticated, name, device, credentials.username, digest, nonce
         )
         features = json.loads(device["organisation_features"] or "{}")
+        policy = DEFAULT_POLICY
+        if self.deployment is not None:
+            settings = await effective_settings_of(
+                self.store, self.deployment, device["organisation_id"]
+            )
+            policy = str(settings.get("oma_ds", {}).get("conflict_policy") or DEFAULT_POLICY)
         peer = Peer(
             device["id"],
             device["organisation_id"],
             device["owner_id"],
             {kind: bool(features.get(feature, True)) for kind, feature in FEATURES.items()},
             json.loads(peer_row["devinf"] or "{}"),
+            policy,
         )
         return ds.Authentication(ds.AUTHENTICATION_ACCEPTED, peer, challenge=(ds.AUTH_MD5, nonce))
 
@@ -193,7 +203,7 @@ class OmadsBackend:
                 refresh_requested=bool(state and state["refresh_requested"]),
             ),
             seen_version=state["seen_version"] if state else 0,
-            policy=self.policy,
+            policy=peer.policy,
             accepts=stores.get(client_uri, []),
         )
 
@@ -328,8 +338,8 @@ class OmadsSessionLogic:
     challenge at the RespURI it was given finds its session there.
     """
 
-    def __init__(self, store: Store, policy: str = DEFAULT_POLICY) -> None:
-        self.backend = OmadsBackend(store, policy)
+    def __init__(self, store: Store, deployment: Deployment | None = None) -> None:
+        self.backend = OmadsBackend(store, deployment)
         self.sessions: dict[str, ds.DsSession] = {}
         self.last: tuple[str, str, bytes] | None = None
 

@@ -55,7 +55,7 @@ async def omads() -> Response:
 
 async def start(nursery: trio.Nursery, context: ServiceContext, bootstrap: Bootstrap) -> None:
     """Start the OMA DS listener with one DeviceSession actor per sync client."""
-    store = context.store
+    store, deployment = context.store, context.deployment
     context.listeners[PROTOCOL] = await start_listener(
-        nursery, PROTOCOL, lambda key: OmadsSessionLogic(store)
+        nursery, PROTOCOL, lambda key: OmadsSessionLogic(store, deployment)
     )
