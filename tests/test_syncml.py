@@ -4,6 +4,8 @@ give to messages that are wholly or partly wrong."""
 
 from __future__ import annotations
 
+import contextlib
+import random
 import re
 from pathlib import Path
 
@@ -42,7 +44,7 @@ from engine.protocols.syncml import (
     Target,
 )
 from engine.protocols.wbxml import Element
-from engine.protocols.wbxml_tables import SYNCML_LANGUAGES
+from engine.protocols.wbxml_tables import SYNCML_1_2, SYNCML_LANGUAGES
 
 VECTORS = Path(__file__).parent / "syncml_vectors"
 XML = syncml.CONTENT_TYPE_DS_XML
@@ -737,3 +739,34 @@ def test_the_oma_dm_package_1_example_reads_and_round_trips(wbxml_encoded: bool)
     content_type = syncml.content_type(wbxml_encoded, dm=True)
     encoded = syncml.encode_message(message, wbxml=wbxml_encoded)
     assert syncml.parse_message(encoded, content_type) == message
+
+
+def test_garbage_gives_only_syncml_errors() -> None:
+    """Mutated real messages, in both encodings: a model or a SyncmlError, nothing else."""
+    rng = random.Random(11)
+    for name, content_type in (
+        ("syncevolution-init.wbxml", WBXML),
+        ("syncevolution-init.xml", XML),
+    ):
+        good = (VECTORS / name).read_bytes()
+        for _ in range(1500):
+            mutated = bytearray(good)
+            for _ in range(rng.randint(1, 6)):
+                mutated[rng.randrange(len(mutated))] = rng.randrange(256)
+            with contextlib.suppress(SyncmlError):
+                syncml.parse_message(bytes(mutated), content_type)
+
+
+def test_opaque_bytes_that_are_not_text_where_text_belongs() -> None:
+    """Binary opaque data in a CmdID makes that command bad; in the header, the message."""
+    message = Message(SyncHdr("1", "1", Target("t"), Source("s")), [Alert("1", "200")])
+    tree = syncml.build_tree(message, True)
+    sync_hdr, sync_body = tree.elements()
+    sync_body.elements()[0].elements()[0].children = [b"\xff"]  # Alert's CmdID
+    [command] = syncml.parse_tree(
+        wbxml.decode(wbxml.encode(tree, SYNCML_1_2), SYNCML_LANGUAGES).root
+    ).commands
+    assert isinstance(command, BadCommand) and "not UTF-8" in command.reason
+    sync_hdr.elements()[2].children = [b"\xff"]  # SessionID
+    with pytest.raises(SyncmlError, match="SessionID"):
+        syncml.parse_message(wbxml.encode(tree, SYNCML_1_2), WBXML)

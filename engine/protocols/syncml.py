@@ -925,7 +925,10 @@ def _item_data(element: Element) -> str | bytes | Element:
 def _parse_command(element: Element, container: str) -> Command:
     name = element.tag
     cmd_id_element = element.find("CmdID")
-    cmd_id = _text(cmd_id_element) if cmd_id_element is not None else None
+    try:
+        cmd_id = _text(cmd_id_element) if cmd_id_element is not None else None
+    except _Missing as exc:
+        return BadCommand(name, None, f"<{name}>: {exc}")
     parser = _COMMAND_PARSERS.get(name)
     if parser is None or name not in ALLOWED_COMMANDS[container]:
         where = "unknown" if parser is None else f"not allowed in <{container}>"
