@@ -465,3 +465,14 @@ def test_syncml_and_devinf_1_1_public_ids_decode(syncml_id: bytes, devinf_id: by
     put = message.commands[0]
     assert isinstance(put, syncml.Put)
     assert devinf.parse_devinf(put.items[0].data).dev_id == "sc-client"  # type: ignore[arg-type]
+
+
+@needs_libwbxml
+def test_libwbxml_encoding_of_the_real_client_xml_reads_the_same(tmp_path: Path) -> None:
+    """SyncEvolution's XML message (DevInf with CTCaps of two datastores) through xml2wbxml."""
+    source = DATA / "syncevolution-init.xml"
+    theirs = tmp_path / "theirs.wbxml"
+    subprocess.run(["xml2wbxml", "-o", str(theirs), str(source)], check=True, capture_output=True)
+    decoded = syncml.parse_message(theirs.read_bytes(), syncml.CONTENT_TYPE_DS_WBXML)
+    expected = syncml.parse_message(source.read_bytes(), syncml.CONTENT_TYPE_DS_XML)
+    assert _comparable(decoded) == _comparable(expected)
