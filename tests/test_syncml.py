@@ -770,3 +770,14 @@ def test_opaque_bytes_that_are_not_text_where_text_belongs() -> None:
     sync_hdr.elements()[2].children = [b"\xff"]  # SessionID
     with pytest.raises(SyncmlError, match="SessionID"):
         syncml.parse_message(wbxml.encode(tree, SYNCML_1_2), WBXML)
+
+
+@pytest.mark.parametrize("wbxml_encoded", [False, True], ids=["xml", "wbxml"])
+def test_element_count_is_bounded(wbxml_encoded: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    many = _body(b"<Alert><CmdID>1</CmdID>" + b"<Item/>" * 1000 + b"</Alert>")
+    if wbxml_encoded:
+        many = wbxml.encode(syncml.xml_to_tree(many), SYNCML_1_2)
+    assert len(syncml.parse_message(many, WBXML if wbxml_encoded else XML).commands) == 1
+    monkeypatch.setattr(syncml, "MAX_ELEMENTS", 1000)
+    with pytest.raises(SyncmlError, match="elements"):
+        syncml.parse_message(many, WBXML if wbxml_encoded else XML)

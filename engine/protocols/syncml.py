@@ -36,7 +36,7 @@ inline.
 
 XML is parsed with lxml hardened (no DTD loading, no entities, no network, no huge trees);
 a DOCTYPE is refused unless it is a bare SyncML public identifier (no internal subset), which
-real phones send. Size and nesting depth are bounded for both encodings.
+real phones send. Size, nesting depth and element count are bounded for both encodings.
 """
 
 from __future__ import annotations
@@ -68,8 +68,10 @@ CONTENT_TYPE_DM_WBXML = "application/vnd.syncml.dm+wbxml"
 DEVINF_TYPE_XML = "application/vnd.syncml-devinf+xml"
 DEVINF_TYPE_WBXML = "application/vnd.syncml-devinf+wbxml"
 
-MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+#: Bounds on what a peer may send: bytes of one message, nesting depth, elements in all.
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 MAX_DEPTH = 40
+MAX_ELEMENTS = 500_000
 
 # SyncML status codes the parser reports (SyncML Representation Protocol 1.2, 10.1).
 BAD_REQUEST = 400
@@ -652,7 +654,13 @@ def parse_message(body: bytes, content_type: str, *, max_bytes: int = MAX_MESSAG
         )
     if wbxml_encoded:
         try:
-            root = wbxml.decode(body, SYNCML_LANGUAGES, max_bytes=max_bytes).root
+            root = wbxml.decode(
+                body,
+                SYNCML_LANGUAGES,
+                max_bytes=max_bytes,
+                max_depth=MAX_DEPTH,
+                max_elements=MAX_ELEMENTS,
+            ).root
         except WbxmlError as exc:
             raise SyncmlError(f"malformed WBXML: {exc}") from exc
     else:
@@ -669,7 +677,7 @@ def xml_to_tree(body: bytes) -> Element:
     docinfo = document.docinfo
     if docinfo.doctype and not _bare_syncml_doctype(body, docinfo.public_id):
         raise SyncmlError("DOCTYPE refused: only a bare SyncML public identifier is accepted")
-    return _from_lxml(document.getroot(), 1)
+    return _from_lxml(document.getroot(), 1, [MAX_ELEMENTS])
 
 
 def _bare_syncml_doctype(body: bytes, public_id: str | None) -> bool:
@@ -693,9 +701,12 @@ def _split_tag(tag: str) -> tuple[str, str]:
     return local, ns
 
 
-def _from_lxml(node: etree._Element, depth: int) -> Element:
+def _from_lxml(node: etree._Element, depth: int, budget: list[int]) -> Element:
     if depth > MAX_DEPTH:
         raise SyncmlError(f"elements nested deeper than {MAX_DEPTH}")
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise SyncmlError(f"more than {MAX_ELEMENTS} elements")
     tag = node.tag
     if type(tag) is not str:
         raise SyncmlError("entity references are not allowed")
@@ -705,7 +716,7 @@ def _from_lxml(node: etree._Element, depth: int) -> Element:
     if node.text:
         children.append(node.text)
     for child in node:
-        children.append(_from_lxml(child, depth + 1))
+        children.append(_from_lxml(child, depth + 1, budget))
         if child.tail:
             children.append(child.tail)
     return element
