@@ -531,6 +531,13 @@ def _body(commands: bytes) -> bytes:
             "DOCTYPE",
         ),
         (b'<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0//EN" "x"><SyncML/>', XML, 400, "DOCTYPE"),
+        (
+            b'<!DOCTYPE SyncML PUBLIC "-//SYNCML//DTD SyncML 1.2//EN" "http://127.0.0.1:9/x">'
+            b"<SyncML><SyncHdr>&x;</SyncHdr></SyncML>",
+            XML,
+            400,
+            "entity references",
+        ),
         (b"<SyncML>" + b"<a>" * 60 + b"</a>" * 60 + b"</SyncML>", XML, 400, "deeper"),
     ],
 )
