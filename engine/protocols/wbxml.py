@@ -137,6 +137,8 @@ class Language:
     aliases: tuple[int, ...] = ()
     #: ``(namespace, tag) -> (page, token)``, derived from ``pages``.
     tokens: dict[tuple[str, str], tuple[int, int]] = field(init=False, repr=False)
+    #: ``namespace -> {tag: (page, token)}``, the same for the encoder's hot path.
+    tokens_by_ns: dict[str, dict[str, tuple[int, int]]] = field(init=False, repr=False)
     #: ``page -> namespace``, derived from ``pages``.
     namespaces: dict[int, str] = field(init=False, repr=False)
     #: ``page -> 64 entries of (tag, namespace) or None``, indexed by token, for the decoder.
@@ -157,6 +159,10 @@ class Language:
                     raise ValueError(f"{self.name}: token {token:#x} of {tag} is out of range")
                 tokens[(ns, tag)] = (page, token)
         object.__setattr__(self, "tokens", tokens)
+        by_ns: dict[str, dict[str, tuple[int, int]]] = {}
+        for (ns, tag), value in tokens.items():
+            by_ns.setdefault(ns, {})[tag] = value
+        object.__setattr__(self, "tokens_by_ns", by_ns)
         object.__setattr__(self, "namespaces", {p: ns for p, (ns, _) in self.pages.items()})
         decode_pages: dict[int, list[tuple[str, str] | None]] = {}
         for page, (ns, table) in self.pages.items():
@@ -502,21 +508,25 @@ def encode_body(element: Element, language: Language) -> bytes:
 
 
 class _Writer:
-    __slots__ = ("out", "page", "tokens")
+    """Writes elements depth-first; switches code page only when a tag needs another one."""
+
+    __slots__ = ("by_ns", "out", "page")
 
     def __init__(self, out: bytearray, language: Language) -> None:
         self.out = out
-        self.tokens = language.tokens
+        self.by_ns = language.tokens_by_ns
         self.page = 0
 
     def element(self, element: Element) -> None:
         out = self.out
-        found = self.tokens.get((element.ns, element.tag))
+        table = self.by_ns.get(element.ns)
+        found = table.get(element.tag) if table is not None else None
         if found is None:
             raise WbxmlError(f"<{element.tag}> ({element.ns or 'no namespace'}) has no token")
         page, token = found
         if page != self.page:
-            out += bytes((SWITCH_PAGE, page))
+            out.append(SWITCH_PAGE)
+            out.append(page)
             self.page = page
         if element.attrs:
             raise WbxmlError(f"<{element.tag}>: attributes are not encoded by this language")
@@ -526,16 +536,17 @@ class _Writer:
             return
         out.append(token | HAS_CONTENT)
         for child in children:
-            if isinstance(child, str):
-                if "\x00" in child:
+            kind = type(child)
+            if kind is str:
+                if "\x00" in child:  # type: ignore[operator]
                     raise WbxmlError(f"<{element.tag}> text contains NUL")
                 out.append(STR_I)
-                out += child.encode("utf-8")
+                out += child.encode("utf-8")  # type: ignore[union-attr]
                 out.append(0)
-            elif isinstance(child, bytes):
+            elif kind is bytes:
                 out.append(OPAQUE)
                 out += mb_u_int32(len(child))
-                out += child
+                out += child  # type: ignore[operator]
             else:
-                self.element(child)
+                self.element(child)  # type: ignore[arg-type]
         out.append(END)
