@@ -36,7 +36,7 @@ from .passwords import verify_password
 from .pim import DEFAULT_POLICY, FEATURES, CollectionSync, collection_unit
 from .principals import AccountKind
 from .protocols import omads as ds
-from .protocols.syncml import Message, SyncHdr, Source, Status, Target, encode_message
+from .protocols.syncml import Message, Source, Status, SyncHdr, Target, encode_message
 from .service_settings import Deployment, effective_settings_of
 from .store import Store
 from .store import pim as db
@@ -87,7 +87,7 @@ def _usernames(row: dict[str, Any]) -> set[str]:
 
 
 def _md5_b64(data: bytes) -> str:
-    return base64.b64encode(hashlib.md5(data).digest()).decode()  # noqa: S324 - SyncML's MD5
+    return base64.b64encode(hashlib.md5(data).digest()).decode()
 
 
 class OmadsBackend:

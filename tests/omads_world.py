@@ -89,7 +89,8 @@ class DsWorld:
         with database(self.running) as conn:
             rows = conn.execute(
                 "SELECT i.data, i.content_type FROM pim_items i JOIN pim_collections c"
-                " ON c.id = i.collection_id WHERE c.kind = ? AND c.account_id = ? AND i.deleted = 0",
+                " ON c.id = i.collection_id"
+                " WHERE c.kind = ? AND c.account_id = ? AND i.deleted = 0",
                 (kind, self.owner_id),
             ).fetchall()
         return sorted(facts_of(kind, row["data"], row["content_type"]).fingerprint for row in rows)

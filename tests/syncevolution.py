@@ -72,7 +72,7 @@ class SyncClient:
         mode: str = "two-way",
         max_msg_size: int | None = None,
         password: str | None = None,
-        timeout: float = 60,
+        deadline: float = 60,
         verbose: bool = False,
     ) -> SyncRun:
         command = [
@@ -98,7 +98,7 @@ class SyncClient:
         if verbose:
             command.append("--verbose")
         command += list(sources or SOURCES)
-        with trio.fail_after(timeout):
+        with trio.fail_after(deadline):
             done = await trio.run_process(
                 command, capture_stdout=True, capture_stderr=True, check=False
             )

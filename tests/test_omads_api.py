@@ -134,7 +134,7 @@ async def test_portal_device_pages_show_datastores_and_ask_for_refresh(world: Ds
         assert "Synchronised data" in html and "Contacts" in html and "slow" in html
         answer = await owner.post_form(f"/my/devices/{device}/datastores/refresh")
         assert answer.status_code == 302, answer.text
-        assert "slow sync" in (flash_of((await owner.page(answer.headers["location"]))) or "")
+        assert "slow sync" in (flash_of(await owner.page(answer.headers["location"])) or "")
     assert world.scalar("SELECT refresh_requested FROM pim_sync_states") == 1
     world.execute("UPDATE pim_sync_states SET refresh_requested = 0")
     async with world.running.client() as http:

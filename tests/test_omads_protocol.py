@@ -48,7 +48,7 @@ def basic(user: str, password: str) -> Cred:
 
 def md5(user: str, password: str, nonce: str) -> Cred:
     def b64md5(data: bytes) -> bytes:
-        return base64.b64encode(hashlib.md5(data).digest())  # noqa: S324 - SyncML's MD5
+        return base64.b64encode(hashlib.md5(data).digest())
 
     digest = b64md5(b64md5(f"{user}:{password}".encode()) + b":" + base64.b64decode(nonce))
     return Cred(digest.decode(), Meta(type="syncml:auth-md5", format="b64"))

@@ -27,7 +27,7 @@ from engine.protocols.syncml import (
 @dataclass
 class FakeRun:
     to_send: list[ds.ServerChange]
-    state: ds.DatastoreState = ds.DatastoreState(None, None, False)
+    state: ds.DatastoreState = field(default_factory=lambda: ds.DatastoreState(None, None, False))
     applied: list[ds.ClientChange] = field(default_factory=list)
     mapped: list[tuple[str, str]] = field(default_factory=list)
     finished: tuple[str, str] | None = None
@@ -148,6 +148,9 @@ async def test_outgoing_package_respects_max_msg_size_and_splits_large_objects(w
     client = Driver(run, wbxml=wbxml, max_msg_size=4096)
     package2 = await client.send([alert()])
     assert package2.final
+    alerted = next(c for c in package2.commands if isinstance(c, Status) and c.cmd == "Alert")
+    echoed = alerted.items[0].data
+    assert echoed.tag == "Anchor" and echoed.find("Next").text == "a2"  # type: ignore[union-attr]
     received: dict[str, list[str]] = {}
     sizes: dict[str, int | None] = {}
     more: list[bool] = []

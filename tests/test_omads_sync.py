@@ -103,13 +103,13 @@ async def test_small_messages_many_items_and_a_large_object(world: DsWorld) -> N
     for n in range(1000):
         sender.put("addressbook", f"c{n}", vcard(f"Person{n} Given{n}"))
     sender.put("addressbook", "photo", photo_vcard(100 * 1024))
-    up = await sender.sync("addressbook", mode="slow", max_msg_size=10240, timeout=120)
+    up = await sender.sync("addressbook", mode="slow", max_msg_size=10240, deadline=120)
     assert up.ok, up.output[-3000:]
     assert world.scalar("SELECT count(*) FROM pim_items WHERE deleted = 0") == 1001
     receiver = world.client("sc-small-2")
     receiver.folder("addressbook")
     down = await receiver.sync(
-        "addressbook", mode="refresh-from-server", max_msg_size=10240, timeout=120
+        "addressbook", mode="refresh-from-server", max_msg_size=10240, deadline=120
     )
     assert down.ok, down.output[-3000:]
     assert fingerprints(receiver, "addressbook") == world.live_fingerprints("contacts")

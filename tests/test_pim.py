@@ -18,7 +18,10 @@ from engine.timestamps import now
 
 def card(name: str, rev: str = "20260101T000000Z", note: str = "") -> str:
     extra = f"NOTE:{note}\r\n" if note else ""
-    return f"BEGIN:VCARD\r\nVERSION:3.0\r\nFN:{name}\r\nN:{name};;;;\r\nREV:{rev}\r\n{extra}END:VCARD\r\n"
+    return (
+        f"BEGIN:VCARD\r\nVERSION:3.0\r\nFN:{name}\r\nN:{name};;;;\r\n"
+        f"REV:{rev}\r\n{extra}END:VCARD\r\n"
+    )
 
 
 class Bench:
@@ -185,13 +188,22 @@ async def test_refresh_from_client_replaces_the_collection(bench: Bench) -> None
 
 
 def test_fingerprints_mean_the_same_across_versions_and_clients() -> None:
-    v21 = "BEGIN:VCARD\r\nVERSION:2.1\r\nN:Doe;John\r\nTEL;CELL;PREF:+1\r\nNOTE;ENCODING=QUOTED-PRINTABLE:caf=C3=A9\r\nEND:VCARD\r\n"
-    v30 = "BEGIN:VCARD\nVERSION:3.0\nPRODID:x\nREV:2026\nN:Doe;John\nTEL;TYPE=PREF,CELL:+1\nNOTE:café\nEMAIL:\nEND:VCARD\n"
+    v21 = (
+        "BEGIN:VCARD\r\nVERSION:2.1\r\nN:Doe;John\r\nTEL;CELL;PREF:+1\r\n"
+        "NOTE;ENCODING=QUOTED-PRINTABLE:caf=C3=A9\r\nEND:VCARD\r\n"
+    )
+    v30 = (
+        "BEGIN:VCARD\nVERSION:3.0\nPRODID:x\nREV:2026\nN:Doe;John\n"
+        "TEL;TYPE=PREF,CELL:+1\nNOTE:café\nEMAIL:\nEND:VCARD\n"
+    )
     assert vcard.fingerprint(v21) == vcard.fingerprint(v30)
     assert vcard.fingerprint(vcard.convert(v21, "3.0")) == vcard.fingerprint(v21)
     assert vcard.version(vcard.convert(v30, "2.1")) == "2.1"
     assert vcard.fingerprint(vcard.convert(v30, "2.1")) == vcard.fingerprint(v30)
-    event = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nBEGIN:VEVENT\r\nUID:1\r\nSUMMARY:S\r\nDTSTAMP:1\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+    event = (
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nBEGIN:VEVENT\r\nUID:1\r\nSUMMARY:S\r\n"
+        "DTSTAMP:1\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+    )
     echoed = event.replace("SUMMARY:S", "SUMMARY:S\r\nDESCRIPTION:S").replace(
         "DTSTAMP:1", "DTSTAMP:2"
     )

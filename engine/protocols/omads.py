@@ -437,12 +437,11 @@ class DsSession:
         )
         await opened.begin(mode)
         self.stores[server_uri] = store
-        # The Status echoes the client's Next anchor (inline MetInf; the WBXML encoder writes
-        # embedded documents as DevInf, so WBXML replies leave the optional echo out).
+        # The Status echoes the client's Next anchor (MetInf inside Data).
         anchor_item = Item(
             data=Element("Anchor", METINF_NS, [Element("Next", METINF_NS, [anchor.next])])
         )
-        reply.status_of(alert, status, items=[] if self.wbxml else [anchor_item])
+        reply.status_of(alert, status, items=[anchor_item])
         self.pending.append(
             Alert(
                 cmd_id="",
@@ -521,7 +520,7 @@ class DsSession:
         if not batch:
             return
         outcomes = await store.run.apply([change for _, _, change in batch])
-        for (inner, item, change), outcome in zip(batch, outcomes, strict=True):
+        for (inner, item, _), outcome in zip(batch, outcomes, strict=True):
             reply.item_status(inner, item, outcome.status)
 
     def _client_change(
@@ -775,9 +774,8 @@ class _Reply:
         command.cmd_id = self._cmd_id()
         sync.commands.append(command)
         self.size += cost
-        if command.items[0].more_data:
-            return False  # the rest follows once the client has acknowledged this chunk
-        return True
+        # A chunk ends the message: the rest follows once the client has acknowledged it.
+        return not command.items[0].more_data
 
     def _open(self, sync: Sync, wrapper: int) -> None:
         if sync is not self.open_sync:
