@@ -10,7 +10,6 @@ import re
 from pathlib import Path
 
 import pytest
-from lxml import etree
 
 from engine.protocols import devinf, syncml, wbxml
 from engine.protocols.syncml import (
@@ -649,14 +648,17 @@ def test_devinf_1_1_top_level_ctcaps_join_their_datastore() -> None:
     assert devinf.parse_devinf(tree).datastores[0].ctcaps[0].ct_type == "text/x-vcard"
 
 
-def test_xml_parser_never_reaches_out() -> None:
-    """An external DTD or entity is never loaded: the parser has no network and no DTD."""
-    body = (
-        b'<!DOCTYPE SyncML PUBLIC "-//SYNCML//DTD SyncML 1.2//EN" "http://127.0.0.1:9/x.dtd">'
-        + _body(b"")
-    )
-    assert syncml.parse_message(body, XML).final
-    assert etree.XMLParser  # lxml is the parser, hardened in syncml._XML_PARSER
+def test_xml_parser_never_loads_a_dtd_or_an_entity(tmp_path: Path) -> None:
+    """The external DTD a DOCTYPE names is not loaded, so its entities never expand: a
+    reference to one is refused, and the document without one reads as it is."""
+    dtd = tmp_path / "syncml.dtd"
+    dtd.write_text('<!ENTITY secret "leaked">')
+    doctype = f'<!DOCTYPE SyncML PUBLIC "-//SYNCML//DTD SyncML 1.2//EN" "{dtd.as_uri()}">'
+    with pytest.raises(SyncmlError, match="entity references"):
+        syncml.parse_message(
+            doctype.encode() + _body(b"").replace(b"<SessionID>1", b"<SessionID>&secret;1"), XML
+        )
+    assert syncml.parse_message(doctype.encode() + _body(b""), XML).header.session_id == "1"
 
 
 def _anchor_echo() -> Message:

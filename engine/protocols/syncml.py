@@ -41,6 +41,7 @@ real phones send. Size, nesting depth and element count are bounded for both enc
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -621,16 +622,26 @@ def content_type(wbxml: bool, dm: bool = False) -> str:
 
 # -- parsing -------------------------------------------------------------------------------
 
-_XML_PARSER = etree.XMLParser(
-    resolve_entities=False,
-    no_network=True,
-    huge_tree=False,
-    load_dtd=False,
-    dtd_validation=False,
-    remove_comments=True,
-    remove_pis=True,
-    strip_cdata=True,
-)
+#: One hardened parser per thread (an lxml parser must not be used by two threads at once).
+_PARSERS = threading.local()
+
+
+def _xml_parser() -> etree.XMLParser:
+    parser = getattr(_PARSERS, "parser", None)
+    if parser is None:
+        parser = _PARSERS.parser = etree.XMLParser(
+            resolve_entities=False,
+            no_network=True,
+            huge_tree=False,
+            load_dtd=False,
+            dtd_validation=False,
+            remove_comments=True,
+            remove_pis=True,
+            strip_cdata=True,
+        )
+    return parser
+
+
 _SYNCML_PUBLIC_IDS = frozenset(
     {
         "-//syncml//dtd syncml 1.2//en",
@@ -671,7 +682,7 @@ def parse_message(body: bytes, content_type: str, *, max_bytes: int = MAX_MESSAG
 def xml_to_tree(body: bytes) -> Element:
     """Parse XML bytes (hardened) into the neutral element tree; raises SyncmlError."""
     try:
-        document = etree.fromstring(body, _XML_PARSER).getroottree()
+        document = etree.fromstring(body, _xml_parser()).getroottree()
     except etree.XMLSyntaxError as exc:
         raise SyncmlError(f"malformed XML: {exc}") from exc
     docinfo = document.docinfo
