@@ -722,15 +722,17 @@ def _from_lxml(node: etree._Element, depth: int, budget: list[int]) -> Element:
     if type(tag) is not str:
         raise SyncmlError("entity references are not allowed")
     local, ns = _SPLIT_TAGS.get(tag) or _split_tag(tag)
-    element = Element(local, ns)
-    children = element.children
-    if node.text:
-        children.append(node.text)
+    text = node.text
+    if not len(node):  # a leaf, most SyncML elements
+        return Element(local, ns, [text] if text else [])
+    children: list[Element | str | bytes] = [text] if text else []
+    depth += 1
     for child in node:
-        children.append(_from_lxml(child, depth + 1, budget))
-        if child.tail:
-            children.append(child.tail)
-    return element
+        children.append(_from_lxml(child, depth, budget))
+        tail = child.tail
+        if tail:
+            children.append(tail)
+    return Element(local, ns, children)
 
 
 def parse_tree(root: Element) -> Message:
