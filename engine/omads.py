@@ -185,10 +185,12 @@ class OmadsBackend:
             return ds.NOT_FOUND
         if not peer.features.get(kind, True):
             return ds.FORBIDDEN
-        collection = await self.store.write(
-            collection_unit, peer.organisation_id, peer.account_id, kind
-        )
-        state = await self.store.read(db.sync_state, peer.device_id, collection["id"])
+        found = await self.store.read(_collection_and_state, peer, kind)
+        if found is None:
+            await self.store.write(collection_unit, peer.organisation_id, peer.account_id, kind)
+            found = await self.store.read(_collection_and_state, peer, kind)
+            assert found is not None
+        collection, state = found
         stores = peer.devinf.get("datastores", {})
         return CollectionSync(
             store=self.store,
@@ -211,6 +213,15 @@ class OmadsBackend:
         assert isinstance(peer, Peer)
         peer.devinf = devinf
         await self.store.write(_put_devinf, peer, devinf)
+
+
+def _collection_and_state(
+    conn: sqlite3.Connection, peer: Peer, kind: str
+) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
+    collection = db.collection_of(conn, peer.account_id, kind)
+    if collection is None:
+        return None
+    return collection, db.sync_state(conn, peer.device_id, collection["id"])
 
 
 def _basic_password(data: str) -> str | None:

@@ -136,3 +136,24 @@ async def test_tampered_anchor_means_slow_sync_without_duplicates(world: DsWorld
     assert len(phone.items("addressbook")) == 2
     assert fingerprints(phone, "addressbook") == world.live_fingerprints("contacts")
     assert (await phone.sync("addressbook")).ok
+
+
+async def test_one_way_syncs_each_carry_one_direction(world: DsWorld) -> None:
+    world.add_device("sc-one-way")
+    world.add_device("sc-other")
+    phone = world.client("sc-one-way")
+    other = world.client("sc-other")
+    phone.put("memo", "1", "first note\n")
+    assert (await phone.sync("memo", mode="slow")).ok
+    other.folder("memo")
+    assert (await other.sync("memo", mode="refresh-from-server")).ok
+    other.put("memo", "2", "from the other device\n")
+    assert (await other.sync("memo")).ok
+    phone.put("memo", "3", "from the phone\n")
+    sent = await phone.sync("memo", mode="one-way-from-client")
+    assert sent.ok, sent.output
+    assert len(phone.items("memo")) == 2  # the other device's note did not come down
+    assert len(world.live_fingerprints("notes")) == 3  # the phone's note went up
+    received = await phone.sync("memo", mode="one-way-from-server")
+    assert received.ok, received.output
+    assert fingerprints(phone, "memo") == world.live_fingerprints("notes")
