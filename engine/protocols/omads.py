@@ -334,8 +334,6 @@ class DsSession:
     max_msg_size: int = SERVER_MAX_MSG_SIZE
     msg_id: int = 0
     client_id: str = ""
-    client_loc_name: str | None = None
-    challenge: tuple[str, str | None] | None = None
 
     @property
     def authenticated(self) -> bool:
@@ -348,7 +346,7 @@ class DsSession:
         header = message.header
         self.client_id = header.source.loc_uri
         if header.meta is not None and header.meta.max_msg_size:
-            self.max_msg_size = min(SERVER_MAX_MSG_SIZE, max(header.meta.max_msg_size, 4096))
+            self.max_msg_size = min(SERVER_MAX_MSG_SIZE, header.meta.max_msg_size)
         reply = _Reply(self, header)
         if not self.authenticated:
             outcome = await self.backend.authenticate(_credentials(header))
@@ -361,16 +359,15 @@ class DsSession:
                     reply.add(status)
                 return reply.finish(final=True)
             self.peer = outcome.peer
-            self.challenge = outcome.challenge
             reply.header_status(AUTHENTICATION_ACCEPTED, outcome.challenge)
         else:
             reply.header_status(OK, None)
         for command in message.commands:
-            await self._command(command, reply, message)
+            await self._command(command, reply)
         await self._advance(message.final, reply)
         return self._pack(reply, client_final=message.final)
 
-    async def _command(self, command: Command, reply: _Reply, message: Message) -> None:
+    async def _command(self, command: Command, reply: _Reply) -> None:
         if isinstance(command, Status):
             return  # the client's verdicts on our commands; nothing waits on them
         if isinstance(command, BadCommand):
