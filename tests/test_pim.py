@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from engine.ids import new_id
-from engine.pim import CollectionSync, collection_unit, facts_of
+from engine.pim import CollectionSync, collection_unit, facts_of, for_device
 from engine.protocols import icalendar, vcard
 from engine.protocols.omads import ClientChange, DatastoreState
 from engine.store import Store, open_sqlite_store
@@ -213,3 +213,21 @@ def test_fingerprints_mean_the_same_across_versions_and_clients() -> None:
         facts_of("notes", "a\r\nb\r\n\r\n", None).fingerprint
         == facts_of("notes", "a\nb", None).fingerprint
     )
+
+
+def test_items_are_converted_only_for_a_device_that_does_not_take_their_format() -> None:
+    card30 = "BEGIN:VCARD\r\nVERSION:3.0\r\nN:Doe;John\r\nTEL;TYPE=CELL:+1\r\nEND:VCARD\r\n"
+    both = [["text/vcard", "3.0"], ["text/x-vcard", "2.1"]]
+    assert for_device("contacts", "text/vcard", card30, both) == ("text/vcard", card30)
+    assert for_device("contacts", "text/vcard", card30, []) == ("text/vcard", card30)
+    content_type, data = for_device("contacts", "text/vcard", card30, [["text/x-vcard", "2.1"]])
+    assert content_type == "text/x-vcard" and "VERSION:2.1" in data and "TEL;CELL:+1" in data
+    assert vcard.fingerprint(data) == vcard.fingerprint(card30)
+    event = (
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nBEGIN:VEVENT\r\nSUMMARY:S\r\n"
+        "END:VEVENT\r\nEND:VCALENDAR\r\n"
+    )
+    content_type, data = for_device(
+        "calendar", "text/calendar", event, [["text/x-vcalendar", "1.0"]]
+    )
+    assert content_type == "text/x-vcalendar" and "VERSION:1.0" in data
