@@ -253,3 +253,13 @@ async def test_malformed_bodies_change_nothing(
 def test_bad_command_is_modelled() -> None:
     """The model turns an unknown command into a BadCommand the server answers."""
     assert BadCommand("Search", "4", "unsupported", 406).status == 406
+
+
+async def test_oversized_message_is_refused_with_413(world: DsWorld) -> None:
+    before = world.counts()
+    body = b"<SyncML>" + b" " * (syncml.MAX_MESSAGE_BYTES + 1) + b"</SyncML>"
+    async with world.running.client() as http:
+        response = await http.post(world.url, content=body, headers={"Content-Type": XML})
+    assert response.status_code == 413
+    assert response.headers["Content-Type"].startswith("text/plain")
+    assert world.counts() == before

@@ -10,24 +10,52 @@ message whose content type is not SyncML gets 415.
 
 from __future__ import annotations
 
+import logging
+
 import trio
 from quart import Blueprint, Response, request
+from werkzeug.exceptions import HTTPException
 
-from engine.actors import start_listener
+from engine.actors import ActorError, MailboxFull, start_listener
 from engine.config import Bootstrap
 from engine.omads import DsRequest, DsResponse, OmadsSessionLogic
 from engine.protocols import syncml
 
 from .context import ServiceContext
 from .edge import ask_device_session
+from .problems import RETRY_AFTER_BUSY
 
 PROTOCOL = "oma_ds"
 
 blueprint = Blueprint("omads", __name__)
+log = logging.getLogger(__name__)
 
 
 def _text(status: int, text: str) -> Response:
     return Response(text + "\n", status=status, content_type="text/plain; charset=utf-8")
+
+
+# Errors before a SyncML header could be read have no SyncML answer: a plain HTTP status
+# with a short text, which sync clients log, rather than the REST API's problem+json.
+
+
+@blueprint.errorhandler(HTTPException)
+async def http_error(exc: HTTPException) -> Response:
+    return _text(exc.code or 400, exc.description or exc.name)
+
+
+@blueprint.errorhandler(MailboxFull)
+@blueprint.errorhandler(trio.TooSlowError)
+async def busy(exc: Exception) -> Response:
+    response = _text(503, "the service is busy; try again shortly")
+    response.headers["Retry-After"] = str(RETRY_AFTER_BUSY)
+    return response
+
+
+@blueprint.errorhandler(ActorError)
+async def failed(exc: ActorError) -> Response:
+    log.error("OMA DS request failed inside the service: %r", exc)
+    return _text(500, "the sync session failed; start a new one")
 
 
 @blueprint.post("/omads")
@@ -57,5 +85,9 @@ async def start(nursery: trio.Nursery, context: ServiceContext, bootstrap: Boots
     """Start the OMA DS listener with one DeviceSession actor per sync client."""
     store, deployment = context.store, context.deployment
     context.listeners[PROTOCOL] = await start_listener(
-        nursery, PROTOCOL, lambda key: OmadsSessionLogic(store, deployment)
+        nursery,
+        PROTOCOL,
+        lambda key: OmadsSessionLogic(store, deployment),
+        session_capacity=bootstrap.limits.mailbox_capacity,
+        session_idle=bootstrap.limits.session_idle_seconds,
     )
