@@ -263,3 +263,18 @@ async def test_oversized_message_is_refused_with_413(world: DsWorld) -> None:
     assert response.status_code == 413
     assert response.headers["Content-Type"].startswith("text/plain")
     assert world.counts() == before
+
+
+async def test_a_repeated_message_gets_the_same_answer_and_is_applied_once(world: DsWorld) -> None:
+    """A client that did not get an answer sends the same message again (same MsgID)."""
+    world.add_device("raw-7")
+    async with world.running.client() as http:
+        client = RawClient(http, world.url, "raw-7")
+        await client.send([alert(201)], cred=basic("alice", PASSWORD))
+        add = Add(cmd_id="", items=[Item(source=Source("1"), data=vcard("Doe John"))])
+        sync = Sync(cmd_id="", target=Target("addressbook"), commands=[add])
+        first = await client.send([sync])
+        client.msg_id -= 1
+        again = await client.send([sync])
+    assert syncml.encode_message(again) == syncml.encode_message(first)
+    assert world.scalar("SELECT count(*) FROM pim_items") == 1

@@ -94,19 +94,20 @@ def photo_vcard(size: int) -> str:
     )
 
 
-async def test_small_messages_many_items_and_a_large_object(world: DsWorld) -> None:
+@pytest.mark.parametrize("wbxml", [False, True], ids=["xml", "wbxml"])
+async def test_small_messages_many_items_and_a_large_object(world: DsWorld, wbxml: bool) -> None:
     """MaxMsgSize 10240: 1,000 contacts and a 100 KB photo go up in many messages (the photo
     in chunks), then down into an empty client the same way."""
     world.add_device("sc-small-1")
     world.add_device("sc-small-2")
-    sender = world.client("sc-small-1")
+    sender = world.client("sc-small-1", wbxml=wbxml)
     for n in range(1000):
         sender.put("addressbook", f"c{n}", vcard(f"Person{n} Given{n}"))
     sender.put("addressbook", "photo", photo_vcard(100 * 1024))
     up = await sender.sync("addressbook", mode="slow", max_msg_size=10240, deadline=120)
     assert up.ok, up.output[-3000:]
     assert world.scalar("SELECT count(*) FROM pim_items WHERE deleted = 0") == 1001
-    receiver = world.client("sc-small-2")
+    receiver = world.client("sc-small-2", wbxml=wbxml)
     receiver.folder("addressbook")
     down = await receiver.sync(
         "addressbook", mode="refresh-from-server", max_msg_size=10240, deadline=120
