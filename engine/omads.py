@@ -96,6 +96,7 @@ class OmadsBackend:
     def __init__(self, store: Store, deployment: Deployment | None = None) -> None:
         self.store = store
         self.deployment = deployment
+        self.runs: list[CollectionSync] = []
 
     # ------------------------------------------------------------------ authentication
 
@@ -143,6 +144,7 @@ class OmadsBackend:
         if not ok:
             return await self._challenge(device, credential, ds.INVALID_CREDENTIALS)
         nonce = _new_nonce()
+        self.runs.clear()  # a new session
         peer_row = await self.store.write(
             _authenticated, name, device, credentials.username, digest, nonce
         )
@@ -161,7 +163,12 @@ class OmadsBackend:
             json.loads(peer_row["devinf"] or "{}"),
             policy,
         )
-        return ds.Authentication(ds.AUTHENTICATION_ACCEPTED, peer, challenge=(ds.AUTH_MD5, nonce))
+        return ds.Authentication(
+            ds.AUTHENTICATION_ACCEPTED,
+            peer,
+            challenge=(ds.AUTH_MD5, nonce),
+            devinf_known=bool(peer.devinf),
+        )
 
     async def _challenge(
         self, device: dict[str, Any] | None, credential: dict[str, Any] | None, status: int
@@ -192,7 +199,7 @@ class OmadsBackend:
             assert found is not None
         collection, state = found
         stores = peer.devinf.get("datastores", {})
-        return CollectionSync(
+        run = CollectionSync(
             store=self.store,
             organisation_id=peer.organisation_id,
             device_id=peer.device_id,
@@ -206,12 +213,18 @@ class OmadsBackend:
             ),
             seen_version=state["seen_version"] if state else 0,
             policy=peer.policy,
-            accepts=stores.get(client_uri, []),
+            accepts=list(stores.get(client_uri, [])),
         )
+        self.runs.append(run)
+        return run
 
     async def save_devinf(self, peer: object, devinf: dict[str, object]) -> None:
         assert isinstance(peer, Peer)
         peer.devinf = devinf
+        stores = devinf.get("datastores", {})
+        for run in self.runs:  # a DevInf answered in package 3 reaches the open datastores
+            if isinstance(stores, dict):
+                run.accepts[:] = stores.get(run.datastore, [])
         await self.store.write(_put_devinf, peer, devinf)
 
 

@@ -278,3 +278,59 @@ async def test_a_repeated_message_gets_the_same_answer_and_is_applied_once(world
         again = await client.send([sync])
     assert syncml.encode_message(again) == syncml.encode_message(first)
     assert world.scalar("SELECT count(*) FROM pim_items") == 1
+
+
+def devinf_taking_only_vcard21() -> object:
+    from engine.protocols.wbxml import Element
+    from engine.protocols.wbxml_tables import DEVINF_NS
+
+    def leaf(tag: str, text: str) -> Element:
+        return Element(tag, DEVINF_NS, [text])
+
+    store = Element(
+        "DataStore",
+        DEVINF_NS,
+        [
+            leaf("SourceRef", "./addressbook"),
+            Element("Rx-Pref", DEVINF_NS, [leaf("CTType", "text/x-vcard"), leaf("VerCT", "2.1")]),
+            Element("Tx-Pref", DEVINF_NS, [leaf("CTType", "text/x-vcard"), leaf("VerCT", "2.1")]),
+        ],
+    )
+    return Element(
+        "DevInf",
+        DEVINF_NS,
+        [
+            leaf("VerDTD", "1.2"),
+            leaf("Man", "Old"),
+            leaf("DevID", "raw-9"),
+            leaf("DevTyp", "phone"),
+            store,
+        ],
+    )
+
+
+async def test_server_asks_for_devinf_and_converts_for_a_vcard21_device(world: DsWorld) -> None:
+    from engine.protocols.syncml import Results
+
+    world.add_device("raw-8")
+    world.add_device("raw-9")
+    async with world.running.client() as http:
+        first = RawClient(http, world.url, "raw-8")
+        await first.send([alert(201)], cred=basic("alice", PASSWORD))
+        add = Add(cmd_id="", items=[Item(source=Source("1"), data=vcard("Doe John"))])
+        await first.send([Sync(cmd_id="", target=Target("addressbook"), commands=[add])])
+        await first.send([])
+        old = RawClient(http, world.url, "raw-9")
+        reply = await old.send([alert(201)], cred=basic("alice", PASSWORD))
+        (get,) = [c for c in reply.commands if isinstance(c, syncml.Get)]
+        answer = Results(
+            cmd_id="",
+            cmd_ref=get.cmd_id,
+            msg_ref="1",
+            items=[Item(source=Source("./devinf12"), data=devinf_taking_only_vcard21())],
+        )
+        reply = await old.send([answer, Sync(cmd_id="", target=Target("addressbook"))])
+    (server_sync,) = [c for c in reply.commands if isinstance(c, Sync)]
+    (sent,) = server_sync.commands
+    assert sent.items[0].meta.type == "text/x-vcard"
+    assert "VERSION:2.1" in sent.items[0].data

@@ -148,6 +148,9 @@ async def test_outgoing_package_respects_max_msg_size_and_splits_large_objects(w
     client = Driver(run, wbxml=wbxml, max_msg_size=4096)
     package2 = await client.send([alert()])
     assert package2.final
+    # Without a DevInf of the device the server asks for it (once).
+    asked = [c for c in package2.commands if isinstance(c, syncml.Get)]
+    assert [g.items[0].target.loc_uri for g in asked] == ["./devinf12"]
     alerted = next(c for c in package2.commands if isinstance(c, Status) and c.cmd == "Alert")
     echoed = alerted.items[0].data
     assert echoed.tag == "Anchor" and echoed.find("Next").text == "a2"  # type: ignore[union-attr]

@@ -139,6 +139,8 @@ class Authentication:
     status: int
     peer: object | None = None
     challenge: tuple[str, str | None] | None = None
+    #: The service has the device's DevInf from an earlier session (else it asks with Get).
+    devinf_known: bool = False
 
 
 @dataclass(frozen=True)
@@ -334,6 +336,7 @@ class DsSession:
     max_msg_size: int = SERVER_MAX_MSG_SIZE
     msg_id: int = 0
     client_id: str = ""
+    devinf_known: bool = False
 
     @property
     def authenticated(self) -> bool:
@@ -359,6 +362,7 @@ class DsSession:
                     reply.add(status)
                 return reply.finish(final=True)
             self.peer = outcome.peer
+            self.devinf_known = outcome.devinf_known
             reply.header_status(AUTHENTICATION_ACCEPTED, outcome.challenge)
         else:
             reply.header_status(OK, None)
@@ -466,6 +470,7 @@ class DsSession:
             reply.status_of(put, BAD_REQUEST)
             return
         await self.backend.save_devinf(self.peer, read_devinf(item.data))
+        self.devinf_known = True
         reply.status_of(put, OK)
 
     def _get(self, get: Get, reply: _Reply) -> None:
@@ -584,6 +589,16 @@ class DsSession:
         if not final:
             return
         if self.phase == "init":
+            if not self.devinf_known:
+                # What formats the device takes: asked for once, answered in package 3.
+                self.devinf_known = True
+                self.pending.append(
+                    Get(
+                        cmd_id="",
+                        meta=Meta(type=DEVINF_TYPE_WBXML if self.wbxml else DEVINF_TYPE_XML),
+                        items=[Item(target=Target(DEVINF_URI))],
+                    )
+                )
             self.phase = "client-sync"
         elif self.phase == "client-sync":
             for store in self.stores.values():
