@@ -113,6 +113,10 @@ class OmadsBackend:
         named = [row for row in usable if credentials.username in _usernames(row)]
         device = named[0] if len(named) == 1 else None
         credential = await self.store.read(db.credential_of, device["owner_id"]) if device else None
+        if credential is not None and credential["updated_at"] < device["owner_updated_at"]:
+            # The account changed since (its password, perhaps): the MD5 digest may be stale,
+            # so the owner authenticates with Basic again.
+            credential = None
         if credentials.kind is None:
             return await self._challenge(device, credential, ds.MISSING_CREDENTIALS)
         if device is None:

@@ -334,3 +334,22 @@ async def test_server_asks_for_devinf_and_converts_for_a_vcard21_device(world: D
     (sent,) = server_sync.commands
     assert sent.items[0].meta.type == "text/x-vcard"
     assert "VERSION:2.1" in sent.items[0].data
+
+
+async def test_md5_digest_is_not_used_after_the_account_changed(world: DsWorld) -> None:
+    """A password change (any change of the account) makes the owner use Basic again, so
+    the digest of an old password opens nothing."""
+    world.add_device("raw-10")
+    async with world.running.client() as http:
+        client = RawClient(http, world.url, "raw-10")
+        first = await client.send([alert(201)], cred=basic("alice", PASSWORD))
+        nonce = statuses(first)[("0", "SyncHdr")].chal.meta.next_nonce  # type: ignore[union-attr]
+        world.execute(
+            "UPDATE accounts SET updated_at = '2999-01-01T00:00:00.000Z' WHERE id = ?",
+            world.owner_id,
+        )
+        later = RawClient(http, world.url, "raw-10", session="2")
+        reply = await later.send([alert(201)], cred=md5("alice", PASSWORD, nonce))
+    header = statuses(reply)[("0", "SyncHdr")]
+    assert header.data == "401"
+    assert header.chal is not None and header.chal.meta.type == "syncml:auth-basic"

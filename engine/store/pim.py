@@ -323,6 +323,7 @@ def devices_with_sync_id(conn: sqlite3.Connection, sync_id: str) -> list[Row]:
         conn.execute(
             """SELECT d.*, a.login AS owner_login, a.active AS owner_active,
                       a.kind AS owner_kind, a.password_hash AS owner_password_hash,
+                      a.updated_at AS owner_updated_at,
                       o.code AS organisation_code, o.features AS organisation_features,
                       o.active AS organisation_active
                FROM devices d
