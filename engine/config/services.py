@@ -300,6 +300,16 @@ SERVICES: Mapping[str, ServiceSpec] = MappingProxyType(
                 (
                     _service_url("/omads", "URL the devices' OMA DS client synchronises with."),
                     _connection_interval("How often a device should normally synchronise."),
+                    Field(
+                        name="conflict_policy",
+                        label="Conflict resolution",
+                        type=str,
+                        help="When an item changed on the device and elsewhere since the last "
+                        "sync: the newer change wins, the service's version wins, or both are "
+                        "kept as two items. Nothing is lost either way.",
+                        default="newest-wins",
+                        choices=("newest-wins", "server-wins", "keep-both"),
+                    ),
                 ),
             ),
             ServiceSpec(

@@ -377,6 +377,87 @@ _APPLE_MDM = (
     "CREATE INDEX apple_mdm_enrolments_parent ON apple_mdm_enrolments (parent_id)",
 )
 
+_PIM = (
+    # One collection per account and kind (contacts | calendar | tasks | notes). ``version``
+    # is the collection's change counter: every change takes the next number, so a device's
+    # state is "every change after N" (engine/pim.py).
+    """CREATE TABLE pim_collections (
+        id TEXT PRIMARY KEY,
+        organisation_id TEXT NOT NULL REFERENCES organisations(id),
+        account_id TEXT NOT NULL REFERENCES accounts(id),
+        kind TEXT NOT NULL,
+        version INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL,
+        UNIQUE (account_id, kind)
+    )""",
+    # The latest state of every item, deleted ones kept as tombstones (data NULL), so that
+    # "changes after N" includes deletions. ``origin``: the device whose change this is
+    # (NULL: the service or a portal), not echoed back to that device. ``fingerprint``:
+    # the item's normalised content, to recognise an item a device sends again in a slow sync.
+    """CREATE TABLE pim_items (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        collection_id TEXT NOT NULL REFERENCES pim_collections(id),
+        organisation_id TEXT NOT NULL REFERENCES organisations(id),
+        version INTEGER NOT NULL,
+        origin TEXT,
+        content_type TEXT NOT NULL,
+        data TEXT,
+        uid TEXT,
+        fingerprint TEXT,
+        deleted INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX pim_items_changes ON pim_items (collection_id, version)",
+    "CREATE INDEX pim_items_fingerprint ON pim_items (collection_id, fingerprint)",
+    "CREATE INDEX pim_items_uid ON pim_items (collection_id, uid)",
+    # What one device holds of one collection: its sync anchors, the last change it has
+    # seen, how it last synchronised, and whether its owner asked for a refresh.
+    """CREATE TABLE pim_sync_states (
+        device_id TEXT NOT NULL REFERENCES devices(id),
+        collection_id TEXT NOT NULL REFERENCES pim_collections(id),
+        organisation_id TEXT NOT NULL REFERENCES organisations(id),
+        datastore TEXT NOT NULL,
+        client_anchor TEXT,
+        server_anchor TEXT,
+        seen_version INTEGER NOT NULL DEFAULT 0,
+        last_sync_at TEXT,
+        last_mode TEXT,
+        refresh_requested INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (device_id, collection_id)
+    )""",
+    # The device's own ids of items (LUID) beside the service's.
+    """CREATE TABLE pim_id_map (
+        device_id TEXT NOT NULL REFERENCES devices(id),
+        collection_id TEXT NOT NULL REFERENCES pim_collections(id),
+        luid TEXT NOT NULL,
+        item_id INTEGER NOT NULL REFERENCES pim_items(id),
+        PRIMARY KEY (device_id, collection_id, luid)
+    )""",
+    "CREATE INDEX pim_id_map_item ON pim_id_map (device_id, collection_id, item_id)",
+    # Per device: the nonce of its next MD5 authentication and what its DevInf said.
+    """CREATE TABLE pim_peers (
+        device_id TEXT PRIMARY KEY REFERENCES devices(id),
+        organisation_id TEXT NOT NULL REFERENCES organisations(id),
+        nonce TEXT,
+        devinf TEXT NOT NULL DEFAULT '{}',
+        updated_at TEXT NOT NULL
+    )""",
+    # SyncML MD5 authentication needs B64(MD5(user:password)) on the service's side; it is
+    # kept once the owner has authenticated with Basic (checked against the scrypt hash).
+    """CREATE TABLE pim_credentials (
+        account_id TEXT PRIMARY KEY REFERENCES accounts(id),
+        organisation_id TEXT NOT NULL REFERENCES organisations(id),
+        username TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    )""",
+    # Devices are found by the id their sync client sends.
+    "CREATE INDEX devices_imei ON devices (imei)",
+    "CREATE INDEX devices_serial_number ON devices (serial_number)",
+    "CREATE INDEX devices_udid ON devices (udid)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", _INITIAL),
     Migration(2, "tenancy", _TENANCY),
@@ -385,5 +466,6 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "command owners", _COMMAND_OWNERS),
     Migration(6, "sign-in attempts", _SIGN_IN_ATTEMPTS),
     Migration(8, "apple mdm", _APPLE_MDM),
+    Migration(9, "pim store and oma ds", _PIM),
     Migration(10, "windows enrolment", _WINDOWS_ENROLMENT),
 )

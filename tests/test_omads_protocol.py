@@ -1,0 +1,355 @@
+"""OMA DS messages written by hand against the running service: authentication (Basic, MD5
+with a fresh nonce, replays), devices outside the inventory, 508 on a tampered anchor,
+malformed bodies and partly wrong messages. Every refusal leaves the PIM store unchanged."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from pathlib import Path
+
+import httpx
+import pytest
+
+from engine.protocols import syncml
+from engine.protocols.syncml import (
+    Add,
+    Alert,
+    Anchor,
+    BadCommand,
+    Cred,
+    Item,
+    Message,
+    Meta,
+    Source,
+    Status,
+    Sync,
+    SyncHdr,
+    Target,
+)
+
+from .conftest import RunningService
+from .omads_world import PASSWORD, DsWorld, make_world, vcard
+
+XML = syncml.CONTENT_TYPE_DS_XML
+
+
+@pytest.fixture
+def world(running: RunningService, tmp_path: Path) -> DsWorld:
+    return make_world(running, tmp_path)
+
+
+def basic(user: str, password: str) -> Cred:
+    return Cred(
+        base64.b64encode(f"{user}:{password}".encode()).decode(),
+        Meta(type="syncml:auth-basic", format="b64"),
+    )
+
+
+def md5(user: str, password: str, nonce: str) -> Cred:
+    def b64md5(data: bytes) -> bytes:
+        return base64.b64encode(hashlib.md5(data).digest())
+
+    digest = b64md5(b64md5(f"{user}:{password}".encode()) + b":" + base64.b64decode(nonce))
+    return Cred(digest.decode(), Meta(type="syncml:auth-md5", format="b64"))
+
+
+class RawClient:
+    """A hand-driven SyncML client: one session, messages numbered in order."""
+
+    def __init__(self, http: httpx.AsyncClient, url: str, device: str, session: str = "1") -> None:
+        self.http = http
+        self.url = url
+        self.device = device
+        self.session = session
+        self.msg_id = 0
+
+    async def send(
+        self,
+        commands: list[object],
+        *,
+        cred: Cred | None = None,
+        final: bool = True,
+        user: str = "alice",
+    ) -> Message:
+        self.msg_id += 1
+        header = SyncHdr(
+            session_id=self.session,
+            msg_id=str(self.msg_id),
+            target=Target(self.url),
+            source=Source(self.device, user),
+            cred=cred,
+            meta=Meta(max_msg_size=65536),
+        )
+        number = 0
+        for command in commands:
+            for each in [command, *getattr(command, "commands", [])]:
+                number += 1
+                each.cmd_id = str(number)  # type: ignore[attr-defined]
+        body = syncml.encode_message(Message(header, commands, final))  # type: ignore[arg-type]
+        response = await self.http.post(self.url, content=body, headers={"Content-Type": XML})
+        assert response.status_code == 200, response.text
+        reply = syncml.parse_message(response.content, response.headers["Content-Type"])
+        if reply.header.resp_uri:
+            self.url = reply.header.resp_uri
+        return reply
+
+
+def alert(code: int, uri: str = "addressbook", last: str | None = None, next_: str = "n1") -> Alert:
+    return Alert(
+        cmd_id="",
+        data=str(code),
+        items=[
+            Item(
+                target=Target(uri),
+                source=Source(f"./{uri}"),
+                meta=Meta(anchor=Anchor(next=next_, last=last)),
+            )
+        ],
+    )
+
+
+def statuses(reply: Message) -> dict[tuple[str, str], Status]:
+    return {
+        (status.cmd_ref, status.cmd): status
+        for status in reply.commands
+        if isinstance(status, Status)
+    }
+
+
+async def test_basic_then_md5_with_fresh_nonces(world: DsWorld) -> None:
+    world.add_device("raw-1")
+    async with world.running.client() as http:
+        client = RawClient(http, world.url, "raw-1")
+        first = await client.send([alert(201)], cred=basic("alice", PASSWORD))
+        header = statuses(first)[("0", "SyncHdr")]
+        assert header.data == "212"
+        assert header.chal is not None and header.chal.meta.type == "syncml:auth-md5"
+        nonce = header.chal.meta.next_nonce
+        assert nonce
+        # The next session authenticates with MD5 and the nonce it was given ...
+        again = RawClient(http, world.url, "raw-1", session="2")
+        second = await again.send([alert(201)], cred=md5("alice", PASSWORD, nonce))
+        accepted = statuses(second)[("0", "SyncHdr")]
+        assert accepted.data == "212"
+        assert accepted.chal is not None and accepted.chal.meta.next_nonce != nonce
+        # ... and the same digest does not open a third one.
+        replay = RawClient(http, world.url, "raw-1", session="3")
+        refused = await replay.send([alert(201)], cred=md5("alice", PASSWORD, nonce))
+        assert statuses(refused)[("0", "SyncHdr")].data == "401"
+
+
+@pytest.mark.parametrize(
+    ("device", "user", "password"),
+    [
+        ("raw-2", "alice", "not the password"),
+        ("not-in-inventory", "alice", PASSWORD),
+        ("raw-2", "bob", PASSWORD),
+    ],
+    ids=["wrong-password", "device-not-in-inventory", "not-the-owner"],
+)
+async def test_refused_credentials_change_nothing(
+    world: DsWorld, device: str, user: str, password: str
+) -> None:
+    world.add_device("raw-2")
+    before = world.counts()
+    async with world.running.client() as http:
+        client = RawClient(http, world.url, device)
+        add = Add(cmd_id="", items=[Item(source=Source("1"), data=vcard("Doe John"))])
+        reply = await client.send(
+            [alert(201), Sync(cmd_id="", target=Target("addressbook"), commands=[add])],
+            cred=basic(user, password),
+            user=user,
+        )
+    answered = statuses(reply)
+    assert answered[("0", "SyncHdr")].data == "401"
+    assert answered[("0", "SyncHdr")].chal is not None
+    assert answered[("1", "Alert")].data == "401"
+    assert answered[("2", "Sync")].data == "401"
+    assert reply.final
+    assert world.counts() == before
+
+
+async def test_missing_credentials_are_challenged(world: DsWorld) -> None:
+    world.add_device("raw-3")
+    async with world.running.client() as http:
+        reply = await RawClient(http, world.url, "raw-3").send([alert(201)])
+    header = statuses(reply)[("0", "SyncHdr")]
+    assert header.data == "407"
+    assert header.chal is not None and header.chal.meta.type == "syncml:auth-basic"
+
+
+async def test_inactive_device_is_refused(world: DsWorld) -> None:
+    world.add_device("raw-4", state="inactive")
+    async with world.running.client() as http:
+        reply = await RawClient(http, world.url, "raw-4").send(
+            [alert(201)], cred=basic("alice", PASSWORD)
+        )
+    assert statuses(reply)[("0", "SyncHdr")].data == "401"
+
+
+async def test_unknown_anchor_is_508_and_a_slow_sync(world: DsWorld) -> None:
+    world.add_device("raw-5")
+    async with world.running.client() as http:
+        client = RawClient(http, world.url, "raw-5")
+        reply = await client.send([alert(200, last="tampered")], cred=basic("alice", PASSWORD))
+    answered = statuses(reply)
+    assert answered[("1", "Alert")].data == "508"
+    server_alert = next(c for c in reply.commands if isinstance(c, Alert))
+    assert server_alert.data == "201"
+    assert server_alert.items[0].target.loc_uri == "./addressbook"
+
+
+async def test_partly_wrong_message_gets_a_status_for_every_command(world: DsWorld) -> None:
+    world.add_device("raw-6")
+    async with world.running.client() as http:
+        client = RawClient(http, world.url, "raw-6")
+        reply = await client.send(
+            [alert(201), alert(201, uri="nowhere"), alert(999)], cred=basic("alice", PASSWORD)
+        )
+        answered = statuses(reply)
+        assert answered[("1", "Alert")].data == "200"
+        assert answered[("2", "Alert")].data == "404"
+        assert answered[("3", "Alert")].data == "406"
+        assert all(s.msg_ref == "1" for s in answered.values())
+        # Package 3: one good Add, one without data, a Sync of a datastore never alerted.
+        good = Add(cmd_id="", items=[Item(source=Source("a"), data=vcard("Doe John"))])
+        empty = Add(cmd_id="", items=[Item(source=Source("b"))])
+        reply = await client.send(
+            [
+                Sync(cmd_id="", target=Target("addressbook"), commands=[good, empty]),
+                Sync(cmd_id="", target=Target("memo"), commands=[]),
+            ]
+        )
+    answered = statuses(reply)
+    assert answered[("1", "Sync")].data == "200"
+    assert answered[("2", "Add")].data == "201"
+    assert answered[("3", "Add")].data == "412"
+    assert answered[("4", "Sync")].data == "404"
+    assert all(s.msg_ref == "2" for s in answered.values())
+    assert world.scalar("SELECT count(*) FROM pim_items") == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status"),
+    [
+        (b"<SyncML><SyncHdr>", XML, 400),
+        (b"<!DOCTYPE x [<!ENTITY a 'b'>]><SyncML/>", XML, 400),
+        (b"\x03\x01\x6a\x00\xff\xff\xff", syncml.CONTENT_TYPE_DS_WBXML, 400),
+        (b"<SyncML/>", "text/plain", 415),
+    ],
+    ids=["truncated-xml", "doctype", "garbage-wbxml", "not-syncml"],
+)
+async def test_malformed_bodies_change_nothing(
+    world: DsWorld, body: bytes, content_type: str, status: int
+) -> None:
+    before = world.counts()
+    async with world.running.client() as http:
+        response = await http.post(world.url, content=body, headers={"Content-Type": content_type})
+    assert response.status_code == status
+    assert world.counts() == before
+
+
+def test_bad_command_is_modelled() -> None:
+    """The model turns an unknown command into a BadCommand the server answers."""
+    assert BadCommand("Search", "4", "unsupported", 406).status == 406
+
+
+async def test_oversized_message_is_refused_with_413(world: DsWorld) -> None:
+    before = world.counts()
+    body = b"<SyncML>" + b" " * (syncml.MAX_MESSAGE_BYTES + 1) + b"</SyncML>"
+    async with world.running.client() as http:
+        response = await http.post(world.url, content=body, headers={"Content-Type": XML})
+    assert response.status_code == 413
+    assert response.headers["Content-Type"].startswith("text/plain")
+    assert world.counts() == before
+
+
+async def test_a_repeated_message_gets_the_same_answer_and_is_applied_once(world: DsWorld) -> None:
+    """A client that did not get an answer sends the same message again (same MsgID)."""
+    world.add_device("raw-7")
+    async with world.running.client() as http:
+        client = RawClient(http, world.url, "raw-7")
+        await client.send([alert(201)], cred=basic("alice", PASSWORD))
+        add = Add(cmd_id="", items=[Item(source=Source("1"), data=vcard("Doe John"))])
+        sync = Sync(cmd_id="", target=Target("addressbook"), commands=[add])
+        first = await client.send([sync])
+        client.msg_id -= 1
+        again = await client.send([sync])
+    assert syncml.encode_message(again) == syncml.encode_message(first)
+    assert world.scalar("SELECT count(*) FROM pim_items") == 1
+
+
+def devinf_taking_only_vcard21() -> object:
+    from engine.protocols.wbxml import Element
+    from engine.protocols.wbxml_tables import DEVINF_NS
+
+    def leaf(tag: str, text: str) -> Element:
+        return Element(tag, DEVINF_NS, [text])
+
+    store = Element(
+        "DataStore",
+        DEVINF_NS,
+        [
+            leaf("SourceRef", "./addressbook"),
+            Element("Rx-Pref", DEVINF_NS, [leaf("CTType", "text/x-vcard"), leaf("VerCT", "2.1")]),
+            Element("Tx-Pref", DEVINF_NS, [leaf("CTType", "text/x-vcard"), leaf("VerCT", "2.1")]),
+        ],
+    )
+    return Element(
+        "DevInf",
+        DEVINF_NS,
+        [
+            leaf("VerDTD", "1.2"),
+            leaf("Man", "Old"),
+            leaf("DevID", "raw-9"),
+            leaf("DevTyp", "phone"),
+            store,
+        ],
+    )
+
+
+async def test_server_asks_for_devinf_and_converts_for_a_vcard21_device(world: DsWorld) -> None:
+    from engine.protocols.syncml import Results
+
+    world.add_device("raw-8")
+    world.add_device("raw-9")
+    async with world.running.client() as http:
+        first = RawClient(http, world.url, "raw-8")
+        await first.send([alert(201)], cred=basic("alice", PASSWORD))
+        add = Add(cmd_id="", items=[Item(source=Source("1"), data=vcard("Doe John"))])
+        await first.send([Sync(cmd_id="", target=Target("addressbook"), commands=[add])])
+        await first.send([])
+        old = RawClient(http, world.url, "raw-9")
+        reply = await old.send([alert(201)], cred=basic("alice", PASSWORD))
+        (get,) = [c for c in reply.commands if isinstance(c, syncml.Get)]
+        answer = Results(
+            cmd_id="",
+            cmd_ref=get.cmd_id,
+            msg_ref="1",
+            items=[Item(source=Source("./devinf12"), data=devinf_taking_only_vcard21())],
+        )
+        reply = await old.send([answer, Sync(cmd_id="", target=Target("addressbook"))])
+    (server_sync,) = [c for c in reply.commands if isinstance(c, Sync)]
+    (sent,) = server_sync.commands
+    assert sent.items[0].meta.type == "text/x-vcard"
+    assert "VERSION:2.1" in sent.items[0].data
+
+
+async def test_md5_digest_is_not_used_after_the_account_changed(world: DsWorld) -> None:
+    """A password change (any change of the account) makes the owner use Basic again, so
+    the digest of an old password opens nothing."""
+    world.add_device("raw-10")
+    async with world.running.client() as http:
+        client = RawClient(http, world.url, "raw-10")
+        first = await client.send([alert(201)], cred=basic("alice", PASSWORD))
+        nonce = statuses(first)[("0", "SyncHdr")].chal.meta.next_nonce  # type: ignore[union-attr]
+        world.execute(
+            "UPDATE accounts SET updated_at = '2999-01-01T00:00:00.000Z' WHERE id = ?",
+            world.owner_id,
+        )
+        later = RawClient(http, world.url, "raw-10", session="2")
+        reply = await later.send([alert(201)], cred=md5("alice", PASSWORD, nonce))
+    header = statuses(reply)[("0", "SyncHdr")]
+    assert header.data == "401"
+    assert header.chal is not None and header.chal.meta.type == "syncml:auth-basic"
