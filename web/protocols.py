@@ -15,13 +15,13 @@ import trio
 
 from engine.config import Bootstrap
 
-from . import omads
+from . import activesync, omads
 from .context import ServiceContext
 
 ProtocolStarter = Callable[[trio.Nursery, ServiceContext, Bootstrap], Awaitable[None]]
 
 #: One starter per protocol, started in this order.
-STARTERS: tuple[ProtocolStarter, ...] = (omads.start,)
+STARTERS: tuple[ProtocolStarter, ...] = (omads.start, activesync.start)
 
 
 async def start_protocols(

@@ -1,0 +1,1436 @@
+"""Exchange ActiveSync: who may connect, the organisation's device policy, and one session
+per device answering the commands of MS-ASCMD on the shared PIM store.
+
+Who: HTTP Basic with the device owner's own password; the user name is the login id
+qualified with the organisation code (``code\\login``, ``code/login`` or ``login@code``).
+The DeviceId must name an inventory device of that user (seen before over ActiveSync, or
+whose UDID, IMEI or serial number it is) that may connect (:func:`engine.devices.
+may_connect`). An unknown DeviceId is refused (403) unless the organisation's ActiveSync
+settings allow enrolment at first contact (``allow_new_devices``, off by default): then the
+device is created in the inventory, owned by the user, within the organisation's licences.
+
+Policy: MS-ASPROV's two phases hand out a temporary and then a final policy key; every
+other command must carry the final key of the organisation's current policy revision, else
+it is answered 142 (no key), 144 (unknown key) or 143 (the policy changed) — or HTTP 449 for
+protocol 12.1. A queued wipe turns every command into 140 (or 449) until the device has
+fetched it with Provision; its acknowledgement is the command's result.
+
+Items: each PIM kind the organisation enables is one folder (Contacts, Calendar, Tasks,
+Notes) backed by the owner's collection in the PIM store; the item's ServerId is recorded
+as the device's id of the item in the id map. Conflicts follow the PIM store's policy
+(:class:`engine.pim.CollectionSync`). Mail folders (Inbox, Drafts, Deleted Items, Sent
+Items, Outbox) exist and are empty: there is no mail backend yet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from .actors import Reply
+from .audit import audit_event
+from .auth import _claim_attempt, sign_in_name
+from .devices import LicenceLimit, _check_room, may_connect
+from .errors import Invalid
+from .ids import new_id
+from .passwords import verify_password
+from .pim import DEFAULT_POLICY, FEATURES, KINDS, CollectionSync, collection_unit
+from .principals import AccountKind
+from .protocols import activesync as eas
+from .protocols import eas_pim
+from .protocols.activesync import EasError, EasQuery, child_text, el, integer
+from .protocols.activesync_tables import (
+    AIRSYNC,
+    FOLDER_HIERARCHY,
+    GET_ITEM_ESTIMATE,
+    ITEM_OPERATIONS,
+    MOVE,
+    PING,
+    PROVISION,
+    SETTINGS,
+)
+from .protocols.omads import ClientChange, DatastoreState
+from .protocols.wbxml import Element
+from .store import Store
+from .store import activesync as db
+from .store import pim as pim_db
+from .store.accounts import account_by_login
+from .store.audit import insert_event
+from .store.devices import insert_device, update_device
+from .store.organisations import organisation_by_code
+from .store.sign_in import clear_attempts
+from .timestamps import now
+
+log = logging.getLogger(__name__)
+PROTOCOL = "eas"
+
+# --------------------------------------------------------------------------- settings
+
+#: The organisation's ActiveSync settings besides the policy, and their defaults.
+DEFAULT_SETTINGS: dict[str, Any] = {
+    "allow_new_devices": False,
+    "require_provisioning": True,
+    "min_heartbeat": 60,
+    "max_heartbeat": 3540,
+    "max_ping_folders": 300,
+}
+_POLICY_NAMES = {name: default for _, name, default in eas.PROVISION_DOC}
+_INTEGER_POLICIES = {
+    name for name, default in _POLICY_NAMES.items() if default is None or type(default) is int
+}
+
+
+@dataclass(frozen=True)
+class EasSettings:
+    """The organisation's ActiveSync settings and policy, with the policy's revision."""
+
+    values: dict[str, Any]
+    revision: int
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values[name]
+
+    @property
+    def policy(self) -> dict[str, Any]:
+        return {name: self.values[name] for name in _POLICY_NAMES}
+
+
+def settings_from_row(row: dict[str, Any] | None) -> EasSettings:
+    stored = json.loads(row["settings"]) if row else {}
+    values = {**DEFAULT_SETTINGS, **_POLICY_NAMES, **stored}
+    return EasSettings(values, row["revision"] if row else 0)
+
+
+def check_settings(changes: dict[str, Any]) -> dict[str, Any]:
+    """Validate a change of settings (the REST API and the portal send these)."""
+    checked: dict[str, Any] = {}
+    for name, value in changes.items():
+        if name in ("allow_new_devices", "require_provisioning") or (
+            name in _POLICY_NAMES and name not in _INTEGER_POLICIES
+        ):
+            if not isinstance(value, bool):
+                raise Invalid(f"{name} must be true or false", field=name)
+        elif name in _INTEGER_POLICIES or name in DEFAULT_SETTINGS:
+            if value is None and _POLICY_NAMES.get(name, 0) is None:
+                pass
+            elif type(value) is not int or not -1 <= value <= 100_000_000:
+                raise Invalid(f"{name} must be a whole number", field=name)
+        else:
+            raise Invalid(f"unknown ActiveSync setting {name}", field=name)
+        checked[name] = value
+    return checked
+
+
+# --------------------------------------------------------------------------- folders
+
+#: The folder hierarchy: ServerId, display name, type (MS-ASCMD 2.2.3.186.3), PIM kind.
+FOLDERS: tuple[tuple[str, str, int, str | None], ...] = (
+    ("inbox", "Inbox", 2, None),
+    ("drafts", "Drafts", 3, None),
+    ("deleted", "Deleted Items", 4, None),
+    ("sent", "Sent Items", 5, None),
+    ("outbox", "Outbox", 6, None),
+    ("tasks", "Tasks", 7, "tasks"),
+    ("calendar", "Calendar", 8, "calendar"),
+    ("contacts", "Contacts", 9, "contacts"),
+    ("notes", "Notes", 10, "notes"),
+)
+FOLDER_KINDS = {server_id: kind for server_id, _, _, kind in FOLDERS}
+
+
+def folders_for(features: dict[str, bool]) -> list[tuple[str, str, int]]:
+    return [
+        (server_id, name, kind_type)
+        for server_id, name, kind_type, kind in FOLDERS
+        if kind is None or features.get(FEATURES[kind], True)
+    ]
+
+
+# --------------------------------------------------------------------------- requests
+
+
+@dataclass(frozen=True)
+class EasCall:
+    """One POST of a device: its request line, Basic credentials and decoded body."""
+
+    query: EasQuery
+    username: str
+    password: str
+    body: Element | None
+    source: str | None = None
+
+
+@dataclass(frozen=True)
+class EasReply:
+    status: int = 200
+    body: bytes = b""
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Parked:
+    """A Ping the session holds open: the route waits on ``slot`` (an :class:`EasReply`)."""
+
+    slot: Reply
+    heartbeat: int
+
+
+def wbxml_reply(root: Element) -> EasReply:
+    return EasReply(200, eas.encode(root), (("Content-Type", eas.CONTENT_TYPE),))
+
+
+#: The root element of each command, where a command-level Status goes.
+COMMAND_ROOTS = {
+    "Sync": (AIRSYNC, "Sync"),
+    "FolderSync": (FOLDER_HIERARCHY, "FolderSync"),
+    "FolderCreate": (FOLDER_HIERARCHY, "FolderCreate"),
+    "FolderDelete": (FOLDER_HIERARCHY, "FolderDelete"),
+    "FolderUpdate": (FOLDER_HIERARCHY, "FolderUpdate"),
+    "GetItemEstimate": (GET_ITEM_ESTIMATE, "GetItemEstimate"),
+    "Ping": (PING, "Ping"),
+    "Provision": (PROVISION, "Provision"),
+    "Settings": (SETTINGS, "Settings"),
+    "ItemOperations": (ITEM_OPERATIONS, "ItemOperations"),
+    "MoveItems": (MOVE, "MoveItems"),
+}
+#: What the service implements of :data:`eas.COMMANDS`; the others are answered 501.
+IMPLEMENTED = tuple(COMMAND_ROOTS)
+
+
+def status_reply(query: EasQuery, status: int) -> EasReply:
+    """A command answered with only a Status: 449 instead for a provisioning status on 12.1."""
+    if (
+        status
+        in (
+            eas.REMOTE_WIPE_REQUESTED,
+            eas.DEVICE_NOT_PROVISIONED,
+            eas.POLICY_REFRESH,
+            eas.INVALID_POLICY_KEY,
+        )
+        and query.before_14
+    ):
+        return EasReply(eas.HTTP_NEEDS_PROVISIONING)
+    ns, tag = COMMAND_ROOTS.get(query.command, (AIRSYNC, "Sync"))
+    return wbxml_reply(el(ns, tag, el(ns, "Status", str(status))))
+
+
+# --------------------------------------------------------------------------- who is calling
+
+
+def split_user(user: str) -> list[tuple[str, str]]:
+    """The (organisation code, login id) readings of an ActiveSync user name."""
+    readings: list[tuple[str, str]] = []
+    for sep in ("\\", "/"):
+        if sep in user:
+            code, _, login = user.partition(sep)
+            readings.append((code, login))
+    if "@" in user:
+        login, _, code = user.rpartition("@")
+        readings.append((code, login))
+    return [(c.strip(), lg.strip()) for c, lg in readings if c.strip() and lg.strip()]
+
+
+def _account_unit(conn: sqlite3.Connection, user: str) -> dict[str, Any] | None:
+    for code, login in split_user(user):
+        organisation = organisation_by_code(conn, code)
+        if organisation is None:
+            continue
+        account = account_by_login(conn, organisation["id"], login)
+        if account is not None:
+            return {
+                **account,
+                "organisation_code": code,
+                "organisation_active": organisation["active"],
+                "organisation_features": organisation["features"],
+            }
+    return None
+
+
+@dataclass
+class Caller:
+    """The authenticated owner and device of a session (refreshed on every request)."""
+
+    account: dict[str, Any]
+    device: dict[str, Any]
+    eas: dict[str, Any]
+    settings: EasSettings
+    wipe: dict[str, Any] | None
+    features: dict[str, bool]
+
+
+class Refused(Exception):
+    """The request is refused before any command runs; ``reply`` says how."""
+
+    def __init__(self, reply: EasReply) -> None:
+        super().__init__(reply.status)
+        self.reply = reply
+
+
+UNAUTHORISED = EasReply(401, b"", (("WWW-Authenticate", 'Basic realm="ActiveSync"'),))
+FORBIDDEN = EasReply(403)
+
+
+def _platform(device_type: str) -> str:
+    lowered = device_type.lower()
+    if lowered.startswith(("iphone", "ipod")):
+        return "ios"
+    if lowered.startswith("ipad"):
+        return "ipados"
+    if "android" in lowered or lowered.startswith(("samsung", "sm-")):
+        return "android"
+    if lowered.startswith(("windows", "wp", "outlook")):
+        return "windows"
+    return "other"
+
+
+def _caller_unit(
+    conn: sqlite3.Connection, account_id: str, query: EasQuery, enrol: bool
+) -> dict[str, Any] | None:
+    """The request's device with its ActiveSync row, settings and pending wipe; an unknown
+    device is created when ``enrol`` and the organisation allows it."""
+    account = one_account(conn, account_id)
+    if account is None:
+        return None
+    device = db.device_for_eas_id(conn, account_id, query.device_id)
+    settings = settings_from_row(db.settings_of(conn, account["organisation_id"]))
+    at = now()
+    if device is None:
+        if not enrol or not settings["allow_new_devices"]:
+            return {"refused": "unknown device"}
+        try:
+            _check_room(conn, account["organisation_id"], account_id, new_licence=True)
+        except LicenceLimit:
+            return {"refused": "no licence"}
+        device_id = new_id()
+        insert_device(
+            conn,
+            {
+                "id": device_id,
+                "organisation_id": account["organisation_id"],
+                "owner_id": account_id,
+                "name": query.device_type,
+                "platform": _platform(query.device_type),
+                "protocol": PROTOCOL,
+                "state": "enrolled",
+                "udid": query.device_id,
+                "enrolled_at": at,
+                "created_at": at,
+                "updated_at": at,
+            },
+        )
+        insert_event(
+            conn,
+            audit_event(
+                None,
+                "device.enrolled",
+                organisation_id=account["organisation_id"],
+                target_type="device",
+                target_id=device_id,
+                details={"protocol": PROTOCOL, "device_type": query.device_type},
+                actor=account["login"],
+            ),
+        )
+        device = db.device_for_eas_id(conn, account_id, query.device_id)
+        assert device is not None
+    row = db.eas_device(conn, device["id"])
+    if row is None:
+        row = {
+            "device_id": device["id"],
+            "organisation_id": device["organisation_id"],
+            "account_id": account_id,
+            "eas_device_id": query.device_id,
+            "device_type": query.device_type,
+            "protocol_version": query.version,
+            "created_at": at,
+            "updated_at": at,
+        }
+        db.insert_eas_device(conn, row)
+        row = db.eas_device(conn, device["id"])
+    changes = {"last_seen_at": at, "last_command": query.command}
+    if row["protocol_version"] != query.version:
+        changes["protocol_version"] = query.version
+    db.update_eas_device(conn, device["id"], changes)
+    update_device(conn, device["id"], {"last_seen_at": at})
+    return {
+        "account": account,
+        "device": device,
+        "eas": {**row, **changes},
+        "settings": settings,
+        "wipe": db.pending_wipe(conn, device["id"]),
+    }
+
+
+def one_account(conn: sqlite3.Connection, account_id: str) -> dict[str, Any] | None:
+    row = conn.execute(
+        "SELECT a.*, o.active AS organisation_active, o.features AS organisation_features"
+        " FROM accounts a JOIN organisations o ON o.id = a.organisation_id WHERE a.id = ?",
+        (account_id,),
+    ).fetchone()
+    return dict(row) if row else None
+
+
+def _usable(account: dict[str, Any]) -> bool:
+    return (
+        bool(account["active"])
+        and bool(account["organisation_active"])
+        and account["kind"] == AccountKind.USER
+    )
+
+
+class Backend:
+    """What the device sessions share: the store, the Ping board and the conflict policy."""
+
+    def __init__(self, store: Store, board: Any, policy: str = DEFAULT_POLICY) -> None:
+        self.store = store
+        self.board = board
+        self.policy = policy
+
+    async def sign_in(self, username: str, password: str) -> dict[str, Any] | None:
+        return await sign_in(self.store, username, password)
+
+
+async def sign_in(store: Store, username: str, password: str) -> dict[str, Any] | None:
+    """The user account these Basic credentials open, or None. Every attempt counts against
+    the same lock-out as a sign-in to the portal."""
+    account = await store.read(_account_unit, username)
+    name = sign_in_name(
+        account["organisation_code"] if account else None,
+        account["login"] if account else username,
+    )
+    wait = await store.write(_claim_attempt, name)
+    if wait is not None:
+        return None
+    ok = await trio.to_thread.run_sync(
+        verify_password, password, account["password_hash"] if account else None
+    )
+    if account is None or not ok or not _usable(account):
+        return None
+    await store.write(clear_attempts, name)
+    return account
+
+
+# --------------------------------------------------------------------------- the session
+
+#: How long verified credentials are trusted without running the password hash again.
+CREDENTIALS_TRUSTED_FOR = 600.0
+
+
+class EasSessionLogic:
+    """The SessionLogic of one device: authentication cache, the parked Ping, the last Sync
+    request (an empty Sync repeats it) and the dispatch of commands."""
+
+    def __init__(self, backend: Backend, key: str) -> None:
+        self.backend = backend
+        self.key = key
+        self.verified: tuple[bytes, str, str, float] | None = None
+        self.last_sync: Element | None = None
+
+    async def close(self) -> None:
+        """A parked Ping is answered as expired: the device simply pings again."""
+        self.backend.board.release_key(self.key)
+
+    async def handle(self, call: EasCall) -> EasReply | Parked:
+        board = self.backend.board
+        board.release_key(self.key)  # a new request of the device ends its parked Ping
+        caller = await self._authenticate(call)
+        if isinstance(caller, EasReply):
+            return caller
+        query = call.query
+        refusal = self._policy_refusal(query, caller)
+        if refusal is not None:
+            return status_reply(query, refusal)
+        try:
+            handler = getattr(self, f"_cmd_{query.command}")
+        except AttributeError:
+            return EasReply(501)
+        try:
+            return await handler(call, caller)
+        except EasError as exc:
+            if query.command == "Sync":
+                return status_reply(query, 4)  # Sync: protocol error
+            if query.command == "FolderSync":
+                return status_reply(query, 10)
+            if query.command == "Ping":
+                return status_reply(query, 4)
+            return status_reply(query, exc.status)
+
+    async def _authenticate(self, call: EasCall) -> Caller | EasReply:
+        store = self.backend.store
+        secret = hashlib.sha256(f"{call.username}\x00{call.password}".encode()).digest()
+        cached = self.verified
+        account_id = None
+        if (
+            cached is not None
+            and hmac.compare_digest(cached[0], secret)
+            and time.monotonic() - cached[3] < CREDENTIALS_TRUSTED_FOR
+        ):
+            account_id = cached[1]
+        else:
+            account = await self.backend.sign_in(call.username, call.password)
+            if account is None:
+                self.verified = None
+                return UNAUTHORISED
+            account_id = account["id"]
+            self.verified = (secret, account_id, account["password_hash"], time.monotonic())
+        found = await store.write(_caller_unit, account_id, call.query, True)
+        if found is None or "refused" in found:
+            return FORBIDDEN
+        account = found["account"]
+        if not _usable(account) or account["password_hash"] != self.verified[2]:
+            self.verified = None
+            return UNAUTHORISED
+        device = found["device"]
+        if not may_connect(device, {"active": device["organisation_active"]}):
+            return FORBIDDEN
+        if found["eas"]["wiped_at"] and found["wipe"] is None:
+            return FORBIDDEN  # wiped: the device stays out until a manager lets it in again
+        features = json.loads(account["organisation_features"] or "{}")
+        return Caller(
+            account,
+            device,
+            found["eas"],
+            found["settings"],
+            found["wipe"],
+            {name: bool(features.get(name, True)) for name in FEATURES.values()},
+        )
+
+    @staticmethod
+    def _policy_refusal(query: EasQuery, caller: Caller) -> int | None:
+        if query.command == "Provision":
+            return None
+        if caller.wipe is not None:
+            return eas.REMOTE_WIPE_REQUESTED
+        if not caller.settings["require_provisioning"]:
+            return None
+        key = (query.policy_key or "").strip()
+        if not key or key == "0":
+            return eas.DEVICE_NOT_PROVISIONED
+        if key != caller.eas["policy_key"]:
+            return eas.INVALID_POLICY_KEY
+        if caller.eas["policy_revision"] != caller.settings.revision:
+            return eas.POLICY_REFRESH
+        return None
+
+    # ------------------------------------------------------------------ Provision
+
+    async def _cmd_Provision(self, call: EasCall, caller: Caller) -> EasReply:
+        store = self.backend.store
+        root = eas.expect_root(_body(call), PROVISION, "Provision")
+        out: list[Element] = [el(PROVISION, "Status", "1")]
+        info = root.find("DeviceInformation")
+        if info is not None:
+            await store.write(_store_device_information, caller.device["id"], info)
+            out.append(el(SETTINGS, "DeviceInformation", el(SETTINGS, "Status", "1")))
+        for ack_tag in ("RemoteWipe", "AccountOnlyRemoteWipe"):
+            ack = root.find(ack_tag)
+            if ack is not None:
+                await self._wipe_acknowledged(caller, ack)
+                return wbxml_reply(el(PROVISION, "Provision", *out))
+        wipe = caller.wipe
+        if wipe is not None:
+            account_only = wipe["kind"] == "enterprise_wipe"
+            if account_only and call.query.version != "16.1":
+                await _fail_command(store, wipe, "account-only wipe needs protocol 16.1")
+            else:
+                await _mark_wipe_sent(store, caller, wipe)
+                out.append(el(PROVISION, "AccountOnlyRemoteWipe" if account_only else "RemoteWipe"))
+                return wbxml_reply(el(PROVISION, "Provision", *out))
+        policies = root.find("Policies")
+        policy = policies.find("Policy") if policies is not None else None
+        if policy is None:
+            raise EasError("Provision without Policies", eas.INVALID_XML)
+        policy_type = child_text(policy, "PolicyType", "")
+        if policy_type != eas.POLICY_TYPE:
+            answer = el(
+                PROVISION,
+                "Policy",
+                el(PROVISION, "PolicyType", policy_type),
+                el(PROVISION, "Status", "3"),
+            )
+            return wbxml_reply(el(PROVISION, "Provision", *out, el(PROVISION, "Policies", answer)))
+        key = child_text(policy, "PolicyKey")
+        if key is None:  # phase one: the policy and a temporary key
+            temporary = _policy_key()
+            await store.write(_update_eas, caller.device["id"], {"pending_policy_key": temporary})
+            answer = el(
+                PROVISION,
+                "Policy",
+                el(PROVISION, "PolicyType", eas.POLICY_TYPE),
+                el(PROVISION, "Status", "1"),
+                el(PROVISION, "PolicyKey", temporary),
+                el(PROVISION, "Data", eas.provision_doc(caller.settings.policy)),
+            )
+        elif key != caller.eas["pending_policy_key"]:
+            answer = el(
+                PROVISION,
+                "Policy",
+                el(PROVISION, "PolicyType", eas.POLICY_TYPE),
+                el(PROVISION, "Status", "5"),
+            )
+        elif child_text(policy, "Status", "1") not in ("1", "2"):
+            return status_reply(call.query, 139)  # DeviceNotFullyProvisionable
+        else:  # phase two: the device applied the policy
+            final = _policy_key()
+            await store.write(_provisioned, caller, final, caller.settings.revision)
+            answer = el(
+                PROVISION,
+                "Policy",
+                el(PROVISION, "PolicyType", eas.POLICY_TYPE),
+                el(PROVISION, "Status", "1"),
+                el(PROVISION, "PolicyKey", final),
+            )
+        return wbxml_reply(el(PROVISION, "Provision", *out, el(PROVISION, "Policies", answer)))
+
+    async def _wipe_acknowledged(self, caller: Caller, ack: Element) -> None:
+        wipe = caller.wipe
+        if wipe is None:
+            wipe_id = caller.eas["wipe_command_id"]
+            if wipe_id is None:
+                return
+            wipe = {"id": wipe_id}
+        status = child_text(ack, "Status", "1")
+        await self.backend.store.write(_wipe_result, caller, wipe["id"], status == "1", status)
+
+    # ------------------------------------------------------------------ FolderSync
+
+    async def _cmd_FolderSync(self, call: EasCall, caller: Caller) -> EasReply:
+        root = eas.expect_root(_body(call), FOLDER_HIERARCHY, "FolderSync")
+        key = child_text(root, "SyncKey")
+        if key is None:
+            raise EasError("FolderSync without SyncKey", eas.INVALID_XML)
+        current = folders_for(caller.features)
+        result = await self.backend.store.write(_folder_sync, caller, key, current)
+        if result is None:
+            return status_reply(call.query, 9)
+        new_key, added, removed = result
+        changes = [el(FOLDER_HIERARCHY, "Count", str(len(added) + len(removed)))]
+        changes += [
+            el(FOLDER_HIERARCHY, "Delete", el(FOLDER_HIERARCHY, "ServerId", sid)) for sid in removed
+        ]
+        changes += [
+            el(
+                FOLDER_HIERARCHY,
+                "Add",
+                el(FOLDER_HIERARCHY, "ServerId", sid),
+                el(FOLDER_HIERARCHY, "ParentId", "0"),
+                el(FOLDER_HIERARCHY, "DisplayName", name),
+                el(FOLDER_HIERARCHY, "Type", str(kind_type)),
+            )
+            for sid, name, kind_type in added
+        ]
+        return wbxml_reply(
+            el(
+                FOLDER_HIERARCHY,
+                "FolderSync",
+                el(FOLDER_HIERARCHY, "Status", "1"),
+                el(FOLDER_HIERARCHY, "SyncKey", str(new_key)),
+                el(FOLDER_HIERARCHY, "Changes", *changes),
+            )
+        )
+
+    async def _folder_change(
+        self, call: EasCall, caller: Caller, tag: str, status: str
+    ) -> EasReply:
+        root = eas.expect_root(_body(call), FOLDER_HIERARCHY, tag)
+        key = child_text(root, "SyncKey")
+        if key is None or key != str(caller.eas["folder_sync_key"]):
+            status = "9"
+        return wbxml_reply(el(FOLDER_HIERARCHY, tag, el(FOLDER_HIERARCHY, "Status", status)))
+
+    async def _cmd_FolderCreate(self, call: EasCall, caller: Caller) -> EasReply:
+        # The hierarchy is the service's: one folder per kind, no folders of the user's own.
+        return await self._folder_change(call, caller, "FolderCreate", "6")
+
+    async def _cmd_FolderDelete(self, call: EasCall, caller: Caller) -> EasReply:
+        return await self._folder_change(call, caller, "FolderDelete", "3")
+
+    async def _cmd_FolderUpdate(self, call: EasCall, caller: Caller) -> EasReply:
+        return await self._folder_change(call, caller, "FolderUpdate", "2")
+
+    # ------------------------------------------------------------------ Sync
+
+    async def _cmd_Sync(self, call: EasCall, caller: Caller) -> EasReply:
+        root = call.body
+        if root is None:
+            if self.last_sync is None:
+                return status_reply(call.query, 13)
+            root = self.last_sync
+        eas.expect_root(root, AIRSYNC, "Sync")
+        collections = root.find("Collections")
+        if collections is None:
+            if self.last_sync is None:
+                return status_reply(call.query, 13)
+            collections = self.last_sync.find("Collections")
+            assert collections is not None
+        default_window = integer(child_text(root, "WindowSize"), "WindowSize", 1, 512) or 100
+        answers: list[Element] = []
+        for collection in collections.elements():
+            if collection.tag != "Collection":
+                continue
+            answers.append(await self._sync_collection(caller, collection, default_window))
+        self.last_sync = root
+        return wbxml_reply(el(AIRSYNC, "Sync", el(AIRSYNC, "Collections", *answers)))
+
+    async def _sync_collection(
+        self, caller: Caller, collection: Element, default_window: int
+    ) -> Element:
+        key = child_text(collection, "SyncKey")
+        folder = child_text(collection, "CollectionId")
+        if key is None or folder is None:
+            raise EasError("a Sync Collection needs SyncKey and CollectionId", eas.INVALID_XML)
+        known = {sid for sid, _, _ in folders_for(caller.features)}
+        head = [el(AIRSYNC, "SyncKey", key), el(AIRSYNC, "CollectionId", folder)]
+        if folder not in known:
+            return el(AIRSYNC, "Collection", *head, el(AIRSYNC, "Status", "8"))
+        window = integer(child_text(collection, "WindowSize"), "WindowSize", 1, 512)
+        get_changes = child_text(collection, "GetChanges")
+        commands = collection.find("Commands")
+        work = SyncWork(
+            caller=caller,
+            folder=folder,
+            kind=FOLDER_KINDS[folder],
+            key=key,
+            window=window or default_window,
+            get_changes=get_changes != "0",
+            commands=commands.elements() if commands is not None else [],
+            policy=self.backend.policy,
+            store=self.backend.store,
+        )
+        result = await self.backend.store.write(_sync_unit, work)
+        if result.changed_collection is not None:
+            self.backend.board.changed(result.changed_collection, exclude=caller.device["id"])
+        body = [
+            el(AIRSYNC, "SyncKey", result.sync_key),
+            el(AIRSYNC, "CollectionId", folder),
+            el(AIRSYNC, "Status", str(result.status)),
+        ]
+        if result.more:
+            body.append(el(AIRSYNC, "MoreAvailable"))
+        if result.commands:
+            body.append(el(AIRSYNC, "Commands", *result.commands))
+        if result.responses:
+            body.append(el(AIRSYNC, "Responses", *result.responses))
+        return el(AIRSYNC, "Collection", *body)
+
+    # ------------------------------------------------------------------ GetItemEstimate
+
+    async def _cmd_GetItemEstimate(self, call: EasCall, caller: Caller) -> EasReply:
+        root = eas.expect_root(_body(call), GET_ITEM_ESTIMATE, "GetItemEstimate")
+        collections = root.find("Collections")
+        if collections is None:
+            raise EasError("GetItemEstimate without Collections", eas.INVALID_XML)
+        known = {sid for sid, _, _ in folders_for(caller.features)}
+        responses: list[Element] = []
+        for collection in collections.elements():
+            folder = child_text(collection, "CollectionId", "") or ""
+            key = child_text(collection, "SyncKey", None)
+            if key is None:  # 12.1 has the SyncKey in the AirSync namespace, same tag
+                key = next((c.text for c in collection.elements() if c.tag == "SyncKey"), None)
+            if folder not in known:
+                status, estimate = "2", None
+            else:
+                status, estimate = await self.backend.store.read(
+                    _estimate_unit, caller.device["id"], caller.account["id"], folder, key
+                )
+            children = [el(GET_ITEM_ESTIMATE, "CollectionId", folder)]
+            if estimate is not None:
+                children.append(el(GET_ITEM_ESTIMATE, "Estimate", str(estimate)))
+            responses.append(
+                el(
+                    GET_ITEM_ESTIMATE,
+                    "Response",
+                    el(GET_ITEM_ESTIMATE, "Status", status),
+                    el(GET_ITEM_ESTIMATE, "Collection", *children),
+                )
+            )
+        return wbxml_reply(el(GET_ITEM_ESTIMATE, "GetItemEstimate", *responses))
+
+    # ------------------------------------------------------------------ Ping
+
+    async def _cmd_Ping(self, call: EasCall, caller: Caller) -> EasReply | Parked:
+        settings = caller.settings
+        root = call.body
+        heartbeat = caller.eas["heartbeat"]
+        folders: list[str] = json.loads(caller.eas["ping_folders"] or "[]")
+        if root is not None:
+            eas.expect_root(root, PING, "Ping")
+            given = child_text(root, "HeartbeatInterval")
+            if given is not None:
+                heartbeat = integer(given, "HeartbeatInterval", 0, 10_000_000)
+            listed = root.find("Folders")
+            if listed is not None:
+                folders = [child_text(f, "Id", "") or "" for f in listed.elements()]
+        if heartbeat is None or not folders:
+            return wbxml_reply(el(PING, "Ping", el(PING, "Status", "3")))
+        if not settings["min_heartbeat"] <= heartbeat <= settings["max_heartbeat"]:
+            bound = max(settings["min_heartbeat"], min(heartbeat, settings["max_heartbeat"]))
+            return wbxml_reply(
+                el(PING, "Ping", el(PING, "Status", "5"), el(PING, "HeartbeatInterval", str(bound)))
+            )
+        if len(folders) > settings["max_ping_folders"]:
+            return wbxml_reply(
+                el(
+                    PING,
+                    "Ping",
+                    el(PING, "Status", "6"),
+                    el(PING, "MaxFolders", str(settings["max_ping_folders"])),
+                )
+            )
+        known = {sid for sid, _, _ in folders_for(caller.features)}
+        if any(f not in known for f in folders):
+            return wbxml_reply(el(PING, "Ping", el(PING, "Status", "7")))
+        watched, changed = await self.backend.store.write(_ping_unit, caller, heartbeat, folders)
+        if changed:
+            return ping_changes(changed)
+        slot = Reply()
+        self.backend.board.park(
+            self.key,
+            caller.device["id"],
+            caller.account["id"],
+            watched,
+            heartbeat,
+            slot,
+            call.query.before_14,
+        )
+        return Parked(slot, heartbeat)
+
+    # ------------------------------------------------------------------ Settings
+
+    async def _cmd_Settings(self, call: EasCall, caller: Caller) -> EasReply:
+        root = eas.expect_root(_body(call), SETTINGS, "Settings")
+        out: list[Element] = [el(SETTINGS, "Status", "1")]
+        for part in root.elements():
+            if part.tag == "DeviceInformation":
+                info = part.find("Set")
+                if info is not None:
+                    await self.backend.store.write(
+                        _store_device_information, caller.device["id"], info
+                    )
+                out.append(el(SETTINGS, "DeviceInformation", el(SETTINGS, "Status", "1")))
+            elif part.tag == "Oof":
+                if part.find("Get") is not None:
+                    out.append(
+                        el(
+                            SETTINGS,
+                            "Oof",
+                            el(SETTINGS, "Status", "1"),
+                            el(SETTINGS, "Get", el(SETTINGS, "OofState", "0")),
+                        )
+                    )
+                else:  # no mail backend: out-of-office replies cannot be sent
+                    out.append(el(SETTINGS, "Oof", el(SETTINGS, "Status", "2")))
+            elif part.tag == "UserInformation":
+                address = caller.account.get("email") or ""
+                get = el(SETTINGS, "Get")
+                if address:
+                    get.children.append(
+                        el(SETTINGS, "EmailAddresses", el(SETTINGS, "SMTPAddress", address))
+                    )
+                out.append(el(SETTINGS, "UserInformation", el(SETTINGS, "Status", "1"), get))
+            elif part.tag == "DevicePassword":
+                out.append(el(SETTINGS, "DevicePassword", el(SETTINGS, "Status", "1")))
+        return wbxml_reply(el(SETTINGS, "Settings", *out))
+
+    # ------------------------------------------------------------------ ItemOperations
+
+    async def _cmd_ItemOperations(self, call: EasCall, caller: Caller) -> EasReply:
+        root = eas.expect_root(_body(call), ITEM_OPERATIONS, "ItemOperations")
+        responses: list[Element] = []
+        for fetch in root.elements():
+            if fetch.tag != "Fetch":
+                responses.append(el(ITEM_OPERATIONS, fetch.tag, el(ITEM_OPERATIONS, "Status", "2")))
+                continue
+            folder = child_text(fetch, "CollectionId", "") or ""
+            server_id = child_text(fetch, "ServerId", "") or ""
+            kind = FOLDER_KINDS.get(folder)
+            found = None
+            if kind is not None:
+                found = await self.backend.store.read(
+                    _fetch_unit, caller.device["id"], caller.account["id"], kind, server_id
+                )
+            if found is None:
+                responses.append(
+                    el(
+                        ITEM_OPERATIONS,
+                        "Fetch",
+                        el(ITEM_OPERATIONS, "Status", "6"),
+                        el(AIRSYNC, "CollectionId", folder),
+                        el(AIRSYNC, "ServerId", server_id),
+                    )
+                )
+                continue
+            data = eas_pim.application_data(kind, found)
+            responses.append(
+                el(
+                    ITEM_OPERATIONS,
+                    "Fetch",
+                    el(ITEM_OPERATIONS, "Status", "1"),
+                    el(AIRSYNC, "CollectionId", folder),
+                    el(AIRSYNC, "ServerId", server_id),
+                    el(AIRSYNC, "Class", eas_pim.CLASSES[kind]),
+                    Element("Properties", ITEM_OPERATIONS, data.children),
+                )
+            )
+        return wbxml_reply(
+            el(
+                ITEM_OPERATIONS,
+                "ItemOperations",
+                el(ITEM_OPERATIONS, "Status", "1"),
+                el(ITEM_OPERATIONS, "Response", *responses),
+            )
+        )
+
+    # ------------------------------------------------------------------ MoveItems
+
+    async def _cmd_MoveItems(self, call: EasCall, caller: Caller) -> EasReply:
+        # One folder per kind: there is nowhere an item could move to.
+        root = eas.expect_root(_body(call), MOVE, "MoveItems")
+        responses = [
+            el(
+                MOVE,
+                "Response",
+                el(MOVE, "SrcMsgId", child_text(move, "SrcMsgId", "") or ""),
+                el(MOVE, "Status", "1"),
+            )
+            for move in root.elements()
+            if move.tag == "Move"
+        ]
+        return wbxml_reply(el(MOVE, "MoveItems", *responses))
+
+
+def ping_changes(folders: list[str]) -> EasReply:
+    return wbxml_reply(
+        el(
+            PING,
+            "Ping",
+            el(PING, "Status", "2"),
+            el(PING, "Folders", *(el(PING, "Folder", f) for f in folders)),
+        )
+    )
+
+
+def _body(call: EasCall) -> Element:
+    if call.body is None:
+        raise EasError(f"{call.query.command} needs a body", eas.INVALID_XML)
+    return call.body
+
+
+def _policy_key() -> str:
+    return str(secrets.randbelow(2**31 - 2) + 1)
+
+
+# --------------------------------------------------------------------------- units: policy
+
+
+def _update_eas(conn: sqlite3.Connection, device_id: str, values: dict[str, Any]) -> None:
+    db.update_eas_device(conn, device_id, {**values, "updated_at": now()})
+
+
+def _provisioned(conn: sqlite3.Connection, caller: Caller, key: str, revision: int) -> None:
+    at = now()
+    db.update_eas_device(
+        conn,
+        caller.device["id"],
+        {
+            "policy_key": key,
+            "pending_policy_key": None,
+            "policy_revision": revision,
+            "provisioned_at": at,
+            "updated_at": at,
+        },
+    )
+    update_device(conn, caller.device["id"], {"compliant": 1, "updated_at": at})
+
+
+_INFORMATION = (
+    "Model",
+    "IMEI",
+    "FriendlyName",
+    "OS",
+    "OSLanguage",
+    "PhoneNumber",
+    "UserAgent",
+    "EnableOutboundSMS",
+    "MobileOperator",
+)
+
+
+def _store_device_information(conn: sqlite3.Connection, device_id: str, info: Element) -> None:
+    """Settings DeviceInformation (or its Set) into the ActiveSync row and the inventory."""
+    source = info.find("Set") or info
+    values = {
+        tag: (child_text(source, tag) or "")[:200]
+        for tag in _INFORMATION
+        if source.find(tag) is not None
+    }
+    at = now()
+    db.update_eas_device(
+        conn, device_id, {"device_information": json.dumps(values), "updated_at": at}
+    )
+    inventory: dict[str, Any] = {"updated_at": at}
+    if values.get("Model"):
+        inventory["model"] = values["Model"]
+    if values.get("OS"):
+        inventory["os_version"] = values["OS"]
+    if values.get("PhoneNumber"):
+        inventory["phone_number"] = values["PhoneNumber"]
+    if values.get("IMEI"):
+        inventory["imei"] = values["IMEI"]
+    update_device(conn, device_id, inventory)
+
+
+async def _mark_wipe_sent(store: Store, caller: Caller, wipe: dict[str, Any]) -> None:
+    await store.write(_wipe_sent, caller, wipe)
+
+
+def _wipe_sent(conn: sqlite3.Connection, caller: Caller, wipe: dict[str, Any]) -> None:
+    from .commands import _mark_sent
+
+    if wipe["state"] == "queued":
+        _mark_sent(conn, wipe["id"])
+    at = now()
+    db.update_eas_device(
+        conn,
+        caller.device["id"],
+        {
+            "wipe_command_id": wipe["id"],
+            "wipe_kind": wipe["kind"],
+            "wipe_sent_at": at,
+            "updated_at": at,
+        },
+    )
+
+
+def _wipe_result(
+    conn: sqlite3.Connection, caller: Caller, command_id: str, ok: bool, status: str
+) -> None:
+    from .commands import RefusedTransition, State, _record_result
+
+    # Cancelled meanwhile, or answered before (the device repeats itself): nothing to move.
+    with contextlib.suppress(RefusedTransition):
+        _record_result(
+            conn,
+            command_id,
+            State.ACKNOWLEDGED if ok else State.FAILED,
+            json.dumps({"status": status}, sort_keys=True),
+        )
+    if ok:
+        at = now()
+        db.update_eas_device(
+            conn, caller.device["id"], {"wiped_at": at, "policy_key": None, "updated_at": at}
+        )
+
+
+async def _fail_command(store: Store, command: dict[str, Any], reason: str) -> None:
+    def unit(conn: sqlite3.Connection) -> None:
+        from .commands import State, _mark_sent, _record_result
+
+        if command["state"] == "queued":
+            _mark_sent(conn, command["id"])
+        _record_result(
+            conn, command["id"], State.FAILED, json.dumps({"error": reason}, sort_keys=True)
+        )
+
+    await store.write(unit)
+
+
+# --------------------------------------------------------------------------- units: folders
+
+
+def _folder_sync(
+    conn: sqlite3.Connection, caller: Caller, key: str, current: list[tuple[str, str, int]]
+) -> tuple[int, list[tuple[str, str, int]], list[str]] | None:
+    """The new folder SyncKey and the folders added and removed since ``key`` (None when
+    the key is not the device's). SyncKey 0 starts the device over: every folder's sync
+    state and the device's ids of items go."""
+    device_id = caller.device["id"]
+    row = db.eas_device(conn, device_id)
+    assert row is not None
+    if key == "0":
+        db.forget_folder_states(conn, device_id)
+        for collection in pim_db.collections_of_account(conn, caller.account["id"]):
+            pim_db.clear_mappings(conn, device_id, collection["id"])
+        new_key = row["folder_sync_key"] + 1
+        db.update_eas_device(
+            conn,
+            device_id,
+            {
+                "folder_sync_key": new_key,
+                "folders": json.dumps([f[0] for f in current]),
+                "updated_at": now(),
+            },
+        )
+        return new_key, current, []
+    if key != str(row["folder_sync_key"]) or row["folder_sync_key"] == 0:
+        return None
+    held = set(json.loads(row["folders"]))
+    added = [f for f in current if f[0] not in held]
+    removed = sorted(held - {f[0] for f in current})
+    new_key = row["folder_sync_key"]
+    if added or removed:
+        new_key += 1
+        db.update_eas_device(
+            conn,
+            device_id,
+            {
+                "folder_sync_key": new_key,
+                "folders": json.dumps([f[0] for f in current]),
+                "updated_at": now(),
+            },
+        )
+    return new_key, added, removed
+
+
+# --------------------------------------------------------------------------- units: Sync
+
+
+@dataclass
+class SyncWork:
+    """One collection of a Sync request, handled in one write unit."""
+
+    caller: Caller
+    folder: str
+    kind: str | None
+    key: str
+    window: int
+    get_changes: bool
+    commands: list[Element]
+    policy: str
+    store: Store
+
+
+@dataclass
+class SyncResult:
+    sync_key: str
+    status: int = 1
+    commands: list[Element] = field(default_factory=list)
+    responses: list[Element] = field(default_factory=list)
+    more: bool = False
+    changed_collection: str | None = None
+
+
+def _sync_state(conn: sqlite3.Connection, work: SyncWork) -> dict[str, Any] | None:
+    return db.folder_state(conn, work.caller.device["id"], work.folder)
+
+
+def _sync_unit(conn: sqlite3.Connection, work: SyncWork) -> SyncResult:
+    device_id = work.caller.device["id"]
+    organisation_id = work.caller.device["organisation_id"]
+    state = _sync_state(conn, work)
+    collection = (
+        collection_unit(conn, organisation_id, work.caller.account["id"], work.kind)
+        if work.kind is not None
+        else None
+    )
+    at = now()
+    if work.key == "0":
+        reset_version = pim_db.collection_version(conn, collection["id"]) if collection else 0
+        if collection is not None:
+            pim_db.clear_mappings(conn, device_id, collection["id"])
+        db.put_folder_state(
+            conn,
+            {
+                "device_id": device_id,
+                "folder": work.folder,
+                "organisation_id": organisation_id,
+                "collection_id": collection["id"] if collection else None,
+                "sync_key": 1,
+                "seen_version": 0,
+                "previous_key": None,
+                "previous_version": None,
+                "reset_version": reset_version,
+                "updated_at": at,
+            },
+        )
+        return SyncResult("1")
+    if state is None or not work.key.isdigit():
+        return SyncResult(work.key, status=3)
+    key = int(work.key)
+    if key == state["sync_key"]:
+        seen = state["seen_version"]
+    elif key == state["previous_key"]:
+        seen = state["previous_version"]  # the last response was lost: serve it again
+    else:
+        return SyncResult(work.key, status=3)
+    result = SyncResult(str(key + 1))
+    if collection is None:  # mail folders: empty, and nothing may be added
+        for command in work.commands:
+            result.responses.append(_refused_command(command, "6"))
+        new_seen = 0
+    else:
+        _apply_commands(conn, work, collection["id"], seen, result)
+        new_seen = seen
+        if work.get_changes:
+            new_seen = _outgoing(conn, work, collection["id"], seen, state["reset_version"], result)
+        else:
+            new_seen = max(seen, 0)
+        if not result.more and work.get_changes:
+            new_seen = pim_db.collection_version(conn, collection["id"])
+        pim_db.put_sync_state(
+            conn,
+            {
+                "device_id": device_id,
+                "collection_id": collection["id"],
+                "organisation_id": organisation_id,
+                "datastore": f"eas:{work.folder}",
+                "client_anchor": None,
+                "server_anchor": str(key + 1),
+                "seen_version": new_seen,
+                "last_sync_at": at,
+                "last_mode": "eas",
+                "refresh_requested": 0,
+            },
+        )
+    db.put_folder_state(
+        conn,
+        {
+            "device_id": device_id,
+            "folder": work.folder,
+            "organisation_id": organisation_id,
+            "collection_id": collection["id"] if collection else None,
+            "sync_key": key + 1,
+            "seen_version": new_seen,
+            "previous_key": key,
+            "previous_version": seen,
+            "reset_version": state["reset_version"],
+            "updated_at": at,
+        },
+    )
+    db.update_eas_device(conn, device_id, {"last_sync_at": at})
+    return result
+
+
+def _refused_command(command: Element, status: str) -> Element:
+    ids = [
+        el(AIRSYNC, tag, child_text(command, tag) or "")
+        for tag in ("ClientId", "ServerId")
+        if command.find(tag) is not None
+    ]
+    return el(AIRSYNC, command.tag, *ids, el(AIRSYNC, "Status", status))
+
+
+#: PIM store outcomes (SyncML status codes) as Sync statuses.
+_OUTCOME_STATUS = {200: "1", 201: "1", 208: "1", 209: "1", 419: "7", 211: "8", 404: "8"}
+
+
+def _apply_commands(
+    conn: sqlite3.Connection, work: SyncWork, collection_id: str, seen: int, result: SyncResult
+) -> None:
+    """The device's Add, Change, Delete and Fetch, by the PIM store's conflict rules."""
+    device_id = work.caller.device["id"]
+    kind = work.kind
+    assert kind is not None
+    sync = CollectionSync(
+        store=work.store,
+        organisation_id=work.caller.device["organisation_id"],
+        device_id=device_id,
+        collection_id=collection_id,
+        kind=kind,
+        datastore=f"eas:{work.folder}",
+        state=DatastoreState(None, None, False),
+        seen_version=seen,
+        policy=work.policy,
+    )
+    changed = False
+    for command in work.commands:
+        tag = command.tag
+        if tag == "Fetch":
+            server_id = child_text(command, "ServerId", "") or ""
+            item = _mapped_live_item(conn, device_id, collection_id, server_id)
+            if item is None:
+                result.responses.append(_refused_command(command, "8"))
+            else:
+                result.responses.append(
+                    el(
+                        AIRSYNC,
+                        "Fetch",
+                        el(AIRSYNC, "ServerId", server_id),
+                        el(AIRSYNC, "Status", "1"),
+                        eas_pim.application_data(kind, item["data"]),
+                    )
+                )
+            continue
+        if tag not in ("Add", "Change", "Delete"):
+            continue
+        server_id = child_text(command, "ServerId")
+        if tag == "Add":
+            client_id = child_text(command, "ClientId")
+            data = command.find("ApplicationData")
+            if not client_id or data is None:
+                result.responses.append(_refused_command(command, "6"))
+                continue
+            try:
+                text = eas_pim.item_text(kind, data)
+            except EasError:
+                result.responses.append(_refused_command(command, "6"))
+                continue
+            outcome = sync._apply(
+                conn,
+                [ClientChange("Add", f"client:{client_id}", text, eas_pim.CONTENT_TYPES[kind])],
+            )[0]
+            assert outcome.server_id is not None
+            item_id = int(outcome.server_id)
+            pim_db.put_mapping(conn, device_id, collection_id, str(item_id), item_id)
+            result.responses.append(
+                el(
+                    AIRSYNC,
+                    "Add",
+                    el(AIRSYNC, "ClientId", client_id),
+                    el(AIRSYNC, "ServerId", str(item_id)),
+                    el(AIRSYNC, "Status", "1"),
+                )
+            )
+            changed = True
+            continue
+        item_id = pim_db.mapped_item(conn, device_id, collection_id, server_id or "")
+        if item_id is None:
+            result.responses.append(_refused_command(command, "8"))
+            continue
+        if tag == "Change":
+            data = command.find("ApplicationData")
+            stored = pim_db.item_in(conn, collection_id, item_id)
+            if data is None or stored is None:
+                result.responses.append(_refused_command(command, "6"))
+                continue
+            try:
+                text = eas_pim.item_text(kind, data, stored["data"])
+            except EasError:
+                result.responses.append(_refused_command(command, "6"))
+                continue
+            outcome = sync._apply(
+                conn, [ClientChange("Replace", server_id or "", text, eas_pim.CONTENT_TYPES[kind])]
+            )[0]
+        else:
+            outcome = sync._apply(conn, [ClientChange("Delete", server_id or "", None, None)])[0]
+        status = _OUTCOME_STATUS.get(outcome.status, "1")
+        if status != "1":  # Change and Delete are answered only when they fail
+            result.responses.append(_refused_command(command, status))
+        if outcome.status in (200, 201, 208, 209):
+            changed = True
+    if changed:
+        result.changed_collection = collection_id
+
+
+def _mapped_live_item(
+    conn: sqlite3.Connection, device_id: str, collection_id: str, server_id: str
+) -> dict[str, Any] | None:
+    item_id = pim_db.mapped_item(conn, device_id, collection_id, server_id)
+    item = pim_db.item_in(conn, collection_id, item_id) if item_id is not None else None
+    return item if item is not None and not item["deleted"] else None
+
+
+def _outgoing(
+    conn: sqlite3.Connection,
+    work: SyncWork,
+    collection_id: str,
+    seen: int,
+    reset_version: int,
+    result: SyncResult,
+) -> int:
+    """The service's changes after ``seen``, at most a window of them; the change number
+    the device has seen once it has them."""
+    device_id = work.caller.device["id"]
+    kind = work.kind
+    assert kind is not None
+    last = seen
+    emitted = 0
+    while True:
+        rows = db.changes_page(conn, collection_id, last, device_id, reset_version, 500)
+        if not rows:
+            return last
+        luids = pim_db.luids_of_items(conn, device_id, collection_id, [r["id"] for r in rows])
+        for row in rows:
+            if emitted >= work.window:
+                result.more = True
+                return last
+            luid = luids.get(row["id"])
+            if row["deleted"]:
+                if luid is not None:
+                    pim_db.drop_mapping(conn, device_id, collection_id, luid)
+                    result.commands.append(el(AIRSYNC, "Delete", el(AIRSYNC, "ServerId", luid)))
+                    emitted += 1
+            else:
+                try:
+                    data = eas_pim.application_data(kind, row["data"] or "")
+                except (EasError, ValueError, KeyError):
+                    log.warning("item %s cannot be shown over ActiveSync", row["id"])
+                    last = row["version"]
+                    continue
+                if luid is None:
+                    luid = str(row["id"])
+                    pim_db.put_mapping(conn, device_id, collection_id, luid, row["id"])
+                    result.commands.append(el(AIRSYNC, "Add", el(AIRSYNC, "ServerId", luid), data))
+                else:
+                    result.commands.append(
+                        el(AIRSYNC, "Change", el(AIRSYNC, "ServerId", luid), data)
+                    )
+                emitted += 1
+            last = row["version"]
+
+
+# --------------------------------------------------------------------------- units: others
+
+
+def _estimate_unit(
+    conn: sqlite3.Connection, device_id: str, account_id: str, folder: str, key: str | None
+) -> tuple[str, int | None]:
+    state = db.folder_state(conn, device_id, folder)
+    if state is None or key in (None, "0"):
+        return "3", None  # the folder's sync state is not primed
+    if key != str(state["sync_key"]):
+        return "4", None
+    if state["collection_id"] is None:
+        return "1", 0
+    return "1", db.count_changes_after(
+        conn, state["collection_id"], state["seen_version"], device_id, state["reset_version"]
+    )
+
+
+def _fetch_unit(
+    conn: sqlite3.Connection, device_id: str, account_id: str, kind: str, server_id: str
+) -> str | None:
+    collection = pim_db.collection_of(conn, account_id, kind)
+    if collection is None:
+        return None
+    item = _mapped_live_item(conn, device_id, collection["id"], server_id)
+    return item["data"] if item else None
+
+
+def _ping_unit(
+    conn: sqlite3.Connection, caller: Caller, heartbeat: int, folders: list[str]
+) -> tuple[dict[str, tuple[str, int]], list[str]]:
+    """Remember the Ping's parameters; the PIM folders it watches with the change number
+    the device has seen, and the folders that already have changes for it."""
+    device_id = caller.device["id"]
+    db.update_eas_device(
+        conn, device_id, {"heartbeat": heartbeat, "ping_folders": json.dumps(folders)}
+    )
+    watched: dict[str, tuple[str, int]] = {}
+    changed: list[str] = []
+    for folder in folders:
+        kind = FOLDER_KINDS.get(folder)
+        if kind is None:
+            continue
+        state = db.folder_state(conn, device_id, folder)
+        collection = collection_unit(
+            conn, caller.device["organisation_id"], caller.account["id"], kind
+        )
+        seen = state["seen_version"] if state else 0
+        reset = state["reset_version"] if state else 0
+        watched[collection["id"]] = (folder, seen)
+        if db.count_changes_after(conn, collection["id"], seen, device_id, reset):
+            changed.append(folder)
+    return watched, changed
+
+
+__all__ = ["KINDS", "Backend", "EasCall", "EasReply", "EasSessionLogic", "Parked"]
