@@ -834,7 +834,7 @@ class EasSessionLogic:
                 get = el(SETTINGS, "Get")
                 if address:
                     get.children.append(
-                        el(SETTINGS, "EmailAddresses", el(SETTINGS, "SMTPAddress", address))
+                        el(SETTINGS, "EmailAddresses", el(SETTINGS, "SmtpAddress", address))
                     )
                 out.append(el(SETTINGS, "UserInformation", el(SETTINGS, "Status", "1"), get))
             elif part.tag == "DevicePassword":

@@ -131,7 +131,7 @@ PAGES: dict[int, tuple[str, dict[int, str]]] = {
         MEETING_RESPONSE,
         _page(
             "CalendarId CollectionId MeetingResponse RequestId Request Result Status "
-            "UserResponse - InstanceId - - - ProposedStartTime ProposedEndTime SendResponse"
+            "UserResponse - InstanceId - - - SendResponse ProposedStartTime ProposedEndTime"
         ),
     ),
     9: (
@@ -222,7 +222,7 @@ PAGES: dict[int, tuple[str, dict[int, str]]] = {
             "Settings Status Get Set Oof OofState StartTime EndTime OofMessage "
             "AppliesToInternal AppliesToExternalKnown AppliesToExternalUnknown Enabled "
             "ReplyMessage BodyType DevicePassword Password DeviceInformation Model IMEI "
-            "FriendlyName OS OSLanguage PhoneNumber UserInformation EmailAddresses SMTPAddress "
+            "FriendlyName OS OSLanguage PhoneNumber UserInformation EmailAddresses SmtpAddress "
             "UserAgent EnableOutboundSMS MobileOperator PrimarySmtpAddress Accounts Account "
             "AccountId AccountName UserDisplayName SendDisabled - RightsManagementInformation"
         ),
