@@ -10,6 +10,7 @@ from quart import Blueprint
 
 from . import (
     accounts,
+    activesync,
     audit,
     auth,
     certificates,
@@ -33,6 +34,7 @@ for module in (
     settings,
     certificates,
     audit,
+    activesync,
     openapi,
 ):
     blueprint.register_blueprint(module.blueprint)
