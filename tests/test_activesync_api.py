@@ -15,6 +15,7 @@ from engine.protocols.activesync_tables import FOLDER_HIERARCHY
 
 from .conftest import RunningService
 from .eas_client import EasClient
+from .portal_client import Portal
 from .test_api_commands import (
     API,
     PASSWORD,
@@ -117,3 +118,51 @@ async def test_policy_wipe_and_device_state_over_the_api(running: RunningService
                 await client.get(f"{base}/devices/{device_row}/activesync", headers=org.admin)
             ).json()
             assert state["policy"] == "wiped" and state["wipe"] == "wipe"
+
+
+async def test_portal_shows_activesync_state_and_edits_the_policy(running: RunningService) -> None:
+    async with running.client() as client:
+        supervisor = await sign_in_supervisor(running, client)
+        org = await new_organisation(client, supervisor, "easportal")
+        user = await add_account(running, client, org, "carol", AccountKind.USER)
+        device_row = "01eas000-0000-7000-8000-000000000002"
+        with database(running) as conn:
+            conn.execute(
+                "INSERT INTO devices (id, organisation_id, owner_id, name, platform, protocol,"
+                " state, udid, created_at, updated_at) VALUES (?, ?, ?, 'phone', 'ios', 'eas',"
+                " 'enrolled', 'PORTALDEVICE', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')",
+                (device_row, org.id, user.id),
+            )
+        async with httpx.AsyncClient(base_url=running.http_url, timeout=30) as http:
+            phone = EasClient(http, "easportal\\carol", PASSWORD, "PORTALDEVICE")
+            await phone.provision()
+            await phone.folder_sync()
+            await phone.sync_all("contacts")
+        async with running.client() as browser:
+            portal = Portal(browser)
+            await portal.sign_in("admin", PASSWORD, org.code)
+            page = await portal.page(f"/admin/o/{org.code}/devices/{device_row}")
+            assert "Exchange ActiveSync" in page and ">current<" in page
+            assert "Contacts" in page
+            form = await portal.page(f"/admin/o/{org.code}/activesync")
+            assert "Minimum passcode length" in form
+            saved = await portal.submit(
+                f"/admin/o/{org.code}/activesync",
+                {
+                    "passcode_required": "on",
+                    "min_passcode_length": "7",
+                    "min_heartbeat": "30",
+                    "max_heartbeat": "3540",
+                    "max_ping_folders": "300",
+                    "max_failed_attempts": "10",
+                    "max_inactivity_seconds": "600",
+                    "min_complex_characters": "1",
+                    "passcode_history": "0",
+                },
+            )
+            assert saved.status_code in (302, 303)
+        settings = (
+            await client.get(f"{API}/organisations/{org.code}/activesync", headers=org.admin)
+        ).json()
+        assert settings["settings"]["min_passcode_length"] == 7
+        assert settings["settings"]["camera_allowed"] is False
