@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import hmac
 import json
 import logging
 import secrets
 import sqlite3
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -387,6 +387,12 @@ def _usable(account: dict[str, Any]) -> bool:
     )
 
 
+#: How long verified credentials are trusted without running the password hash again, and
+#: how many sets of credentials are remembered.
+CREDENTIALS_TRUSTED_FOR = 600.0
+MAX_TRUSTED = 100_000
+
+
 class Backend:
     """What the device sessions share: the store, the Ping board and the conflict policy."""
 
@@ -394,9 +400,34 @@ class Backend:
         self.store = store
         self.board = board
         self.policy = policy
+        #: Credentials verified lately: digest of (user, password) -> account id, its
+        #: password hash then, when. Devices send Basic with every request; running the
+        #: password hash each time would cost more than the request.
+        self.trusted: OrderedDict[bytes, tuple[str, str, float]] = OrderedDict()
 
-    async def sign_in(self, username: str, password: str) -> dict[str, Any] | None:
-        return await sign_in(self.store, username, password)
+    @staticmethod
+    def _digest(username: str, password: str) -> bytes:
+        return hashlib.sha256(f"{username}\x00{password}".encode()).digest()
+
+    async def verify(self, username: str, password: str) -> tuple[str, str] | None:
+        """The account id and password hash these credentials open (None: refused). A
+        change of password shows as a different hash on the next request's account row."""
+        digest = self._digest(username, password)
+        found = self.trusted.get(digest)
+        if found is not None and time.monotonic() - found[2] < CREDENTIALS_TRUSTED_FOR:
+            self.trusted.move_to_end(digest)
+            return found[0], found[1]
+        account = await sign_in(self.store, username, password)
+        if account is None:
+            self.trusted.pop(digest, None)
+            return None
+        self.trusted[digest] = (account["id"], account["password_hash"], time.monotonic())
+        while len(self.trusted) > MAX_TRUSTED:
+            self.trusted.popitem(last=False)
+        return account["id"], account["password_hash"]
+
+    def forget(self, username: str, password: str) -> None:
+        self.trusted.pop(self._digest(username, password), None)
 
 
 async def sign_in(store: Store, username: str, password: str) -> dict[str, Any] | None:
@@ -421,18 +452,14 @@ async def sign_in(store: Store, username: str, password: str) -> dict[str, Any] 
 
 # --------------------------------------------------------------------------- the session
 
-#: How long verified credentials are trusted without running the password hash again.
-CREDENTIALS_TRUSTED_FOR = 600.0
-
 
 class EasSessionLogic:
-    """The SessionLogic of one device: authentication cache, the parked Ping, the last Sync
-    request (an empty Sync repeats it) and the dispatch of commands."""
+    """The SessionLogic of one device: the last Sync request (an empty Sync repeats it) and
+    the dispatch of commands; its parked Ping lives on the board under the session's key."""
 
     def __init__(self, backend: Backend, key: str) -> None:
         self.backend = backend
         self.key = key
-        self.verified: tuple[bytes, str, str, float] | None = None
         self.last_sync: Element | None = None
 
     async def close(self) -> None:
@@ -466,28 +493,16 @@ class EasSessionLogic:
 
     async def _authenticate(self, call: EasCall) -> Caller | EasReply:
         store = self.backend.store
-        secret = hashlib.sha256(f"{call.username}\x00{call.password}".encode()).digest()
-        cached = self.verified
-        account_id = None
-        if (
-            cached is not None
-            and hmac.compare_digest(cached[0], secret)
-            and time.monotonic() - cached[3] < CREDENTIALS_TRUSTED_FOR
-        ):
-            account_id = cached[1]
-        else:
-            account = await self.backend.sign_in(call.username, call.password)
-            if account is None:
-                self.verified = None
-                return UNAUTHORISED
-            account_id = account["id"]
-            self.verified = (secret, account_id, account["password_hash"], time.monotonic())
+        verified = await self.backend.verify(call.username, call.password)
+        if verified is None:
+            return UNAUTHORISED
+        account_id, password_hash = verified
         found = await store.write(_caller_unit, account_id, call.query, True)
         if found is None or "refused" in found:
             return FORBIDDEN
         account = found["account"]
-        if not _usable(account) or account["password_hash"] != self.verified[2]:
-            self.verified = None
+        if not _usable(account) or account["password_hash"] != password_hash:
+            self.backend.forget(call.username, call.password)
             return UNAUTHORISED
         device = found["device"]
         if not may_connect(device, {"active": device["organisation_active"]}):
