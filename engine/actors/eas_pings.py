@@ -8,7 +8,7 @@ the service's one Trio thread, so the device sessions, the store's committers an
 wake-up hub call it directly.
 
 Changes reach it two ways: :meth:`PingBoard.changed` at once from the writers that know
-(ActiveSync's own Sync), and :meth:`PingBoard.poll` every second from the sweeper, which
+(ActiveSync's own Sync), and :meth:`PingBoard.versions` twice a second from the sweeper, which
 compares the watched collections' change numbers (one indexed query for all of them) and so
 also sees the changes other protocols commit (OMA DS, the portal, the API).
 """
@@ -164,7 +164,7 @@ async def sweep(
     read_versions: Callable[[list[str]], Any],
     *,
     tick: float = 0.25,
-    poll_every: float = 1.0,
+    poll_every: float = 0.5,
 ) -> None:
     """The one task behind every parked Ping: heartbeats every ``tick``, the watched
     collections' change numbers every ``poll_every`` seconds."""
