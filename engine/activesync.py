@@ -179,10 +179,19 @@ class EasReply:
 
 @dataclass(frozen=True)
 class Parked:
-    """A Ping the session holds open: the route waits on ``slot`` (an :class:`EasReply`)."""
+    """A Ping (or a Sync with Wait) the session holds open: the route waits on ``slot`` for
+    an :class:`EasReply`, or for :data:`RESUME`, upon which it sends ``resume`` (the same
+    Sync without its Wait) to the session, which then answers with the changes."""
 
     slot: Reply
     heartbeat: int
+    resume: EasCall | None = None
+
+
+#: What a parked Sync's slot gets when a watched folder changed: run the Sync now.
+RESUME = EasReply(0)
+#: A Sync that waited without anything changing: an empty response (MS-ASCMD 2.2.1.21).
+NOTHING_CHANGED = EasReply(200)
 
 
 def wbxml_reply(root: Element) -> EasReply:
@@ -674,7 +683,7 @@ class EasSessionLogic:
 
     # ------------------------------------------------------------------ Sync
 
-    async def _cmd_Sync(self, call: EasCall, caller: Caller) -> EasReply:
+    async def _cmd_Sync(self, call: EasCall, caller: Caller) -> EasReply | Parked:
         root = call.body
         if root is None:
             if self.last_sync is None:
@@ -688,13 +697,68 @@ class EasSessionLogic:
             collections = self.last_sync.find("Collections")
             assert collections is not None
         default_window = integer(child_text(root, "WindowSize"), "WindowSize", 1, 512) or 100
-        answers: list[Element] = []
-        for collection in collections.elements():
-            if collection.tag != "Collection":
-                continue
-            answers.append(await self._sync_collection(caller, collection, default_window))
-        self.last_sync = root
+        requested = [c for c in collections.elements() if c.tag == "Collection"]
+        wait = self._sync_wait(root, caller.settings)
+        if isinstance(wait, EasReply):
+            return wait
+        if wait is not None and call.body is not None:
+            parked = await self._park_sync(call, caller, root, requested, wait)
+            if parked is not None:
+                return parked
+        answers = [
+            await self._sync_collection(caller, collection, default_window)
+            for collection in requested
+        ]
+        self.last_sync = _without_wait(root)
         return wbxml_reply(el(AIRSYNC, "Sync", el(AIRSYNC, "Collections", *answers)))
+
+    @staticmethod
+    def _sync_wait(root: Element, settings: EasSettings) -> int | EasReply | None:
+        """The seconds a Sync may wait for changes (Wait in minutes, or HeartbeatInterval),
+        or status 14 with the bound when out of the organisation's bounds."""
+        minutes = child_text(root, "Wait")
+        seconds = child_text(root, "HeartbeatInterval")
+        if minutes is None and seconds is None:
+            return None
+        if minutes is not None and seconds is not None:
+            raise EasError("Sync with both Wait and HeartbeatInterval", eas.INVALID_XML)
+        low, high = settings["min_heartbeat"], settings["max_heartbeat"]
+        value = integer(minutes or seconds, "Wait", 0, 10_000_000) or 0
+        wait = value * 60 if minutes is not None else value
+        if low <= wait <= high:
+            return wait
+        limit = max(low, min(wait, high))
+        limit_text = str(-(-limit // 60)) if minutes is not None else str(limit)
+        return wbxml_reply(
+            el(AIRSYNC, "Sync", el(AIRSYNC, "Status", "14"), el(AIRSYNC, "Limit", limit_text))
+        )
+
+    async def _park_sync(
+        self, call: EasCall, caller: Caller, root: Element, requested: list[Element], wait: int
+    ) -> Parked | None:
+        """Park a Sync that brings no changes and would get none; None: run it now."""
+        if any(c.find("Commands") is not None for c in requested):
+            return None
+        folders = [
+            (child_text(c, "CollectionId", "") or "", child_text(c, "SyncKey", "0") or "0")
+            for c in requested
+        ]
+        watched = await self.backend.store.write(_sync_watch_unit, caller, folders)
+        if watched is None:
+            return None
+        slot = Reply()
+        self.backend.board.park(
+            self.key,
+            caller.device["id"],
+            caller.account["id"],
+            watched,
+            wait,
+            slot,
+            call.query.before_14,
+            sync=True,
+        )
+        resume = EasCall(call.query, call.username, call.password, _without_wait(root), call.source)
+        return Parked(slot, wait, resume)
 
     async def _sync_collection(
         self, caller: Caller, collection: Element, default_window: int
@@ -1419,6 +1483,39 @@ def _fetch_unit(
         return None
     item = _mapped_live_item(conn, device_id, collection["id"], server_id)
     return item["data"] if item else None
+
+
+def _without_wait(root: Element) -> Element:
+    return Element(
+        root.tag,
+        root.ns,
+        [
+            c
+            for c in root.children
+            if not (type(c) is Element and c.tag in ("Wait", "HeartbeatInterval"))
+        ],
+    )
+
+
+def _sync_watch_unit(
+    conn: sqlite3.Connection, caller: Caller, folders: list[tuple[str, str]]
+) -> dict[str, tuple[str, int]] | None:
+    """What a waiting Sync watches (collection -> folder, change number seen), or None when
+    it should run at once: a key that is not the folder's current one, or changes waiting."""
+    device_id = caller.device["id"]
+    watched: dict[str, tuple[str, int]] = {}
+    for folder, key in folders:
+        state = db.folder_state(conn, device_id, folder)
+        if state is None or key != str(state["sync_key"]):
+            return None
+        if state["collection_id"] is None:
+            continue  # mail folders never change
+        if db.count_changes_after(
+            conn, state["collection_id"], state["seen_version"], device_id, state["reset_version"]
+        ):
+            return None
+        watched[state["collection_id"]] = (folder, state["seen_version"])
+    return watched
 
 
 def _ping_unit(

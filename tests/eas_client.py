@@ -241,8 +241,10 @@ class EasClient:
         deletes: list[str] | None = None,
         window: int | None = None,
         key: str | None = None,
+        heartbeat: int | None = None,
     ) -> SyncOutcome:
-        """One Sync of one folder; ``adds`` by ClientId, ``changes`` by ServerId."""
+        """One Sync of one folder; ``adds`` by ClientId, ``changes`` by ServerId;
+        ``heartbeat``: the Sync may wait that long for changes (an empty answer: none)."""
         key = key if key is not None else self.sync_keys.get(folder, "0")
         parts: list[Element] = [el(AIRSYNC, "SyncKey", key), el(AIRSYNC, "CollectionId", folder)]
         if key != "0":
@@ -272,11 +274,21 @@ class EasClient:
             commands.append(el(AIRSYNC, "Delete", el(AIRSYNC, "ServerId", server_id)))
         if commands:
             parts.append(el(AIRSYNC, "Commands", *commands))
+        extra = [el(AIRSYNC, "HeartbeatInterval", str(heartbeat))] if heartbeat else []
         root = await self.call(
             "Sync",
-            el(AIRSYNC, "Sync", el(AIRSYNC, "Collections", el(AIRSYNC, "Collection", *parts))),
+            el(
+                AIRSYNC,
+                "Sync",
+                el(AIRSYNC, "Collections", el(AIRSYNC, "Collection", *parts)),
+                *extra,
+            ),
+            wait=30 + (heartbeat or 0),
         )
-        assert root is not None
+        if root is None:  # an empty response: nothing changed while the Sync waited
+            return SyncOutcome(key, 1)
+        if root.find("Collections") is None:
+            return SyncOutcome(key, int(child_text(root, "Status") or 0))
         collection = root.find("Collections").find("Collection")  # type: ignore[union-attr]
         outcome = SyncOutcome(
             child_text(collection, "SyncKey") or "", int(child_text(collection, "Status") or 0)

@@ -339,3 +339,32 @@ async def test_first_contact_enrolment_when_allowed(world: EasWorld) -> None:
             "SELECT platform, protocol, owner_id FROM devices WHERE udid = 'NEWPHONE1'"
         ).fetchone()
     assert tuple(row) == ("android", "eas", world.ds.owner_id)
+
+
+async def test_sync_with_wait_answers_on_change_or_empty(world: EasWorld) -> None:
+    world.settings(min_heartbeat=1, max_heartbeat=120)
+    phone = await ready(world, "WAITDEVICE1")
+    tablet = await ready(world, "WAITDEVICE2")
+    await phone.sync_all("contacts")
+    await tablet.sync_all("contacts")
+    assert (await phone.sync("contacts", heartbeat=1000)).status == 14  # out of bounds
+    started = trio.current_time()
+    empty = await phone.sync("contacts", heartbeat=1)
+    assert empty.status == 1 and empty.added == {} and trio.current_time() - started >= 0.9
+    outcome: list[object] = []
+    done = trio.Event()
+
+    async def wait_for_changes() -> None:
+        outcome.append(await phone.sync("contacts", heartbeat=60))
+        done.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(wait_for_changes)
+        await _until(lambda: _parked(world) == 1)
+        changed_at = trio.current_time()
+        await tablet.sync("contacts", adds={"w1": contact("Alan", "Turing")})
+        with trio.fail_after(2):
+            await done.wait()
+        assert trio.current_time() - changed_at < 1.0
+    (synced,) = outcome
+    assert [child_text(d, "LastName") for d in synced.added.values()] == ["Turing"]  # type: ignore[attr-defined]

@@ -388,7 +388,7 @@ class Clock:
 
 def _board() -> tuple[PingBoard, Clock]:
     clock = Clock()
-    return PingBoard(lambda kind, folders, old: (kind, list(folders)), clock), clock
+    return PingBoard(lambda kind, folders, old, sync: (kind, list(folders)), clock), clock
 
 
 def test_board_answers_on_change_expiry_wake_and_replacement() -> None:

@@ -19,7 +19,9 @@ from quart import Blueprint, Response, request
 
 from engine.activesync import (
     IMPLEMENTED,
+    NOTHING_CHANGED,
     PROTOCOL,
+    RESUME,
     Backend,
     EasCall,
     EasReply,
@@ -109,14 +111,22 @@ async def post() -> Response:
     call = EasCall(query, user, password, body, request.remote_addr)
     reply = await ask_device_session(PROTOCOL, key, call)
     if isinstance(reply, Parked):
-        reply = await _parked(reply)
+        parked = reply
+        reply = await _wait(parked)
+        if reply is RESUME and parked.resume is not None:
+            # A watched folder changed under a Sync with Wait: run it now, without the wait.
+            reply = await ask_device_session(PROTOCOL, key, parked.resume)
+            if isinstance(reply, Parked):
+                reply = NOTHING_CHANGED
     return _response(reply)
 
 
-async def _parked(parked: Parked) -> EasReply:
+async def _wait(parked: Parked) -> EasReply:
+    """The parked request's answer, or the one for a heartbeat over, should the board's
+    sweeper be late by more than the margin."""
     with trio.move_on_after(parked.heartbeat + PING_MARGIN):
         return await parked.slot.wait()
-    return _answer("expired", (), False)
+    return _answer("expired", (), False, parked.resume is not None)
 
 
 @blueprint.errorhandler(MailboxFull)
@@ -130,8 +140,12 @@ async def failed(_: Exception) -> Response:
     return _response(EasReply(500))
 
 
-def _answer(kind: str, folders: object, before_14: bool) -> EasReply:
-    """What a parked Ping is answered with when its board settles it."""
+def _answer(kind: str, folders: object, before_14: bool, sync: bool) -> EasReply:
+    """What a parked Ping (or Sync with Wait) is answered with when the board settles it: a
+    Ping is told the folders that changed, or status 1; a Sync runs again (RESUME) or ends
+    empty."""
+    if sync:
+        return NOTHING_CHANGED if kind == "expired" else RESUME
     if kind == "changes":
         return ping_changes(list(folders))  # type: ignore[call-overload]
     return wbxml_reply(el(PING, "Ping", el(PING, "Status", "1")))

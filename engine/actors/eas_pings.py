@@ -28,14 +28,24 @@ from .runtime import Reply
 
 log = logging.getLogger(__name__)
 
-#: A function that turns what happened into the reply a parked Ping gets.
-Answer = Callable[[str, Sequence[str], bool], Any]
+#: A function that turns what happened into the reply a parked Ping gets: (what happened,
+#: the folders that changed, the device speaks a version before 14.0, a Sync with Wait).
+Answer = Callable[[str, Sequence[str], bool, bool], Any]
 
 
 class ParkedPing:
     """One parked Ping: its reply slot, what it watches and when its heartbeat ends."""
 
-    __slots__ = ("account_id", "before_14", "deadline", "device_id", "key", "slot", "watched")
+    __slots__ = (
+        "account_id",
+        "before_14",
+        "deadline",
+        "device_id",
+        "key",
+        "slot",
+        "sync",
+        "watched",
+    )
 
     def __init__(
         self,
@@ -46,6 +56,7 @@ class ParkedPing:
         deadline: float,
         slot: Reply,
         before_14: bool,
+        sync: bool = False,
     ) -> None:
         self.key = key
         self.device_id = device_id
@@ -55,6 +66,8 @@ class ParkedPing:
         self.deadline = deadline
         self.slot = slot
         self.before_14 = before_14
+        #: A Sync with Wait rather than a Ping (answered differently).
+        self.sync = sync
 
 
 class PingBoard:
@@ -84,10 +97,12 @@ class PingBoard:
         heartbeat: float,
         slot: Reply,
         before_14: bool,
+        *,
+        sync: bool = False,
     ) -> None:
         self.release_key(key)
         ping = ParkedPing(
-            key, device_id, account_id, watched, self.clock() + heartbeat, slot, before_14
+            key, device_id, account_id, watched, self.clock() + heartbeat, slot, before_14, sync
         )
         self.by_key[key] = ping
         self.by_device[device_id] = ping
@@ -108,7 +123,7 @@ class PingBoard:
                 if not parked:
                     del self.by_collection[collection_id]
         self.answered += 1
-        ping.slot.send(self.answer(kind, folders, ping.before_14))
+        ping.slot.send(self.answer(kind, folders, ping.before_14, ping.sync))
 
     def release_key(self, key: str) -> None:
         """The session's parked Ping (if any) ends as if its heartbeat were over."""
