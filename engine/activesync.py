@@ -33,6 +33,7 @@ import sqlite3
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from email import message_from_string
 from typing import Any
 
 import trio
@@ -44,13 +45,14 @@ from .devices import LicenceLimit, _check_room, may_connect
 from .errors import Invalid
 from .ids import new_id
 from .passwords import verify_password
-from .pim import DEFAULT_POLICY, FEATURES, KINDS, CollectionSync, collection_unit
+from .pim import DEFAULT_POLICY, FEATURES, KINDS, CollectionSync, collection_unit, facts_of
 from .principals import AccountKind
 from .protocols import activesync as eas
 from .protocols import eas_pim
 from .protocols.activesync import EasError, EasQuery, child_text, el, integer
 from .protocols.activesync_tables import (
     AIRSYNC,
+    COMPOSE_MAIL,
     FOLDER_HIERARCHY,
     GET_ITEM_ESTIMATE,
     ITEM_OPERATIONS,
@@ -138,7 +140,7 @@ FOLDERS: tuple[tuple[str, str, int, str | None], ...] = (
     ("inbox", "Inbox", 2, None),
     ("drafts", "Drafts", 3, None),
     ("deleted", "Deleted Items", 4, None),
-    ("sent", "Sent Items", 5, None),
+    ("sent", "Sent Items", 5, "sent_mail"),
     ("outbox", "Outbox", 6, None),
     ("tasks", "Tasks", 7, "tasks"),
     ("calendar", "Calendar", 8, "calendar"),
@@ -152,7 +154,7 @@ def folders_for(features: dict[str, bool]) -> list[tuple[str, str, int]]:
     return [
         (server_id, name, kind_type)
         for server_id, name, kind_type, kind in FOLDERS
-        if kind is None or features.get(FEATURES[kind], True)
+        if kind is None or features.get(FEATURES.get(kind, ""), True)
     ]
 
 
@@ -168,6 +170,8 @@ class EasCall:
     password: str
     body: Element | None
     source: str | None = None
+    #: A message sent as ``message/rfc822`` (SendMail of protocol 12.1), not WBXML.
+    raw: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -211,6 +215,7 @@ COMMAND_ROOTS = {
     "Settings": (SETTINGS, "Settings"),
     "ItemOperations": (ITEM_OPERATIONS, "ItemOperations"),
     "MoveItems": (MOVE, "MoveItems"),
+    "SendMail": (COMPOSE_MAIL, "SendMail"),
 }
 #: What the service implements of :data:`eas.COMMANDS`; the others are answered 501.
 IMPLEMENTED = tuple(COMMAND_ROOTS)
@@ -986,6 +991,31 @@ class EasSessionLogic:
         ]
         return wbxml_reply(el(MOVE, "MoveItems", *responses))
 
+    # ------------------------------------------------------------------ SendMail
+
+    async def _cmd_SendMail(self, call: EasCall, caller: Caller) -> EasReply:
+        """The message is kept in Sent Items (there is no mail transport yet); an empty
+        answer says it was accepted."""
+        if call.raw is not None:
+            mime, save = call.raw, call.query.parameters.get("SaveInSent", "").upper() == "T"
+        else:
+            root = eas.expect_root(_body(call), COMPOSE_MAIL, "SendMail")
+            found = eas.require(root, "Mime")
+            mime = b"".join(
+                c if isinstance(c, bytes) else c.encode()
+                for c in found.children
+                if isinstance(c, bytes | str)
+            )
+            save = root.find("SaveInSentItems") is not None
+        text = mime.decode("utf-8", "replace")
+        message = message_from_string(text)
+        if not any(message.get(h) for h in ("To", "Cc", "Bcc")):
+            return status_reply(call.query, 119)  # MessageHasNoRecipient
+        if save:
+            collection_id = await self.backend.store.write(_save_sent, caller, text)
+            self.backend.board.changed(collection_id)
+        return EasReply(200)
+
 
 def ping_changes(folders: list[str]) -> EasReply:
     return wbxml_reply(
@@ -1483,6 +1513,32 @@ def _fetch_unit(
         return None
     item = _mapped_live_item(conn, device_id, collection["id"], server_id)
     return item["data"] if item else None
+
+
+def _save_sent(conn: sqlite3.Connection, caller: Caller, text: str) -> str:
+    """Keep a sent message in the owner's Sent Items; every device of theirs gets it."""
+    collection = collection_unit(
+        conn, caller.device["organisation_id"], caller.account["id"], "sent_mail"
+    )
+    facts = facts_of("sent_mail", text, "message/rfc822")
+    at = now()
+    pim_db.insert_item(
+        conn,
+        {
+            "collection_id": collection["id"],
+            "organisation_id": caller.device["organisation_id"],
+            "version": pim_db.next_version(conn, collection["id"]),
+            "origin": None,
+            "content_type": facts.content_type,
+            "data": text,
+            "uid": None,
+            "fingerprint": facts.fingerprint,
+            "deleted": 0,
+            "created_at": at,
+            "updated_at": at,
+        },
+    )
+    return str(collection["id"])
 
 
 def _without_wait(root: Element) -> Element:

@@ -15,6 +15,7 @@ from engine.protocols import activesync as eas
 from engine.protocols.activesync import child_text, el
 from engine.protocols.activesync_tables import (
     AIRSYNC,
+    COMPOSE_MAIL,
     FOLDER_HIERARCHY,
     GET_ITEM_ESTIMATE,
     ITEM_OPERATIONS,
@@ -375,6 +376,20 @@ class EasClient:
         if child_text(fetch, "Status") != "1":
             return None
         return fetch.find("Properties")
+
+    # ------------------------------------------------------------------ mail
+
+    async def send_mail(self, mime: str, *, save: bool = True) -> httpx.Response:
+        """SendMail: WBXML from 14.0 on, the message itself (message/rfc822) before."""
+        if self.version >= "14.0":
+            parts = [el(COMPOSE_MAIL, "ClientId", f"m{id(mime)}")]
+            if save:
+                parts.append(el(COMPOSE_MAIL, "SaveInSentItems"))
+            parts.append(el(COMPOSE_MAIL, "Mime", mime.encode()))
+            return await self.post("SendMail", el(COMPOSE_MAIL, "SendMail", *parts))
+        headers = self.headers() | {"Content-Type": "message/rfc822"}
+        query = self._query("SendMail") + ("&SaveInSent=T" if save else "")
+        return await self.http.post(f"{PATH}?{query}", content=mime.encode(), headers=headers)
 
     # ------------------------------------------------------------------ Ping
 

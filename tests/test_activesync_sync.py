@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.protocols import activesync as eas
 from engine.protocols.activesync import child_text, el
 from engine.protocols.activesync_tables import AIRSYNCBASE, CALENDAR, NOTES, TASKS
 
@@ -129,3 +130,36 @@ async def test_oma_ds_and_activesync_share_one_truth(world: EasWorld) -> None:
     assert len(cards) == 2
     assert any("King" in c and "+44 7700 900999" in c for c in cards)
     assert any("Hopper" in c for c in cards)
+
+
+MESSAGE = (
+    "From: Alice <alice@example.org>\r\nTo: Bob <bob@example.org>\r\n"
+    "Subject: =?utf-8?q?Caf=C3=A9_at_ten?=\r\nDate: Fri, 04 Dec 2026 10:00:00 +0000\r\n"
+    "Content-Type: text/plain; charset=utf-8\r\n\r\nSee you there.\r\n"
+)
+
+
+async def test_send_mail_keeps_the_message_in_sent_items(world: EasWorld) -> None:
+    phone = await ready(world, "MAILDEVICE1")
+    old = await ready(world, "MAILDEVICE2", version="12.1")
+    assert phone.folders["sent"] == ("Sent Items", 5) and phone.folders["inbox"][1] == 2
+    await phone.sync_all("sent")
+    response = await phone.send_mail(MESSAGE)
+    assert response.status_code == 200 and response.content == b""
+    outcome = await phone.sync("sent")
+    (mail,) = outcome.added.values()
+    assert child_text(mail, "Subject") == "Café at ten"
+    assert child_text(mail, "To") == '"Bob" <bob@example.org>'
+    assert child_text(mail.find("Body"), "Data") == "See you there.\r\n"  # type: ignore[arg-type]
+    # Protocol 12.1 sends the message itself; not saved when it says so.
+    assert (await old.send_mail(MESSAGE.replace("ten", "eleven"))).status_code == 200
+    assert (await old.send_mail(MESSAGE, save=False)).status_code == 200
+    await old.sync_all("sent")
+    subjects = sorted(child_text(m, "Subject") for m in old.items["sent"].values())
+    assert subjects == ["Café at eleven", "Café at ten"]
+    # No recipient: MessageHasNoRecipient; nothing stored. An Add to a mail folder: refused.
+    refused = await phone.send_mail("Subject: nobody\r\n\r\nhello\r\n")
+    assert child_text(eas.decode(refused.content), "Status") == "119"
+    outcome = await phone.sync("sent", adds={"x": [el(NOTES, "Subject", "no")]})
+    assert [child_text(r, "Status") for r in outcome.responses] == ["6"]
+    assert len(_stored(world, "sent_mail")) == 2

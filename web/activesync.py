@@ -97,6 +97,10 @@ async def post() -> Response:
         if length is not None and length > eas.MAX_BODY_BYTES:
             raise eas.EasError("the request body is too large", eas.INVALID_CONTENT, 413)
         data = await request.get_data(as_text=False)
+        raw = None
+        content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if query.command == "SendMail" and content_type == "message/rfc822":
+            raw, data = data, b""  # protocol 12.1 sends the message itself
         body = eas.decode(data) if data else None
     except eas.EasError as exc:
         return _response(
@@ -108,7 +112,7 @@ async def post() -> Response:
         return _response(EasReply(501))
     user, password = credentials
     key = f"{user.lower()}|{query.device_id}"
-    call = EasCall(query, user, password, body, request.remote_addr)
+    call = EasCall(query, user, password, body, request.remote_addr, raw)
     reply = await ask_device_session(PROTOCOL, key, call)
     if isinstance(reply, Parked):
         parked = reply

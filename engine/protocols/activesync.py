@@ -194,6 +194,11 @@ def _encoded(query: str) -> EasQuery:
             at += 2 + length
     except (IndexError, struct.error) as exc:
         raise EasError("the encoded query is cut short") from exc
+    options = parameters.pop("Options", "")
+    if options and ord(options[0]) & 0x01:  # MS-ASHTTP 2.2.1.1.1.1.3: SaveInSent
+        parameters["SaveInSent"] = "T"
+    if options and ord(options[0]) & 0x02:
+        parameters["AcceptMultiPart"] = "T"
     command = COMMAND_CODES.get(code)
     if command is None:
         raise EasError(f"unknown command code {code}", COMMAND_NOT_SUPPORTED, 501)

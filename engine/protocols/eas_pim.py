@@ -16,15 +16,35 @@ from __future__ import annotations
 import base64
 import re
 from datetime import UTC, datetime, timedelta
+from email import message_from_string
+from email.header import decode_header, make_header
+from email.message import Message
+from email.policy import compat32
+from email.utils import getaddresses, parsedate_to_datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .activesync import INVALID_CONTENT, EasError, child_text, el
-from .activesync_tables import AIRSYNC, AIRSYNCBASE, CALENDAR, CONTACTS, CONTACTS2, NOTES, TASKS
+from .activesync_tables import (
+    AIRSYNC,
+    AIRSYNCBASE,
+    CALENDAR,
+    CONTACTS,
+    CONTACTS2,
+    EMAIL,
+    NOTES,
+    TASKS,
+)
 from .contentline import ContentLine, decoded_value, fold, parse
 from .wbxml import Element
 
 #: The store's kind of each ActiveSync class and back.
-CLASSES = {"contacts": "Contacts", "calendar": "Calendar", "tasks": "Tasks", "notes": "Notes"}
+CLASSES = {
+    "contacts": "Contacts",
+    "calendar": "Calendar",
+    "tasks": "Tasks",
+    "notes": "Notes",
+    "sent_mail": "Email",
+}
 #: A TIME_ZONE_INFORMATION of 172 zero bytes: UTC without daylight saving (MS-ASDTYPE 2.7.4).
 UTC_TIMEZONE = base64.b64encode(bytes(172)).decode()
 
@@ -750,15 +770,84 @@ def note_from_eas(data: Element, keep: str | None = None) -> str:
     return body + "\n"
 
 
+# --------------------------------------------------------------------------- mail
+
+
+def _addresses(value: str | None) -> str:
+    return ", ".join(
+        f'"{name}" <{address}>' if name else address
+        for name, address in getaddresses([value or ""])
+        if address
+    )
+
+
+def _plain_text(message: Message) -> str:
+    """The text/plain part of a message (or its first text part, tags and all)."""
+    parts = message.walk() if message.is_multipart() else [message]
+    texts = [part for part in parts if part.get_content_maintype() == "text"]
+    chosen = next((p for p in texts if p.get_content_subtype() == "plain"), None)
+    chosen = chosen or (texts[0] if texts else None)
+    if chosen is None:
+        return ""
+    payload = chosen.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return ""
+    return payload.decode(chosen.get_content_charset() or "utf-8", "replace")
+
+
+def mail_to_eas(text: str) -> list[Element]:
+    """The Email properties (MS-ASEMAIL) of a stored RFC 5322 message, its body as text."""
+    message = message_from_string(text, policy=compat32)
+    try:
+        sent = parsedate_to_datetime(message["Date"]) if message["Date"] else None
+    except (TypeError, ValueError):
+        sent = None
+    sent = sent.astimezone(UTC) if sent and sent.tzinfo else datetime.now(UTC)
+    to = _addresses(message["To"])
+    names = [name or address for name, address in getaddresses([message["To"] or ""])]
+    out = [el(EMAIL, "To", to)]
+    if message["Cc"]:
+        out.append(el(EMAIL, "Cc", _addresses(message["Cc"])))
+    out += [
+        el(EMAIL, "From", _addresses(message["From"])),
+        el(EMAIL, "Subject", str(make_header(decode_header(message["Subject"] or "")))),
+        el(EMAIL, "DateReceived", _long(sent)),
+        el(EMAIL, "DisplayTo", "; ".join(names)),
+        el(EMAIL, "Importance", "1"),
+        el(EMAIL, "Read", "1"),
+    ]
+    body = _plain_text(message)
+    out.append(
+        _body_element(body)
+        or el(AIRSYNCBASE, "Body", el(AIRSYNCBASE, "Type", "1"), el(AIRSYNCBASE, "Data", ""))
+    )
+    out += [
+        el(EMAIL, "MessageClass", "IPM.Note"),
+        el(EMAIL, "InternetCPID", "65001"),
+        el(EMAIL, "ContentClass", "urn:content-classes:message"),
+        el(AIRSYNCBASE, "NativeBodyType", "1"),
+    ]
+    return out
+
+
+def mail_from_eas(data: Element, keep: str | None = None) -> str:
+    """A stored message stays as it was sent: a device changes only flags (Read, Flag)."""
+    if keep is None:
+        raise EasError("messages are added by SendMail, not by Sync", INVALID_CONTENT)
+    return keep
+
+
 # --------------------------------------------------------------------------- dispatch
 
 _TO_EAS = {
+    "sent_mail": mail_to_eas,
     "contacts": contact_to_eas,
     "calendar": event_to_eas,
     "tasks": task_to_eas,
     "notes": note_to_eas,
 }
 _FROM_EAS = {
+    "sent_mail": mail_from_eas,
     "contacts": contact_from_eas,
     "calendar": event_from_eas,
     "tasks": task_from_eas,
@@ -766,6 +855,7 @@ _FROM_EAS = {
 }
 #: The content type the store is given for what an ActiveSync device sends.
 CONTENT_TYPES = {
+    "sent_mail": "message/rfc822",
     "contacts": "text/vcard",
     "calendar": "text/calendar",
     "tasks": "text/calendar",
