@@ -79,7 +79,7 @@ def populate(database: Path, accounts: int, devices: int) -> list[tuple[str, str
         )
         conn.execute(
             "INSERT INTO eas_settings (organisation_id, settings, revision, updated_at)"
-            ' VALUES (?, \'{"require_provisioning": false, "min_heartbeat": 1}\', 1, ?)',
+            " VALUES (?, '{\"require_provisioning\": false}', 1, ?)",
             (organisation, at),
         )
         owners = []

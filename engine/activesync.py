@@ -5,9 +5,10 @@ Who: HTTP Basic with the device owner's own password; the user name is the login
 qualified with the organisation code (``code\\login``, ``code/login`` or ``login@code``).
 The DeviceId must name an inventory device of that user (seen before over ActiveSync, or
 whose UDID, IMEI or serial number it is) that may connect (:func:`engine.devices.
-may_connect`). An unknown DeviceId is refused (403) unless the organisation's ActiveSync
-settings allow enrolment at first contact (``allow_new_devices``, off by default): then the
-device is created in the inventory, owned by the user, within the organisation's licences.
+may_connect`). An unknown DeviceId is refused (403) unless Configuration → Services →
+Exchange ActiveSync lets devices enrol at first contact (``enrol_at_first_contact``, off by
+default): then the device is created in the inventory, owned by the user, within the
+organisation's licences. The same settings bound the Ping heartbeat.
 
 Policy: MS-ASPROV's two phases hand out a temporary and then a final policy key; every
 other command must carry the final key of the organisation's current policy revision, else
@@ -63,6 +64,7 @@ from .protocols.activesync_tables import (
 )
 from .protocols.omads import ClientChange, DatastoreState
 from .protocols.wbxml import Element
+from .service_settings import Deployment, effective_settings_unit
 from .store import Store
 from .store import activesync as db
 from .store import pim as pim_db
@@ -78,12 +80,11 @@ PROTOCOL = "eas"
 
 # --------------------------------------------------------------------------- settings
 
-#: The organisation's ActiveSync settings besides the policy, and their defaults.
+#: The organisation's ActiveSync settings besides the policy, and their defaults. (Where to
+#: connect, the heartbeat bounds and enrolment at first contact are in Configuration →
+#: Services, service ``eas``.)
 DEFAULT_SETTINGS: dict[str, Any] = {
-    "allow_new_devices": False,
     "require_provisioning": True,
-    "min_heartbeat": 60,
-    "max_heartbeat": 3540,
     "max_ping_folders": 300,
 }
 _POLICY_NAMES = {name: default for _, name, default in eas.PROVISION_DOC}
@@ -107,9 +108,19 @@ class EasSettings:
         return {name: self.values[name] for name in _POLICY_NAMES}
 
 
-def settings_from_row(row: dict[str, Any] | None) -> EasSettings:
+def settings_from_row(
+    row: dict[str, Any] | None, service: dict[str, Any] | None = None
+) -> EasSettings:
+    """The stored settings over the defaults; with ``service`` (the effective Configuration →
+    Services values of ``eas``) also the heartbeat bounds and enrolment at first contact."""
     stored = json.loads(row["settings"]) if row else {}
     values = {**DEFAULT_SETTINGS, **_POLICY_NAMES, **stored}
+    if service is not None:
+        values |= {
+            "min_heartbeat": service["ping_min_heartbeat"],
+            "max_heartbeat": max(service["ping_min_heartbeat"], service["ping_max_heartbeat"]),
+            "allow_new_devices": service["enrol_at_first_contact"],
+        }
     return EasSettings(values, row["revision"] if row else 0)
 
 
@@ -117,7 +128,7 @@ def check_settings(changes: dict[str, Any]) -> dict[str, Any]:
     """Validate a change of settings (the REST API and the portal send these)."""
     checked: dict[str, Any] = {}
     for name, value in changes.items():
-        if name in ("allow_new_devices", "require_provisioning") or (
+        if name == "require_provisioning" or (
             name in _POLICY_NAMES and name not in _INTEGER_POLICIES
         ):
             if not isinstance(value, bool):
@@ -282,14 +293,6 @@ class Caller:
     features: dict[str, bool]
 
 
-class Refused(Exception):
-    """The request is refused before any command runs; ``reply`` says how."""
-
-    def __init__(self, reply: EasReply) -> None:
-        super().__init__(reply.status)
-        self.reply = reply
-
-
 UNAUTHORISED = EasReply(401, b"", (("WWW-Authenticate", 'Basic realm="ActiveSync"'),))
 FORBIDDEN = EasReply(403)
 
@@ -308,18 +311,19 @@ def _platform(device_type: str) -> str:
 
 
 def _caller_unit(
-    conn: sqlite3.Connection, account_id: str, query: EasQuery, enrol: bool
+    conn: sqlite3.Connection, deployment: Deployment, account_id: str, query: EasQuery
 ) -> dict[str, Any] | None:
     """The request's device with its ActiveSync row, settings and pending wipe; an unknown
-    device is created when ``enrol`` and the organisation allows it."""
+    device is created when the organisation lets devices enrol at first contact."""
     account = one_account(conn, account_id)
     if account is None:
         return None
     device = db.device_for_eas_id(conn, account_id, query.device_id)
-    settings = settings_from_row(db.settings_of(conn, account["organisation_id"]))
+    service = effective_settings_unit(conn, deployment, account["organisation_id"])[PROTOCOL]
+    settings = settings_from_row(db.settings_of(conn, account["organisation_id"]), service)
     at = now()
     if device is None:
-        if not enrol or not settings["allow_new_devices"]:
+        if not settings["allow_new_devices"]:
             return {"refused": "unknown device"}
         try:
             _check_room(conn, account["organisation_id"], account_id, new_licence=True)
@@ -410,8 +414,11 @@ MAX_TRUSTED = 100_000
 class Backend:
     """What the device sessions share: the store, the Ping board and the conflict policy."""
 
-    def __init__(self, store: Store, board: Any, policy: str = DEFAULT_POLICY) -> None:
+    def __init__(
+        self, store: Store, deployment: Deployment, board: Any, policy: str = DEFAULT_POLICY
+    ) -> None:
         self.store = store
+        self.deployment = deployment
         self.board = board
         self.policy = policy
         #: Credentials verified lately: digest of (user, password) -> account id, its
@@ -511,7 +518,7 @@ class EasSessionLogic:
         if verified is None:
             return UNAUTHORISED
         account_id, password_hash = verified
-        found = await store.write(_caller_unit, account_id, call.query, True)
+        found = await store.write(_caller_unit, self.backend.deployment, account_id, call.query)
         if found is None or "refused" in found:
             return FORBIDDEN
         account = found["account"]

@@ -11,10 +11,12 @@ from pathlib import Path
 
 import httpx
 
+from engine.audit import audit_event
 from engine.ids import new_id
 from engine.protocols.activesync import el
 from engine.protocols.activesync_tables import AIRSYNCBASE, CONTACTS
 from engine.protocols.wbxml import Element
+from engine.service_settings import change_organisation_unit
 from engine.timestamps import now
 
 from .conftest import RunningService
@@ -72,6 +74,21 @@ class EasWorld:
                 " VALUES (?, ?, 1, ?) ON CONFLICT (organisation_id) DO UPDATE SET"
                 " settings = excluded.settings, revision = revision + 1",
                 (self.ds.organisation_id, json.dumps(values), now()),
+            )
+
+    def service(self, **overrides: object) -> None:
+        """Configuration → Services → Exchange ActiveSync of the organisation, as the API
+        would change it (the domain's unit, run on the test's own connection)."""
+        with database(self.running) as conn:
+            change_organisation_unit(
+                conn,
+                self.ds.organisation_id,
+                "eas",
+                {"use_system_wide": False, "overrides": dict(overrides), "clear": []},
+                None,
+                audit_event(
+                    None, "settings.organisation_changed", organisation_id=self.ds.organisation_id
+                ),
             )
 
     def counts(self) -> dict[str, int]:

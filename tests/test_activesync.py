@@ -170,7 +170,7 @@ async def test_wrong_sync_key_and_unknown_folder(world: EasWorld) -> None:
 
 
 async def test_ping_answered_on_change_and_on_heartbeat(world: EasWorld) -> None:
-    world.settings(min_heartbeat=1)
+    world.service(ping_min_heartbeat=1)
     phone = await ready(world, "PINGDEVICE1")
     tablet = await ready(world, "PINGDEVICE2")
     await phone.sync_all("contacts")
@@ -232,7 +232,7 @@ async def _until(condition: object, deadline: float = 5.0) -> None:
 
 
 async def test_remote_wipe_reaches_device_and_is_acknowledged(world: EasWorld) -> None:
-    world.settings(min_heartbeat=1)
+    world.service(ping_min_heartbeat=1)
     client = await ready(world, "WIPEDEVICE")
     row = world.add_device("OTHERWIPE")  # noqa: F841 - another device stays untouched
     with database(world.running) as conn:
@@ -264,7 +264,7 @@ async def test_account_only_wipe_in_16_1(world: EasWorld) -> None:
 
 
 async def test_wipe_ends_a_parked_ping(world: EasWorld) -> None:
-    world.settings(min_heartbeat=1)
+    world.service(ping_min_heartbeat=1)
     client = await ready(world, "WAKEDEVICE")
     await client.sync_all("contacts")
     with database(world.running) as conn:
@@ -330,7 +330,7 @@ async def test_wrong_password_unknown_device_and_bad_input_change_nothing(
 
 
 async def test_first_contact_enrolment_when_allowed(world: EasWorld) -> None:
-    world.settings(allow_new_devices=True)
+    world.service(enrol_at_first_contact=True)
     client = world.client("NEWPHONE1", device_type="Android")
     await client.provision()
     await client.folder_sync()
@@ -342,7 +342,7 @@ async def test_first_contact_enrolment_when_allowed(world: EasWorld) -> None:
 
 
 async def test_sync_with_wait_answers_on_change_or_empty(world: EasWorld) -> None:
-    world.settings(min_heartbeat=1, max_heartbeat=120)
+    world.service(ping_min_heartbeat=1, ping_max_heartbeat=120)
     phone = await ready(world, "WAITDEVICE1")
     tablet = await ready(world, "WAITDEVICE2")
     await phone.sync_all("contacts")

@@ -41,9 +41,7 @@ async def test_policy_wipe_and_device_state_over_the_api(running: RunningService
             )
         base = f"{API}/organisations/{org.code}"
         changed = await client.patch(
-            f"{base}/activesync",
-            headers=org.admin,
-            json={"min_heartbeat": 1, "min_passcode_length": 5},
+            f"{base}/activesync", headers=org.admin, json={"min_passcode_length": 5}
         )
         assert changed.status_code == 200, changed.text
         assert changed.json()["settings"]["min_passcode_length"] == 5
@@ -83,6 +81,16 @@ async def test_policy_wipe_and_device_state_over_the_api(running: RunningService
             again = await phone.provision()
             doc = again.find("Policies").find("Policy").find("Data").find("EASProvisionDoc")
             assert child_text(doc, "AllowCamera") == "0"
+
+            # Configuration → Services bounds the heartbeat.
+            bounded = await client.patch(
+                f"{base}/config/services/eas",
+                headers=org.admin,
+                json={"use_system_wide": False, "overrides": {"ping_max_heartbeat": 600}},
+            )
+            assert bounded.status_code == 200, bounded.text
+            status, _, root = await phone.ping(["contacts"], 1000)
+            assert (status, child_text(root, "HeartbeatInterval")) == (5, "600")
 
             # A wipe from the API ends the parked Ping at once.
             answered: list[tuple[int, float]] = []
@@ -151,8 +159,6 @@ async def test_portal_shows_activesync_state_and_edits_the_policy(running: Runni
                 {
                     "passcode_required": "on",
                     "min_passcode_length": "7",
-                    "min_heartbeat": "30",
-                    "max_heartbeat": "3540",
                     "max_ping_folders": "300",
                     "max_failed_attempts": "10",
                     "max_inactivity_seconds": "600",

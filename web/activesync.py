@@ -159,7 +159,7 @@ async def start(nursery: trio.Nursery, context: ServiceContext, bootstrap: Boots
     """Start the ActiveSync listener, the Ping board's sweeper and its wake-up subscriber."""
     store = context.store
     board = PingBoard(_answer)
-    backend = Backend(store, board)
+    backend = Backend(store, context.deployment, board)
     context.listeners[PROTOCOL] = await start_listener(
         nursery,
         PROTOCOL,

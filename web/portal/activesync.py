@@ -24,9 +24,6 @@ ADMINS = (AccountKind.MANAGER, AccountKind.SUPERVISOR, AccountKind.VENDOR)
 #: Each setting with the label the form shows, in the form's order.
 LABELS: dict[str, str] = {
     "require_provisioning": "Devices must accept the policy (Provision) before they sync",
-    "allow_new_devices": "Unknown devices of active users enrol at first contact",
-    "min_heartbeat": "Shortest Ping heartbeat (seconds)",
-    "max_heartbeat": "Longest Ping heartbeat (seconds)",
     "max_ping_folders": "Most folders one Ping may watch",
     "passcode_required": "Passcode required",
     "min_passcode_length": "Minimum passcode length",
