@@ -14,7 +14,8 @@ import json
 import sqlite3
 from typing import Any
 
-from .activesync import FOLDERS, check_settings, settings_from_row
+from .activesync import check_settings, settings_from_row
+from .activesync_items import FOLDERS
 from .audit import audit_event
 from .devices import get_device
 from .organisations import visible_organisation
