@@ -16,11 +16,10 @@ it is answered 142 (no key), 144 (unknown key) or 143 (the policy changed) — o
 protocol 12.1. A queued wipe turns every command into 140 (or 449) until the device has
 fetched it with Provision; its acknowledgement is the command's result.
 
-Items: each PIM kind the organisation enables is one folder (Contacts, Calendar, Tasks,
-Notes) backed by the owner's collection in the PIM store; the item's ServerId is recorded
-as the device's id of the item in the id map. Conflicts follow the PIM store's policy
-(:class:`engine.pim.CollectionSync`). Mail folders (Inbox, Drafts, Deleted Items, Sent
-Items, Outbox) exist and are empty: there is no mail backend yet.
+Items (``engine.activesync_items``): each PIM kind the organisation enables is one folder
+(Contacts, Calendar, Tasks, Notes) backed by the owner's collection in the PIM store.
+There is no mail transport yet: Sent Items holds what the owner's devices send with
+SendMail; Inbox, Drafts, Deleted Items and Outbox exist and stay empty.
 """
 
 from __future__ import annotations
