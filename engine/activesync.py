@@ -296,24 +296,29 @@ def _platform(device_type: str) -> str:
 
 
 def _caller_unit(
-    conn: sqlite3.Connection, deployment: Deployment, account_id: str, query: EasQuery
-) -> dict[str, Any] | None:
+    conn: sqlite3.Connection,
+    deployment: Deployment,
+    account_id: str,
+    password_hash: str,
+    query: EasQuery,
+) -> dict[str, Any]:
     """The request's device with its ActiveSync row, settings and pending wipe; an unknown
-    device is created when the organisation lets devices enrol at first contact."""
+    device is created when the organisation lets devices enrol at first contact. A refusal
+    (``{"refused": 401 or 403}``) writes nothing."""
     account = one_account(conn, account_id)
-    if account is None:
-        return None
+    if account is None or not _usable(account) or account["password_hash"] != password_hash:
+        return {"refused": 401}  # deactivated, or the password changed, since it was checked
     device = db.device_for_eas_id(conn, account_id, query.device_id)
     service = effective_settings_unit(conn, deployment, account["organisation_id"])[PROTOCOL]
     settings = settings_from_row(db.settings_of(conn, account["organisation_id"]), service)
     at = now()
     if device is None:
         if not settings["allow_new_devices"]:
-            return {"refused": "unknown device"}
+            return {"refused": 403}  # unknown device
         try:
             _check_room(conn, account["organisation_id"], account_id, new_licence=True)
         except LicenceLimit:
-            return {"refused": "no licence"}
+            return {"refused": 403}  # no licence left
         device_id = new_id()
         insert_device(
             conn,
@@ -345,7 +350,12 @@ def _caller_unit(
         )
         device = db.device_for_eas_id(conn, account_id, query.device_id)
         assert device is not None
+    if not may_connect(device, {"active": device["organisation_active"]}):
+        return {"refused": 403}
     row = db.eas_device(conn, device["id"])
+    wipe = db.pending_wipe(conn, device["id"])
+    if row is not None and row["wiped_at"] and wipe is None:
+        return {"refused": 403}  # wiped: out until a manager lets the device in again
     if row is None:
         row = {
             "device_id": device["id"],
@@ -369,7 +379,7 @@ def _caller_unit(
         "device": device,
         "eas": {**row, **changes},
         "settings": settings,
-        "wipe": db.pending_wipe(conn, device["id"]),
+        "wipe": wipe,
     }
 
 
@@ -503,18 +513,16 @@ class EasSessionLogic:
         if verified is None:
             return UNAUTHORISED
         account_id, password_hash = verified
-        found = await store.write(_caller_unit, self.backend.deployment, account_id, call.query)
-        if found is None or "refused" in found:
-            return FORBIDDEN
-        account = found["account"]
-        if not _usable(account) or account["password_hash"] != password_hash:
+        found = await store.write(
+            _caller_unit, self.backend.deployment, account_id, password_hash, call.query
+        )
+        if found.get("refused") == 401:
             self.backend.forget(call.username, call.password)
             return UNAUTHORISED
-        device = found["device"]
-        if not may_connect(device, {"active": device["organisation_active"]}):
+        if "refused" in found:
             return FORBIDDEN
-        if found["eas"]["wiped_at"] and found["wipe"] is None:
-            return FORBIDDEN  # wiped: the device stays out until a manager lets it in again
+        account = found["account"]
+        device = found["device"]
         features = json.loads(account["organisation_features"] or "{}")
         return Caller(
             account,

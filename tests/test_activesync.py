@@ -22,7 +22,7 @@ from engine.wakeups import Waiting
 from .conftest import RunningService
 from .eas_client import EasFailure
 from .eas_world import EasWorld, contact, eas_world, ready
-from .omads_world import database, vcard
+from .omads_world import database, make_world, vcard
 
 
 @pytest.fixture
@@ -326,6 +326,37 @@ async def test_wrong_password_unknown_device_and_bad_input_change_nothing(
         "Sync", el(FOLDER_HIERARCHY, "FolderSync", el(FOLDER_HIERARCHY, "SyncKey", "0"))
     )
     assert child_text(eas.decode(outcome.content), "Status") == "4"
+    # Too large a body: 413 before anything is read into a session.
+    async with world.running.client() as own:  # the service may close it mid-body
+        huge = await own.post(
+            "/Microsoft-Server-ActiveSync?Cmd=Sync&User=acme%5Calice&DeviceId=BADDEVICE"
+            "&DeviceType=iPhone",
+            content=b"\x03\x01\x6a\x00" + bytes(eas.MAX_BODY_BYTES),
+            headers=client.headers(),
+        )
+    assert huge.status_code == 413
+    # Another organisation's device, an inactive device, an inactive owner.
+    other = make_world(world.running, world.ds.root / "other", code="globex")
+    with database(world.running) as conn:
+        conn.execute(
+            "INSERT INTO devices (id, organisation_id, owner_id, name, platform, protocol,"
+            " state, udid, created_at, updated_at) VALUES (?, ?, ?, 'x', 'ios', 'eas',"
+            " 'enrolled', 'GLOBEXDEVICE', ?, ?)",
+            (new_id(), other.organisation_id, other.owner_id, now(), now()),
+        )
+    world.add_device("SLEEPYDEVICE", state="inactive")
+    assert world.counts() == {**before, "devices": before["devices"] + 2}
+    before = world.counts()
+    assert (await world.client("GLOBEXDEVICE").post("Provision", None)).status_code == 403
+    assert (await world.client("SLEEPYDEVICE").post("Provision", None)).status_code == 403
+    assert world.counts() == before
+    with database(world.running) as conn:
+        conn.execute("UPDATE accounts SET active = 0 WHERE id = ?", (world.ds.owner_id,))
+    before = world.counts()
+    response = await client.post(
+        "FolderSync", el(FOLDER_HIERARCHY, "FolderSync", el(FOLDER_HIERARCHY, "SyncKey", "0"))
+    )
+    assert response.status_code == 401
     assert world.counts() == before
 
 
