@@ -54,6 +54,7 @@ from .activesync_items import (
 from .actors import Reply
 from .audit import audit_event
 from .auth import _claim_attempt, sign_in_name
+from .commands import RefusedTransition, State, _mark_sent, _record_result
 from .devices import LicenceLimit, _check_room, may_connect
 from .errors import Invalid
 from .ids import new_id
@@ -369,6 +370,16 @@ def _caller_unit(
         }
         db.insert_eas_device(conn, row)
         row = db.eas_device(conn, device["id"])
+    for command in db.undeliverable_commands(conn, device["id"]):
+        # Lock, locate, messages, applications: MS-ASPROV knows only wipes. The manager sees
+        # at once that this device cannot take them, rather than a command queued forever.
+        _mark_sent(conn, command["id"])
+        _record_result(
+            conn,
+            command["id"],
+            State.FAILED,
+            json.dumps({"error": f"Exchange ActiveSync cannot carry out {command['kind']}"}),
+        )
     changes = {"last_seen_at": at, "last_command": query.command}
     if row["protocol_version"] != query.version:
         changes["protocol_version"] = query.version
@@ -1103,8 +1114,6 @@ async def _mark_wipe_sent(store: Store, caller: Caller, wipe: dict[str, Any]) ->
 
 
 def _wipe_sent(conn: sqlite3.Connection, caller: Caller, wipe: dict[str, Any]) -> None:
-    from .commands import _mark_sent
-
     if wipe["state"] == "queued":
         _mark_sent(conn, wipe["id"])
     at = now()
@@ -1123,8 +1132,6 @@ def _wipe_sent(conn: sqlite3.Connection, caller: Caller, wipe: dict[str, Any]) -
 def _wipe_result(
     conn: sqlite3.Connection, caller: Caller, command_id: str, ok: bool, status: str
 ) -> None:
-    from .commands import RefusedTransition, State, _record_result
-
     # Cancelled meanwhile, or answered before (the device repeats itself): nothing to move.
     with contextlib.suppress(RefusedTransition):
         _record_result(
@@ -1142,8 +1149,6 @@ def _wipe_result(
 
 async def _fail_command(store: Store, command: dict[str, Any], reason: str) -> None:
     def unit(conn: sqlite3.Connection) -> None:
-        from .commands import State, _mark_sent, _record_result
-
         if command["state"] == "queued":
             _mark_sent(conn, command["id"])
         _record_result(

@@ -399,3 +399,16 @@ async def test_sync_with_wait_answers_on_change_or_empty(world: EasWorld) -> Non
         assert trio.current_time() - changed_at < 1.0
     (synced,) = outcome
     assert [child_text(d, "LastName") for d in synced.added.values()] == ["Turing"]  # type: ignore[attr-defined]
+
+
+async def test_commands_activesync_cannot_carry_out_fail_at_once(world: EasWorld) -> None:
+    client = await ready(world, "LOCKDEVICE")
+    with database(world.running) as conn:
+        device_row = conn.execute("SELECT id FROM devices WHERE udid = 'LOCKDEVICE'").fetchone()[0]
+    lock = world.queue_command(device_row, "lock")
+    await client.folder_sync()
+    with database(world.running) as conn:
+        state, result = conn.execute(
+            "SELECT state, result FROM commands WHERE id = ?", (lock,)
+        ).fetchone()
+    assert state == "failed" and "cannot carry out lock" in result

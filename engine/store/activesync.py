@@ -129,6 +129,18 @@ def pending_wipe(conn: sqlite3.Connection, device_id: str) -> Row | None:
     )
 
 
+def undeliverable_commands(conn: sqlite3.Connection, device_id: str) -> list[Row]:
+    """Commands queued for the device that ActiveSync has no way to carry out (all but the
+    wipes)."""
+    return many(
+        conn.execute(
+            "SELECT * FROM commands WHERE device_id = ? AND state = 'queued'"
+            " AND kind NOT IN ('wipe', 'enterprise_wipe') ORDER BY created_at",
+            (device_id,),
+        )
+    )
+
+
 # --------------------------------------------------------------------------- change watch
 
 
