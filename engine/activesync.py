@@ -488,6 +488,10 @@ class EasSessionLogic:
         self.backend = backend
         self.key = key
         self.last_sync: Element | None = None
+        #: Per folder, the SyncKey of the last Sync and its answer: a device that lost the
+        #: answer sends the same key again and gets the same answer (the items it lacks as
+        #: Add, its own Adds with the ServerIds already given). Dropped when it pings.
+        self.last_answers: dict[str, tuple[str, Element]] = {}
 
     async def close(self) -> None:
         """A parked Ping is answered as expired: the device simply pings again."""
@@ -787,6 +791,9 @@ class EasSessionLogic:
         head = [el(AIRSYNC, "SyncKey", key), el(AIRSYNC, "CollectionId", folder)]
         if folder not in known:
             return el(AIRSYNC, "Collection", *head, el(AIRSYNC, "Status", "8"))
+        repeated = self.last_answers.get(folder)
+        if repeated is not None and repeated[0] == key and key != "0":
+            return repeated[1]
         window = integer(child_text(collection, "WindowSize"), "WindowSize", 1, 512)
         get_changes = child_text(collection, "GetChanges")
         commands = collection.find("Commands")
@@ -815,7 +822,10 @@ class EasSessionLogic:
             body.append(el(AIRSYNC, "Commands", *result.commands))
         if result.responses:
             body.append(el(AIRSYNC, "Responses", *result.responses))
-        return el(AIRSYNC, "Collection", *body)
+        answer = el(AIRSYNC, "Collection", *body)
+        if result.status == 1:
+            self.last_answers[folder] = (key, answer)
+        return answer
 
     # ------------------------------------------------------------------ GetItemEstimate
 
@@ -884,6 +894,7 @@ class EasSessionLogic:
         known = {sid for sid, _, _ in folders_for(caller.features)}
         if any(f not in known for f in folders):
             return wbxml_reply(el(PING, "Ping", el(PING, "Status", "7")))
+        self.last_answers.clear()  # a pinging device has its answers: keep parked ones small
         watched, changed = await self.backend.store.write(ping_unit, caller, heartbeat, folders)
         if changed:
             return ping_changes(changed)

@@ -164,6 +164,14 @@ async def test_contacts_both_ways_with_paging(world: EasWorld) -> None:
 async def test_wrong_sync_key_and_unknown_folder(world: EasWorld) -> None:
     client = await ready(world, "KEYDEVICE")
     await client.sync("contacts")
+    # An answer lost on the way: the same SyncKey again gets the same answer.
+    first = await client.sync("contacts", adds={"r1": contact("Lost", "Answer")})
+    again = await client.sync("contacts", adds={"r1": contact("Lost", "Answer")}, key="1")
+    assert again.sync_key == first.sync_key
+    assert [child_text(r, "ServerId") for r in again.responses] == [
+        child_text(r, "ServerId") for r in first.responses
+    ]
+    assert len(_stored_cards(world)) == 1
     outcome = await client.sync("contacts", key="999")
     assert outcome.status == 3
     assert (await client.sync("nonesuch")).status == 8
@@ -213,6 +221,16 @@ async def test_ping_answered_on_change_and_on_heartbeat(world: EasWorld) -> None
             )
         await _until(lambda: bool(answer), 3)
     assert answer == [(2, ["calendar"])]
+
+
+def _stored_cards(world: EasWorld) -> list[str]:
+    with database(world.running) as conn:
+        return [
+            row[0]
+            for row in conn.execute(
+                "SELECT data FROM pim_items WHERE deleted = 0 AND content_type LIKE 'text/vcard%'"
+            )
+        ]
 
 
 def _boards() -> list[PingBoard]:
