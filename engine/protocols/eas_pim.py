@@ -32,9 +32,10 @@ from .activesync_tables import (
     CONTACTS2,
     EMAIL,
     NOTES,
+    PAGES,
     TASKS,
 )
-from .contentline import ContentLine, decoded_value, fold, parse
+from .contentline import ContentLine, decoded_value, fold, parse, unfold
 from .wbxml import Element
 
 #: The store's kind of each ActiveSync class and back.
@@ -278,7 +279,7 @@ def contact_to_eas(text: str) -> list[Element]:
         props[f"Email{index}Address"] = (CONTACTS, address)
     if categories:
         props["Categories"] = (CONTACTS, categories)
-    order = _order(CONTACTS) | _order(CONTACTS2)
+    order = _CONTACT_ORDER
     out: list[Element] = []
     for name in sorted(props, key=lambda n: order.get((props[n][0], n), 999)):
         ns, value = props[name]
@@ -293,12 +294,14 @@ def contact_to_eas(text: str) -> list[Element]:
 
 
 def _order(ns: str) -> dict[tuple[str, str], int]:
-    from .activesync_tables import PAGES
-
+    """Schema order of a page's elements: the order of their tokens."""
     for page, (namespace, tags) in PAGES.items():
         if namespace == ns:
             return {(ns, tag): page * 256 + token for token, tag in tags.items()}
     return {}
+
+
+_CONTACT_ORDER = _order(CONTACTS) | _order(CONTACTS2)
 
 
 def _vcard_date(value: str) -> str:
@@ -376,15 +379,9 @@ def contact_from_eas(data: Element, keep: str | None = None) -> str:
     if note:
         lines.append(f"NOTE:{_escape(note)}")
     if keep:
-        lines += [raw for raw in _raw_lines(keep) if _name_of(raw) not in _CONTACT_PROPERTIES]
+        lines += [raw for raw in unfold(keep) if _name_of(raw) not in _CONTACT_PROPERTIES]
     lines.append("END:VCARD")
     return _lines("\r\n".join(lines))
-
-
-def _raw_lines(text: str) -> list[str]:
-    from .contentline import unfold
-
-    return unfold(text)
 
 
 def _name_of(raw: str) -> str:
@@ -420,8 +417,6 @@ _EVENT_PROPERTIES = frozenset(
 
 def _component(text: str, name: str) -> tuple[list[ContentLine], list[str]]:
     """The lines of the first ``name`` component (without nested ones) and its raw lines."""
-    from .contentline import unfold
-
     lines: list[ContentLine] = []
     raw: list[str] = []
     depth = 0
