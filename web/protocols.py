@@ -15,7 +15,7 @@ import trio
 
 from engine.config import Bootstrap
 
-from . import omads
+from . import activesync, omads
 from .apple_mdm import start_apple_mdm
 from .context import ServiceContext
 from .windows_enrolment import start_windows_enrolment
@@ -23,7 +23,12 @@ from .windows_enrolment import start_windows_enrolment
 ProtocolStarter = Callable[[trio.Nursery, ServiceContext, Bootstrap], Awaitable[None]]
 
 #: One starter per protocol, started in this order.
-STARTERS: tuple[ProtocolStarter, ...] = (start_windows_enrolment, start_apple_mdm, omads.start)
+STARTERS: tuple[ProtocolStarter, ...] = (
+    start_windows_enrolment,
+    start_apple_mdm,
+    omads.start,
+    activesync.start,
+)
 
 
 async def start_protocols(

@@ -337,6 +337,34 @@ SERVICES: Mapping[str, ServiceSpec] = MappingProxyType(
                         "/Microsoft-Server-ActiveSync", "URL the devices' mail app connects to."
                     ),
                     _connection_interval(),
+                    Field(
+                        name="ping_min_heartbeat",
+                        label="Shortest Ping heartbeat",
+                        type=int,
+                        help="A device asking to be pinged less long is told this bound.",
+                        default=60,
+                        minimum=1,
+                        maximum=3540,
+                        unit="seconds",
+                    ),
+                    Field(
+                        name="ping_max_heartbeat",
+                        label="Longest Ping heartbeat",
+                        type=int,
+                        help="How long a device's Ping (or Sync with Wait) may be held open.",
+                        default=3540,
+                        minimum=1,
+                        maximum=3540,
+                        unit="seconds",
+                    ),
+                    Field(
+                        name="enrol_at_first_contact",
+                        label="Enrol unknown devices at first contact",
+                        type=bool,
+                        help="A device that is not in the inventory joins it, owned by the "
+                        "user who signs in with it; otherwise it is refused.",
+                        default=False,
+                    ),
                 ),
             ),
             ServiceSpec(

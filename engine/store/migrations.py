@@ -458,6 +458,65 @@ _PIM = (
     "CREATE INDEX devices_udid ON devices (udid)",
 )
 
+_ACTIVESYNC = (
+    # One row per Exchange ActiveSync device: its own device id and type, the policy key it
+    # acknowledged (and the temporary one of an unfinished Provision), a remote wipe on its
+    # way, its folder hierarchy sync key and folders, its last Ping and DeviceInformation.
+    """CREATE TABLE eas_devices (
+        device_id TEXT PRIMARY KEY REFERENCES devices(id),
+        organisation_id TEXT NOT NULL REFERENCES organisations(id),
+        account_id TEXT NOT NULL REFERENCES accounts(id),
+        eas_device_id TEXT NOT NULL,
+        device_type TEXT NOT NULL,
+        protocol_version TEXT,
+        policy_key TEXT,
+        pending_policy_key TEXT,
+        policy_revision INTEGER,
+        provisioned_at TEXT,
+        wipe_command_id TEXT,
+        wipe_kind TEXT,
+        wipe_sent_at TEXT,
+        wiped_at TEXT,
+        folder_sync_key INTEGER NOT NULL DEFAULT 0,
+        folders TEXT NOT NULL DEFAULT '[]',
+        heartbeat INTEGER,
+        ping_folders TEXT NOT NULL DEFAULT '[]',
+        device_information TEXT NOT NULL DEFAULT '{}',
+        last_command TEXT,
+        last_seen_at TEXT,
+        last_sync_at TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    )""",
+    "CREATE UNIQUE INDEX eas_devices_account ON eas_devices (account_id, eas_device_id)",
+    "CREATE INDEX eas_devices_org ON eas_devices (organisation_id)",
+    # Per device and folder: the SyncKey it holds, the change number it has seen, and the
+    # key and change number before, so a Sync repeated after a lost response is served again;
+    # reset_version: the change number when the device started over (SyncKey 0), before
+    # which the device's own items are sent to it again.
+    """CREATE TABLE eas_folder_states (
+        device_id TEXT NOT NULL REFERENCES devices(id),
+        folder TEXT NOT NULL,
+        organisation_id TEXT NOT NULL REFERENCES organisations(id),
+        collection_id TEXT REFERENCES pim_collections(id),
+        sync_key INTEGER NOT NULL,
+        seen_version INTEGER NOT NULL DEFAULT 0,
+        previous_key INTEGER,
+        previous_version INTEGER,
+        reset_version INTEGER NOT NULL DEFAULT 0,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (device_id, folder)
+    )""",
+    # The organisation's ActiveSync settings: the device policy (EASProvisionDoc), the Ping
+    # heartbeat bounds and whether unknown devices may enrol at first contact.
+    """CREATE TABLE eas_settings (
+        organisation_id TEXT PRIMARY KEY REFERENCES organisations(id),
+        settings TEXT NOT NULL DEFAULT '{}',
+        revision INTEGER NOT NULL DEFAULT 1,
+        updated_at TEXT NOT NULL
+    )""",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", _INITIAL),
     Migration(2, "tenancy", _TENANCY),
@@ -468,4 +527,5 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(8, "apple mdm", _APPLE_MDM),
     Migration(9, "pim store and oma ds", _PIM),
     Migration(10, "windows enrolment", _WINDOWS_ENROLMENT),
+    Migration(12, "exchange activesync", _ACTIVESYNC),
 )

@@ -10,6 +10,7 @@ from quart import Blueprint
 
 from . import (
     accounts,
+    activesync,
     apple_mdm,
     audit,
     auth,
@@ -37,6 +38,7 @@ for module in (
     certificates,
     apple_mdm,
     audit,
+    activesync,
     openapi,
 ):
     blueprint.register_blueprint(module.blueprint)

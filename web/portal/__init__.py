@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from quart import Blueprint
 
-from . import apple_mdm, auth, inventory, messages, omads, organisations, people
+from . import activesync, apple_mdm, auth, inventory, messages, omads, organisations, people
 from .session import csrf_token
 
 blueprint = Blueprint("portal", __name__)
-for module in (auth, organisations, inventory, people, messages, apple_mdm, omads):
+for module in (auth, organisations, inventory, people, messages, apple_mdm, omads, activesync):
     module.register(blueprint)
 
 

@@ -1,0 +1,507 @@
+"""Exchange ActiveSync folders and items: the folder hierarchy, and the units of work of
+FolderSync, Sync, GetItemEstimate, ItemOperations, Ping and SendMail on the PIM store.
+
+Each Sync collection is one write unit: the device's Add, Change and Delete go through
+:class:`engine.pim.CollectionSync` (the conflict rules OMA DS follows too), then the
+service's changes after the change number the device has seen go out, a window at a time.
+An item's ServerId is the device's id of it in the PIM store's id map (``pim_id_map``); the
+device's SyncKey and change number per folder are in ``eas_folder_states``, and
+``pim_sync_states`` is kept for the device page. A SyncKey equal to the one before the
+current one serves the last response again (its answer was lost).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .pim import FEATURES, CollectionSync, collection_unit, facts_of
+from .protocols import eas_pim
+from .protocols.activesync import EasError, child_text, el
+from .protocols.activesync_tables import AIRSYNC
+from .protocols.omads import ClientChange, DatastoreState
+from .protocols.wbxml import Element
+from .store import Store
+from .store import activesync as db
+from .store import pim as pim_db
+from .timestamps import now
+
+if TYPE_CHECKING:
+    from .activesync import Caller
+
+log = logging.getLogger(__name__)
+
+# --------------------------------------------------------------------------- folders
+
+#: The folder hierarchy: ServerId, display name, type (MS-ASCMD 2.2.3.186.3), PIM kind.
+FOLDERS: tuple[tuple[str, str, int, str | None], ...] = (
+    ("inbox", "Inbox", 2, None),
+    ("drafts", "Drafts", 3, None),
+    ("deleted", "Deleted Items", 4, None),
+    ("sent", "Sent Items", 5, "sent_mail"),
+    ("outbox", "Outbox", 6, None),
+    ("tasks", "Tasks", 7, "tasks"),
+    ("calendar", "Calendar", 8, "calendar"),
+    ("contacts", "Contacts", 9, "contacts"),
+    ("notes", "Notes", 10, "notes"),
+)
+FOLDER_KINDS = {server_id: kind for server_id, _, _, kind in FOLDERS}
+
+
+def folders_for(features: dict[str, bool]) -> list[tuple[str, str, int]]:
+    return [
+        (server_id, name, kind_type)
+        for server_id, name, kind_type, kind in FOLDERS
+        if kind is None or features.get(FEATURES.get(kind, ""), True)
+    ]
+
+
+# --------------------------------------------------------------------------- units: folders
+
+
+def folder_sync_unit(
+    conn: sqlite3.Connection, caller: Caller, key: str, current: list[tuple[str, str, int]]
+) -> tuple[int, list[tuple[str, str, int]], list[str]] | None:
+    """The new folder SyncKey and the folders added and removed since ``key`` (None when
+    the key is not the device's). SyncKey 0 starts the device over: every folder's sync
+    state and the device's ids of items go."""
+    device_id = caller.device["id"]
+    row = db.eas_device(conn, device_id)
+    assert row is not None
+    if key == "0":
+        db.forget_folder_states(conn, device_id)
+        for collection in pim_db.collections_of_account(conn, caller.account["id"]):
+            pim_db.clear_mappings(conn, device_id, collection["id"])
+        new_key = row["folder_sync_key"] + 1
+        db.update_eas_device(
+            conn,
+            device_id,
+            {
+                "folder_sync_key": new_key,
+                "folders": json.dumps([f[0] for f in current]),
+                "updated_at": now(),
+            },
+        )
+        return new_key, current, []
+    if key != str(row["folder_sync_key"]) or row["folder_sync_key"] == 0:
+        return None
+    held = set(json.loads(row["folders"]))
+    added = [f for f in current if f[0] not in held]
+    removed = sorted(held - {f[0] for f in current})
+    new_key = row["folder_sync_key"]
+    if added or removed:
+        new_key += 1
+        db.update_eas_device(
+            conn,
+            device_id,
+            {
+                "folder_sync_key": new_key,
+                "folders": json.dumps([f[0] for f in current]),
+                "updated_at": now(),
+            },
+        )
+    return new_key, added, removed
+
+
+# --------------------------------------------------------------------------- units: Sync
+
+
+@dataclass
+class SyncWork:
+    """One collection of a Sync request, handled in one write unit."""
+
+    caller: Caller
+    folder: str
+    kind: str | None
+    key: str
+    window: int
+    get_changes: bool
+    commands: list[Element]
+    policy: str
+    store: Store
+
+
+@dataclass
+class SyncResult:
+    sync_key: str
+    status: int = 1
+    commands: list[Element] = field(default_factory=list)
+    responses: list[Element] = field(default_factory=list)
+    more: bool = False
+    changed_collection: str | None = None
+
+
+def _sync_state(conn: sqlite3.Connection, work: SyncWork) -> dict[str, Any] | None:
+    return db.folder_state(conn, work.caller.device["id"], work.folder)
+
+
+def sync_unit(conn: sqlite3.Connection, work: SyncWork) -> SyncResult:
+    device_id = work.caller.device["id"]
+    organisation_id = work.caller.device["organisation_id"]
+    state = _sync_state(conn, work)
+    collection = (
+        collection_unit(conn, organisation_id, work.caller.account["id"], work.kind)
+        if work.kind is not None
+        else None
+    )
+    at = now()
+    if work.key == "0":
+        reset_version = pim_db.collection_version(conn, collection["id"]) if collection else 0
+        if collection is not None:
+            pim_db.clear_mappings(conn, device_id, collection["id"])
+        db.put_folder_state(
+            conn,
+            {
+                "device_id": device_id,
+                "folder": work.folder,
+                "organisation_id": organisation_id,
+                "collection_id": collection["id"] if collection else None,
+                "sync_key": 1,
+                "seen_version": 0,
+                "previous_key": None,
+                "previous_version": None,
+                "reset_version": reset_version,
+                "updated_at": at,
+            },
+        )
+        return SyncResult("1")
+    if state is None or not work.key.isdigit():
+        return SyncResult(work.key, status=3)
+    key = int(work.key)
+    if key == state["sync_key"]:
+        seen = state["seen_version"]
+    elif key == state["previous_key"]:
+        seen = state["previous_version"]  # the last response was lost: serve it again
+    else:
+        return SyncResult(work.key, status=3)
+    result = SyncResult(str(key + 1))
+    if collection is None:  # mail folders: empty, and nothing may be added
+        for command in work.commands:
+            result.responses.append(_refused_command(command, "6"))
+        new_seen = 0
+    else:
+        _apply_commands(conn, work, collection["id"], seen, result)
+        new_seen = seen
+        if work.get_changes:
+            new_seen = _outgoing(conn, work, collection["id"], seen, state["reset_version"], result)
+        else:
+            new_seen = max(seen, 0)
+        if not result.more and work.get_changes:
+            new_seen = pim_db.collection_version(conn, collection["id"])
+        pim_db.put_sync_state(
+            conn,
+            {
+                "device_id": device_id,
+                "collection_id": collection["id"],
+                "organisation_id": organisation_id,
+                "datastore": f"eas:{work.folder}",
+                "client_anchor": None,
+                "server_anchor": str(key + 1),
+                "seen_version": new_seen,
+                "last_sync_at": at,
+                "last_mode": "eas",
+                "refresh_requested": 0,
+            },
+        )
+    db.put_folder_state(
+        conn,
+        {
+            "device_id": device_id,
+            "folder": work.folder,
+            "organisation_id": organisation_id,
+            "collection_id": collection["id"] if collection else None,
+            "sync_key": key + 1,
+            "seen_version": new_seen,
+            "previous_key": key,
+            "previous_version": seen,
+            "reset_version": state["reset_version"],
+            "updated_at": at,
+        },
+    )
+    db.update_eas_device(conn, device_id, {"last_sync_at": at})
+    return result
+
+
+def _refused_command(command: Element, status: str) -> Element:
+    ids = [
+        el(AIRSYNC, tag, child_text(command, tag) or "")
+        for tag in ("ClientId", "ServerId")
+        if command.find(tag) is not None
+    ]
+    return el(AIRSYNC, command.tag, *ids, el(AIRSYNC, "Status", status))
+
+
+#: PIM store outcomes (SyncML status codes) as Sync statuses.
+_OUTCOME_STATUS = {200: "1", 201: "1", 208: "1", 209: "1", 419: "7", 211: "8", 404: "8"}
+
+
+def _apply_commands(
+    conn: sqlite3.Connection, work: SyncWork, collection_id: str, seen: int, result: SyncResult
+) -> None:
+    """The device's Add, Change, Delete and Fetch, by the PIM store's conflict rules."""
+    device_id = work.caller.device["id"]
+    kind = work.kind
+    assert kind is not None
+    sync = CollectionSync(
+        store=work.store,
+        organisation_id=work.caller.device["organisation_id"],
+        device_id=device_id,
+        collection_id=collection_id,
+        kind=kind,
+        datastore=f"eas:{work.folder}",
+        state=DatastoreState(None, None, False),
+        seen_version=seen,
+        policy=work.policy,
+    )
+    changed = False
+    for command in work.commands:
+        tag = command.tag
+        if tag == "Fetch":
+            server_id = child_text(command, "ServerId", "") or ""
+            item = _mapped_live_item(conn, device_id, collection_id, server_id)
+            if item is None:
+                result.responses.append(_refused_command(command, "8"))
+            else:
+                result.responses.append(
+                    el(
+                        AIRSYNC,
+                        "Fetch",
+                        el(AIRSYNC, "ServerId", server_id),
+                        el(AIRSYNC, "Status", "1"),
+                        eas_pim.application_data(kind, item["data"]),
+                    )
+                )
+            continue
+        if tag not in ("Add", "Change", "Delete"):
+            continue
+        server_id = child_text(command, "ServerId")
+        if tag == "Add":
+            client_id = child_text(command, "ClientId")
+            data = command.find("ApplicationData")
+            if not client_id or data is None:
+                result.responses.append(_refused_command(command, "6"))
+                continue
+            try:
+                text = eas_pim.item_text(kind, data)
+            except EasError:
+                result.responses.append(_refused_command(command, "6"))
+                continue
+            outcome = sync._apply(
+                conn,
+                [ClientChange("Add", f"client:{client_id}", text, eas_pim.CONTENT_TYPES[kind])],
+            )[0]
+            assert outcome.server_id is not None
+            item_id = int(outcome.server_id)
+            pim_db.put_mapping(conn, device_id, collection_id, str(item_id), item_id)
+            result.responses.append(
+                el(
+                    AIRSYNC,
+                    "Add",
+                    el(AIRSYNC, "ClientId", client_id),
+                    el(AIRSYNC, "ServerId", str(item_id)),
+                    el(AIRSYNC, "Status", "1"),
+                )
+            )
+            changed = True
+            continue
+        item_id = pim_db.mapped_item(conn, device_id, collection_id, server_id or "")
+        if item_id is None:
+            result.responses.append(_refused_command(command, "8"))
+            continue
+        if tag == "Change":
+            data = command.find("ApplicationData")
+            stored = pim_db.item_in(conn, collection_id, item_id)
+            if data is None or stored is None:
+                result.responses.append(_refused_command(command, "6"))
+                continue
+            try:
+                text = eas_pim.item_text(kind, data, stored["data"])
+            except EasError:
+                result.responses.append(_refused_command(command, "6"))
+                continue
+            outcome = sync._apply(
+                conn, [ClientChange("Replace", server_id or "", text, eas_pim.CONTENT_TYPES[kind])]
+            )[0]
+        else:
+            outcome = sync._apply(conn, [ClientChange("Delete", server_id or "", None, None)])[0]
+        status = _OUTCOME_STATUS.get(outcome.status, "1")
+        if status != "1":  # Change and Delete are answered only when they fail
+            result.responses.append(_refused_command(command, status))
+        if outcome.status in (200, 201, 208, 209):
+            changed = True
+    if changed:
+        result.changed_collection = collection_id
+
+
+def _mapped_live_item(
+    conn: sqlite3.Connection, device_id: str, collection_id: str, server_id: str
+) -> dict[str, Any] | None:
+    item_id = pim_db.mapped_item(conn, device_id, collection_id, server_id)
+    item = pim_db.item_in(conn, collection_id, item_id) if item_id is not None else None
+    return item if item is not None and not item["deleted"] else None
+
+
+def _outgoing(
+    conn: sqlite3.Connection,
+    work: SyncWork,
+    collection_id: str,
+    seen: int,
+    reset_version: int,
+    result: SyncResult,
+) -> int:
+    """The service's changes after ``seen``, at most a window of them; the change number
+    the device has seen once it has them."""
+    device_id = work.caller.device["id"]
+    kind = work.kind
+    assert kind is not None
+    last = seen
+    emitted = 0
+    while True:
+        rows = db.changes_page(conn, collection_id, last, device_id, reset_version, 500)
+        if not rows:
+            return last
+        luids = pim_db.luids_of_items(conn, device_id, collection_id, [r["id"] for r in rows])
+        for row in rows:
+            if emitted >= work.window:
+                result.more = True
+                return last
+            luid = luids.get(row["id"])
+            if row["deleted"]:
+                if luid is not None:
+                    pim_db.drop_mapping(conn, device_id, collection_id, luid)
+                    result.commands.append(el(AIRSYNC, "Delete", el(AIRSYNC, "ServerId", luid)))
+                    emitted += 1
+            else:
+                try:
+                    data = eas_pim.application_data(kind, row["data"] or "")
+                except (EasError, ValueError, KeyError):
+                    log.warning("item %s cannot be shown over ActiveSync", row["id"])
+                    last = row["version"]
+                    continue
+                if luid is None:
+                    luid = str(row["id"])
+                    pim_db.put_mapping(conn, device_id, collection_id, luid, row["id"])
+                    result.commands.append(el(AIRSYNC, "Add", el(AIRSYNC, "ServerId", luid), data))
+                else:
+                    result.commands.append(
+                        el(AIRSYNC, "Change", el(AIRSYNC, "ServerId", luid), data)
+                    )
+                emitted += 1
+            last = row["version"]
+
+
+# --------------------------------------------------------------------------- units: others
+
+
+def estimate_unit(
+    conn: sqlite3.Connection, device_id: str, account_id: str, folder: str, key: str | None
+) -> tuple[str, int | None]:
+    state = db.folder_state(conn, device_id, folder)
+    if state is None or key in (None, "0"):
+        return "3", None  # the folder's sync state is not primed
+    if key != str(state["sync_key"]):
+        return "4", None
+    if state["collection_id"] is None:
+        return "1", 0
+    return "1", db.count_changes_after(
+        conn, state["collection_id"], state["seen_version"], device_id, state["reset_version"]
+    )
+
+
+def fetch_unit(
+    conn: sqlite3.Connection, device_id: str, account_id: str, kind: str, server_id: str
+) -> str | None:
+    collection = pim_db.collection_of(conn, account_id, kind)
+    if collection is None:
+        return None
+    item = _mapped_live_item(conn, device_id, collection["id"], server_id)
+    return item["data"] if item else None
+
+
+def save_sent_unit(conn: sqlite3.Connection, caller: Caller, text: str) -> str:
+    """Keep a sent message in the owner's Sent Items; every device of theirs gets it."""
+    collection = collection_unit(
+        conn, caller.device["organisation_id"], caller.account["id"], "sent_mail"
+    )
+    facts = facts_of("sent_mail", text, "message/rfc822")
+    at = now()
+    pim_db.insert_item(
+        conn,
+        {
+            "collection_id": collection["id"],
+            "organisation_id": caller.device["organisation_id"],
+            "version": pim_db.next_version(conn, collection["id"]),
+            "origin": None,
+            "content_type": facts.content_type,
+            "data": text,
+            "uid": None,
+            "fingerprint": facts.fingerprint,
+            "deleted": 0,
+            "created_at": at,
+            "updated_at": at,
+        },
+    )
+    return str(collection["id"])
+
+
+def without_wait(root: Element) -> Element:
+    return Element(
+        root.tag,
+        root.ns,
+        [
+            c
+            for c in root.children
+            if not (type(c) is Element and c.tag in ("Wait", "HeartbeatInterval"))
+        ],
+    )
+
+
+def sync_watch_unit(
+    conn: sqlite3.Connection, caller: Caller, folders: list[tuple[str, str]]
+) -> dict[str, tuple[str, int]] | None:
+    """What a waiting Sync watches (collection -> folder, change number seen), or None when
+    it should run at once: a key that is not the folder's current one, or changes waiting."""
+    device_id = caller.device["id"]
+    watched: dict[str, tuple[str, int]] = {}
+    for folder, key in folders:
+        state = db.folder_state(conn, device_id, folder)
+        if state is None or key != str(state["sync_key"]):
+            return None
+        if state["collection_id"] is None:
+            continue  # mail folders never change
+        if db.count_changes_after(
+            conn, state["collection_id"], state["seen_version"], device_id, state["reset_version"]
+        ):
+            return None
+        watched[state["collection_id"]] = (folder, state["seen_version"])
+    return watched
+
+
+def ping_unit(
+    conn: sqlite3.Connection, caller: Caller, heartbeat: int, folders: list[str]
+) -> tuple[dict[str, tuple[str, int]], list[str]]:
+    """Remember the Ping's parameters; the PIM folders it watches with the change number
+    the device has seen, and the folders that already have changes for it."""
+    device_id = caller.device["id"]
+    db.update_eas_device(
+        conn, device_id, {"heartbeat": heartbeat, "ping_folders": json.dumps(folders)}
+    )
+    watched: dict[str, tuple[str, int]] = {}
+    changed: list[str] = []
+    for folder in folders:
+        kind = FOLDER_KINDS.get(folder)
+        if kind is None:
+            continue
+        state = db.folder_state(conn, device_id, folder)
+        collection = collection_unit(
+            conn, caller.device["organisation_id"], caller.account["id"], kind
+        )
+        seen = state["seen_version"] if state else 0
+        reset = state["reset_version"] if state else 0
+        watched[collection["id"]] = (folder, seen)
+        if db.count_changes_after(conn, collection["id"], seen, device_id, reset):
+            changed.append(folder)
+    return watched, changed

@@ -1,0 +1,422 @@
+"""An Exchange ActiveSync client of the tests' own, speaking WBXML over httpx the way the
+well-known phone clients do: OPTIONS, Provision in two phases (and again when told 142, 143
+or 144, or HTTP 449), FolderSync, Sync from SyncKey 0 with a window and MoreAvailable,
+Ping, and acknowledging a remote wipe."""
+
+from __future__ import annotations
+
+import base64
+import struct
+from dataclasses import dataclass, field
+
+import httpx
+
+from engine.protocols import activesync as eas
+from engine.protocols.activesync import child_text, el
+from engine.protocols.activesync_tables import (
+    AIRSYNC,
+    COMPOSE_MAIL,
+    FOLDER_HIERARCHY,
+    GET_ITEM_ESTIMATE,
+    ITEM_OPERATIONS,
+    PING,
+    PROVISION,
+    SETTINGS,
+)
+from engine.protocols.wbxml import Element
+
+PATH = "/Microsoft-Server-ActiveSync"
+
+
+class EasFailure(Exception):
+    """The server answered with an HTTP error or a failing command status."""
+
+    def __init__(self, message: str, http: int = 200, status: int | None = None) -> None:
+        super().__init__(message)
+        self.http = http
+        self.status = status
+
+
+@dataclass
+class SyncOutcome:
+    sync_key: str
+    status: int
+    added: dict[str, Element] = field(default_factory=dict)
+    changed: dict[str, Element] = field(default_factory=dict)
+    deleted: list[str] = field(default_factory=list)
+    responses: list[Element] = field(default_factory=list)
+    more: bool = False
+
+
+@dataclass
+class EasClient:
+    http: httpx.AsyncClient
+    user: str
+    password: str
+    device_id: str
+    device_type: str = "iPhone"
+    version: str = "16.1"
+    encoded_query: bool = False
+    policy_key: str | None = None
+    folder_key: str = "0"
+    folders: dict[str, tuple[str, int]] = field(default_factory=dict)
+    sync_keys: dict[str, str] = field(default_factory=dict)
+    #: The items the client holds per folder: ServerId -> ApplicationData.
+    items: dict[str, dict[str, Element]] = field(default_factory=dict)
+    wiped: str | None = None
+
+    # ------------------------------------------------------------------ transport
+
+    def _query(self, command: str) -> str:
+        if not self.encoded_query:
+            return (
+                f"Cmd={command}&User={self.user}&DeviceId={self.device_id}"
+                f"&DeviceType={self.device_type}"
+            )
+        codes = {name: code for code, name in eas.COMMAND_CODES.items()}
+        major, minor = self.version.split(".")
+        data = bytes((int(major) * 10 + int(minor), codes[command])) + struct.pack("<H", 0x0409)
+        device = self.device_id.encode()
+        data += bytes((len(device),)) + device
+        if self.policy_key:
+            data += b"\x04" + struct.pack("<I", int(self.policy_key))
+        else:
+            data += b"\x00"
+        kind = self.device_type.encode()
+        data += bytes((len(kind),)) + kind
+        user = self.user.encode()
+        data += bytes((8, len(user))) + user
+        return base64.b64encode(data).decode()
+
+    def headers(self) -> dict[str, str]:
+        token = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
+        headers = {
+            "Authorization": f"Basic {token}",
+            "MS-ASProtocolVersion": self.version,
+            "Content-Type": eas.CONTENT_TYPE,
+            "User-Agent": "eas-test-client/1.0",
+        }
+        if self.policy_key and not self.encoded_query:
+            headers["X-MS-PolicyKey"] = self.policy_key
+        return headers
+
+    async def post(
+        self, command: str, body: Element | bytes | None, wait: float = 30
+    ) -> httpx.Response:
+        content = eas.encode(body) if isinstance(body, Element) else (body or b"")
+        return await self.http.post(
+            f"{PATH}?{self._query(command)}",
+            content=content,
+            headers=self.headers(),
+            timeout=wait,
+        )
+
+    async def call(self, command: str, body: Element | None, wait: float = 30) -> Element | None:
+        """POST one command; provision first (and once again) when the server asks to."""
+        for attempt in range(2):
+            response = await self.post(command, body, wait)
+            if response.status_code == 449 and attempt == 0 and command != "Provision":
+                await self.provision()
+                continue
+            if response.status_code != 200:
+                raise EasFailure(f"{command}: HTTP {response.status_code}", response.status_code)
+            if not response.content:
+                return None
+            root = eas.decode(response.content)
+            status = child_text(root, "Status")
+            if status in ("140", "142", "143", "144") and attempt == 0 and command != "Provision":
+                await self.provision()
+                continue
+            return root
+        raise EasFailure(f"{command}: still refused after provisioning")
+
+    async def options(self) -> httpx.Response:
+        return await self.http.options(PATH, headers=self.headers())
+
+    # ------------------------------------------------------------------ Provision
+
+    async def provision(self) -> Element:
+        """Both phases; a remote wipe is acknowledged (and remembered in ``wiped``)."""
+        info = el(
+            SETTINGS,
+            "DeviceInformation",
+            el(
+                SETTINGS,
+                "Set",
+                el(SETTINGS, "Model", "Test Phone"),
+                el(SETTINGS, "IMEI", "356938035643809"),
+                el(SETTINGS, "FriendlyName", "Test phone"),
+                el(SETTINGS, "OS", "TestOS 17.1"),
+                el(SETTINGS, "OSLanguage", "English"),
+                el(SETTINGS, "PhoneNumber", "+441234"),
+                el(SETTINGS, "UserAgent", "eas-test-client/1.0"),
+            ),
+        )
+        policy = el(
+            PROVISION,
+            "Policies",
+            el(PROVISION, "Policy", el(PROVISION, "PolicyType", eas.POLICY_TYPE)),
+        )
+        first_body = [policy] if self.version < "14.1" else [info, policy]
+        first = await self._provision(el(PROVISION, "Provision", *first_body))
+        for tag in ("RemoteWipe", "AccountOnlyRemoteWipe"):
+            if first.find(tag) is not None:
+                self.wiped = tag
+                return await self._provision(
+                    el(PROVISION, "Provision", el(PROVISION, tag, el(PROVISION, "Status", "1")))
+                )
+        answer = first.find("Policies").find("Policy")  # type: ignore[union-attr]
+        temporary = child_text(answer, "PolicyKey")
+        self.policy_key = temporary
+        second = await self._provision(
+            el(
+                PROVISION,
+                "Provision",
+                el(
+                    PROVISION,
+                    "Policies",
+                    el(
+                        PROVISION,
+                        "Policy",
+                        el(PROVISION, "PolicyType", eas.POLICY_TYPE),
+                        el(PROVISION, "PolicyKey", temporary or ""),
+                        el(PROVISION, "Status", "1"),
+                    ),
+                ),
+            )
+        )
+        for tag in ("RemoteWipe", "AccountOnlyRemoteWipe"):
+            if second.find(tag) is not None:
+                self.wiped = tag
+                return await self._provision(
+                    el(PROVISION, "Provision", el(PROVISION, tag, el(PROVISION, "Status", "1")))
+                )
+        final = second.find("Policies").find("Policy")  # type: ignore[union-attr]
+        self.policy_key = child_text(final, "PolicyKey")
+        return first
+
+    async def _provision(self, body: Element) -> Element:
+        response = await self.post("Provision", body)
+        if response.status_code != 200:
+            raise EasFailure(f"Provision: HTTP {response.status_code}", response.status_code)
+        root = eas.decode(response.content)
+        if child_text(root, "Status") != "1":
+            raise EasFailure("Provision failed", status=int(child_text(root, "Status") or 0))
+        return root
+
+    # ------------------------------------------------------------------ folders
+
+    async def folder_sync(self) -> dict[str, tuple[str, int]]:
+        root = await self.call(
+            "FolderSync",
+            el(FOLDER_HIERARCHY, "FolderSync", el(FOLDER_HIERARCHY, "SyncKey", self.folder_key)),
+        )
+        assert root is not None
+        status = child_text(root, "Status")
+        if status != "1":
+            raise EasFailure("FolderSync failed", status=int(status or 0))
+        self.folder_key = child_text(root, "SyncKey") or self.folder_key
+        changes = root.find("Changes")
+        for change in changes.elements() if changes is not None else []:
+            server_id = child_text(change, "ServerId") or ""
+            if change.tag == "Add":
+                self.folders[server_id] = (
+                    child_text(change, "DisplayName") or "",
+                    int(child_text(change, "Type") or 0),
+                )
+            elif change.tag == "Delete":
+                self.folders.pop(server_id, None)
+        return self.folders
+
+    def folder_of_type(self, folder_type: int) -> str:
+        return next(sid for sid, (_, kind) in self.folders.items() if kind == folder_type)
+
+    # ------------------------------------------------------------------ Sync
+
+    async def sync(
+        self,
+        folder: str,
+        *,
+        adds: dict[str, list[Element]] | None = None,
+        changes: dict[str, list[Element]] | None = None,
+        deletes: list[str] | None = None,
+        window: int | None = None,
+        key: str | None = None,
+        heartbeat: int | None = None,
+    ) -> SyncOutcome:
+        """One Sync of one folder; ``adds`` by ClientId, ``changes`` by ServerId;
+        ``heartbeat``: the Sync may wait that long for changes (an empty answer: none)."""
+        key = key if key is not None else self.sync_keys.get(folder, "0")
+        parts: list[Element] = [el(AIRSYNC, "SyncKey", key), el(AIRSYNC, "CollectionId", folder)]
+        if key != "0":
+            parts.append(el(AIRSYNC, "GetChanges"))
+        if window is not None:
+            parts.append(el(AIRSYNC, "WindowSize", str(window)))
+        commands: list[Element] = []
+        for client_id, data in (adds or {}).items():
+            commands.append(
+                el(
+                    AIRSYNC,
+                    "Add",
+                    el(AIRSYNC, "ClientId", client_id),
+                    Element("ApplicationData", AIRSYNC, data),
+                )
+            )
+        for server_id, data in (changes or {}).items():
+            commands.append(
+                el(
+                    AIRSYNC,
+                    "Change",
+                    el(AIRSYNC, "ServerId", server_id),
+                    Element("ApplicationData", AIRSYNC, data),
+                )
+            )
+        for server_id in deletes or []:
+            commands.append(el(AIRSYNC, "Delete", el(AIRSYNC, "ServerId", server_id)))
+        if commands:
+            parts.append(el(AIRSYNC, "Commands", *commands))
+        extra = [el(AIRSYNC, "HeartbeatInterval", str(heartbeat))] if heartbeat else []
+        root = await self.call(
+            "Sync",
+            el(
+                AIRSYNC,
+                "Sync",
+                el(AIRSYNC, "Collections", el(AIRSYNC, "Collection", *parts)),
+                *extra,
+            ),
+            wait=30 + (heartbeat or 0),
+        )
+        if root is None:  # an empty response: nothing changed while the Sync waited
+            return SyncOutcome(key, 1)
+        if root.find("Collections") is None:
+            return SyncOutcome(key, int(child_text(root, "Status") or 0))
+        collection = root.find("Collections").find("Collection")  # type: ignore[union-attr]
+        outcome = SyncOutcome(
+            child_text(collection, "SyncKey") or "", int(child_text(collection, "Status") or 0)
+        )
+        if outcome.status != 1:
+            return outcome
+        self.sync_keys[folder] = outcome.sync_key
+        held = self.items.setdefault(folder, {})
+        outcome.more = collection.find("MoreAvailable") is not None
+        server = collection.find("Commands")
+        for command in server.elements() if server is not None else []:
+            server_id = child_text(command, "ServerId") or ""
+            if command.tag == "Add":
+                outcome.added[server_id] = held[server_id] = command.find("ApplicationData")
+            elif command.tag == "Change":
+                outcome.changed[server_id] = held[server_id] = command.find("ApplicationData")
+            elif command.tag in ("Delete", "SoftDelete"):
+                outcome.deleted.append(server_id)
+                held.pop(server_id, None)
+        responses = collection.find("Responses")
+        outcome.responses = responses.elements() if responses is not None else []
+        for response in outcome.responses:
+            if response.tag == "Add" and child_text(response, "Status") == "1":
+                client_id = child_text(response, "ClientId") or ""
+                held[child_text(response, "ServerId") or ""] = Element(
+                    "ApplicationData", AIRSYNC, (adds or {}).get(client_id, [])
+                )
+        for server_id in deletes or []:
+            held.pop(server_id, None)
+        return outcome
+
+    async def sync_all(self, folder: str, window: int | None = None) -> list[SyncOutcome]:
+        """Sync until nothing more is available (SyncKey 0 first when new)."""
+        outcomes = []
+        if self.sync_keys.get(folder, "0") == "0":
+            outcomes.append(await self.sync(folder))
+        while True:
+            outcome = await self.sync(folder, window=window)
+            outcomes.append(outcome)
+            if not outcome.more:
+                return outcomes
+
+    async def estimate(self, folder: str) -> tuple[int, int | None]:
+        root = await self.call(
+            "GetItemEstimate",
+            el(
+                GET_ITEM_ESTIMATE,
+                "GetItemEstimate",
+                el(
+                    GET_ITEM_ESTIMATE,
+                    "Collections",
+                    el(
+                        GET_ITEM_ESTIMATE,
+                        "Collection",
+                        el(AIRSYNC, "SyncKey", self.sync_keys.get(folder, "0")),
+                        el(GET_ITEM_ESTIMATE, "CollectionId", folder),
+                    ),
+                ),
+            ),
+        )
+        assert root is not None
+        response = root.find("Response")
+        assert response is not None
+        estimate = child_text(response.find("Collection"), "Estimate")  # type: ignore[arg-type]
+        return int(child_text(response, "Status") or 0), int(estimate) if estimate else None
+
+    async def fetch(self, folder: str, server_id: str) -> Element | None:
+        root = await self.call(
+            "ItemOperations",
+            el(
+                ITEM_OPERATIONS,
+                "ItemOperations",
+                el(
+                    ITEM_OPERATIONS,
+                    "Fetch",
+                    el(ITEM_OPERATIONS, "Store", "Mailbox"),
+                    el(AIRSYNC, "CollectionId", folder),
+                    el(AIRSYNC, "ServerId", server_id),
+                ),
+            ),
+        )
+        assert root is not None
+        fetch = root.find("Response").find("Fetch")  # type: ignore[union-attr]
+        if child_text(fetch, "Status") != "1":
+            return None
+        return fetch.find("Properties")
+
+    # ------------------------------------------------------------------ mail
+
+    async def send_mail(self, mime: str, *, save: bool = True) -> httpx.Response:
+        """SendMail: WBXML from 14.0 on, the message itself (message/rfc822) before."""
+        if self.version >= "14.0":
+            parts = [el(COMPOSE_MAIL, "ClientId", f"m{id(mime)}")]
+            if save:
+                parts.append(el(COMPOSE_MAIL, "SaveInSentItems"))
+            parts.append(el(COMPOSE_MAIL, "Mime", mime.encode()))
+            return await self.post("SendMail", el(COMPOSE_MAIL, "SendMail", *parts))
+        headers = self.headers() | {"Content-Type": "message/rfc822"}
+        query = self._query("SendMail") + ("&SaveInSent=T" if save else "")
+        return await self.http.post(f"{PATH}?{query}", content=mime.encode(), headers=headers)
+
+    # ------------------------------------------------------------------ Ping
+
+    async def ping(
+        self, folders: list[str] | None, heartbeat: int | None, wait: float = 60
+    ) -> tuple[int, list[str], Element]:
+        body = None
+        if folders is not None or heartbeat is not None:
+            parts: list[Element] = []
+            if heartbeat is not None:
+                parts.append(el(PING, "HeartbeatInterval", str(heartbeat)))
+            if folders is not None:
+                parts.append(
+                    el(
+                        PING,
+                        "Folders",
+                        *(
+                            el(PING, "Folder", el(PING, "Id", f), el(PING, "Class", "Contacts"))
+                            for f in folders
+                        ),
+                    )
+                )
+            body = el(PING, "Ping", *parts)
+        response = await self.post("Ping", body, wait)
+        if response.status_code != 200:
+            raise EasFailure(f"Ping: HTTP {response.status_code}", response.status_code)
+        root = eas.decode(response.content)
+        listed = root.find("Folders")
+        changed = [f.text for f in listed.elements()] if listed is not None else []
+        return int(child_text(root, "Status") or 0), changed, root
