@@ -7,7 +7,7 @@ import time
 from quart import Response, g
 from quart_trio import QuartTrio
 
-from . import api, health, portal, problems
+from . import api, health, portal, problems, wsdm
 from .context import ServiceContext
 
 
@@ -41,4 +41,5 @@ def create_app(context: ServiceContext, *, max_body: int = 16 * 1024 * 1024) -> 
     app.register_blueprint(health.blueprint)
     app.register_blueprint(api.blueprint)
     app.register_blueprint(portal.blueprint)
+    app.register_blueprint(wsdm.blueprint)
     return app

@@ -12,6 +12,7 @@ from engine.actors import Listener
 from engine.service_settings import Deployment
 from engine.store import Store
 from engine.wakeups import Wakeups
+from engine.wsdm import PushAccounts
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -26,6 +27,8 @@ class ServiceContext:
     listeners: dict[str, Listener] = field(default_factory=dict)
     #: Told after a command is queued; the protocols' push notifiers subscribe.
     wakeups: Wakeups = field(default_factory=Wakeups)
+    #: The XMPP notifier, which also creates devices' push accounts (None: push is off).
+    xmpp: PushAccounts | None = None
 
 
 def service() -> ServiceContext:

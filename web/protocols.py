@@ -16,11 +16,12 @@ import trio
 from engine.config import Bootstrap
 
 from .context import ServiceContext
+from .wsdm import start_wsdm
 
 ProtocolStarter = Callable[[trio.Nursery, ServiceContext, Bootstrap], Awaitable[None]]
 
 #: One starter per protocol, started in this order.
-STARTERS: tuple[ProtocolStarter, ...] = ()
+STARTERS: tuple[ProtocolStarter, ...] = (start_wsdm,)
 
 
 async def start_protocols(

@@ -316,6 +316,23 @@ SERVICES: Mapping[str, ServiceSpec] = MappingProxyType(
                         derived_from="rest_api.service_url",
                     ),
                     _connection_interval(),
+                    Field(
+                        name="scheduled_notifications",
+                        label="Enable scheduled notifications",
+                        type=bool,
+                        help="Also wake every enrolled device over XMPP periodically, not "
+                        "only when a command is waiting.",
+                        default=False,
+                    ),
+                    Field(
+                        name="notification_interval",
+                        label="Notification interval",
+                        type=int,
+                        help="How often scheduled notifications are sent.",
+                        default=240,
+                        choices=(15, 30, 60, 240, 720, 1440),
+                        unit="minutes",
+                    ),
                 ),
             ),
             ServiceSpec(

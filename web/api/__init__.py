@@ -19,6 +19,7 @@ from . import (
     openapi,
     organisations,
     settings,
+    wsdm,
 )
 from .operations import PREFIX
 
@@ -33,6 +34,7 @@ for module in (
     settings,
     certificates,
     audit,
+    wsdm,
     openapi,
 ):
     blueprint.register_blueprint(module.blueprint)
