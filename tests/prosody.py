@@ -38,8 +38,11 @@ log = {{ {{ levels = {{ min = "warn" }}, to = "file", filename = "{dir}/prosody.
 interfaces = {{ "127.0.0.1" }}
 c2s_interfaces = {{ "127.0.0.1" }}
 c2s_ports = {{ {port} }}
-modules_enabled = {{ "roster", "saslauth", "disco", "ping", "posix", "adhoc", "admin_adhoc" }}
-modules_disabled = {{ "s2s", "offline", "c2s_limits" }}
+-- offline: a wake-up for a device that is not connected waits for its next login.
+modules_enabled = {{
+    "roster", "saslauth", "disco", "ping", "posix", "offline", "adhoc", "admin_adhoc"
+}}
+modules_disabled = {{ "s2s", "c2s_limits" }}
 -- Loopback in a test: no certificate, so no TLS; SCRAM keeps the password off the wire.
 c2s_require_encryption = false
 allow_unencrypted_plain_auth = false

@@ -46,6 +46,8 @@ _ADMIN = "http://jabber.org/protocol/admin"
 ADD_USER = f"{_ADMIN}#add-user"
 DELETE_USER = f"{_ADMIN}#delete-user"
 CHANGE_PASSWORD = f"{_ADMIN}#change-user-password"
+#: How long account requests wait for a session that is (re)connecting.
+SESSION_WAIT = 3.0
 #: How long one ad-hoc command step may take before the server counts as unreachable.
 IQ_TIMEOUT = 10.0
 
@@ -101,13 +103,14 @@ class ReconnectingClient(slixmpp.ClientXMPP):
         self.host, self.port = host, port
         configure_client(self, _is_loopback(host))
         self.max_backoff = max_backoff
-        self._backoff = 0.25
-        self._retry: asyncio.TimerHandle | None = None
-        self._closing = False
+        self._backoff_delay = 0.25
+        self._retry_timer: asyncio.TimerHandle | None = None
+        self._closing_down = False
         self.online = False
-        self.add_event_handler("session_start", self._session_started)
-        self.add_event_handler("disconnected", self._lost)
-        self.add_event_handler("connection_failed", self._failed)
+        self.online_event = asyncio.Event()
+        self.add_event_handler("session_start", self._on_session_start)
+        self.add_event_handler("disconnected", self._on_disconnected)
+        self.add_event_handler("connection_failed", self._on_connection_failed)
 
     def start(self) -> None:
         self.connect(self.host, self.port)
@@ -115,37 +118,42 @@ class ReconnectingClient(slixmpp.ClientXMPP):
     def went_online(self) -> None:
         """The session is up (again); subclasses send what waited."""
 
-    def _session_started(self, _: Any) -> None:
+    def _on_session_start(self, _: Any) -> None:
         self.online = True
-        self._backoff = 0.25
+        self.online_event.set()
+        self._backoff_delay = 0.25
         self.went_online()
 
-    def _failed(self, reason: Any) -> None:
+    def _on_connection_failed(self, reason: Any) -> None:
         log.info("XMPP server %s:%d unreachable: %s", self.host, self.port, reason)
         self.cancel_connection_attempt()
-        self._schedule_retry()
+        self._retry_later()
 
-    def _lost(self, reason: Any) -> None:
+    def _on_disconnected(self, reason: Any) -> None:
         self.online = False
-        if not self._closing:
+        self.online_event = asyncio.Event()
+        if not self._closing_down:
             log.info("XMPP session of %s lost (%s); reconnecting", self.boundjid.bare, reason)
-            self._schedule_retry()
+            self._retry_later()
 
-    def _schedule_retry(self) -> None:
-        if self._retry is not None or self._closing:
+    def _retry_later(self) -> None:
+        if self._retry_timer is not None or self._closing_down:
             return
-        delay, self._backoff = self._backoff, min(self._backoff * 2, self.max_backoff)
-        self._retry = self.loop.call_later(delay, self._reconnect)
+        delay, self._backoff_delay = (
+            self._backoff_delay,
+            min(self._backoff_delay * 2, self.max_backoff),
+        )
+        self._retry_timer = self.loop.call_later(delay, self._retry_now)
 
-    def _reconnect(self) -> None:
-        self._retry = None
-        if not self._closing:
+    def _retry_now(self) -> None:
+        self._retry_timer = None
+        if not self._closing_down:
             self.start()
 
     def close(self) -> asyncio.Future[Any] | None:
-        self._closing = True
-        if self._retry is not None:
-            self._retry.cancel()
+        self._closing_down = True
+        if self._retry_timer is not None:
+            self._retry_timer.cancel()
         self.cancel_connection_attempt()
         return self.disconnect(wait=0.5) if self.online else None
 
@@ -207,7 +215,11 @@ class ServiceClient(ReconnectingClient):
     async def _admin_command(self, node: str, values: dict[str, Any]) -> list[tuple[str, str]]:
         """Run one XEP-0133 command (execute, then complete with the form); its notes."""
         if not self.online:
-            raise XmppUnavailable("not connected to the XMPP server")
+            # Just started or reconnecting: worth a short wait, not an enrolment's patience.
+            try:
+                await asyncio.wait_for(self.online_event.wait(), SESSION_WAIT)
+            except TimeoutError:
+                raise XmppUnavailable("not connected to the XMPP server") from None
         try:
             first = self.make_iq_set(ito=self.account.domain)
             first["command"]["node"] = node
@@ -240,6 +252,13 @@ class AsyncioThread:
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
+        # Finish every task before closing, so that nothing (slixmpp's filters) is left to
+        # be cancelled on a closed loop when its client is collected.
+        tasks = asyncio.all_tasks(self.loop)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            self.loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
         self.loop.close()
 
     def soon(self, fn: Callable[..., Any], *args: Any) -> None:
