@@ -8,8 +8,9 @@ from pathlib import Path
 
 from bench.wsdm_sim import SimulatedDevice, WsdmError
 
+from .portal_client import signed_in
 from .test_isolation import table_counts
-from .wsdm_world import API, WsdmService, wsdm_service
+from .wsdm_world import API, MANAGER_PASSWORD, WsdmService, wsdm_service
 
 WSDM = f"{API}/wsdm"
 
@@ -264,3 +265,27 @@ async def test_unenrolment_from_the_device_and_from_the_service(tmp_path: Path) 
             headers=second.auth,
         )
         assert told.status_code == 410 and told.json()["error"]["code"] == "unenrolled"
+
+
+async def test_portal_lock_reaches_the_device_and_the_page_shows_the_result(
+    tmp_path: Path,
+) -> None:
+    async with wsdm_service(tmp_path) as service:
+        _, device_id, device = await enrolled(service)
+        await service.simulator.check_in(device)
+        page = f"/admin/o/acme/devices/{device_id}"
+        async with signed_in(
+            service.running, "admin", MANAGER_PASSWORD, organisation="acme"
+        ) as portal:
+            html = await portal.page(page)
+            assert 'id="wsdm-heading"' in html and "No locations reported." in html
+            queued = await portal.submit(f"{page}/commands", {"kind": "lock"})
+            assert queued.status_code == 302, queued.text
+            locate = await portal.submit(f"{page}/commands", {"kind": "locate"})
+            assert locate.status_code == 302, locate.text
+            answer = await service.simulator.check_in(device)
+            assert [c["type"] for c in answer["commands"]] == ["LockScreen", "ReportLocation"]
+            html = await portal.page(page)
+        assert html.count('class="badge acknowledged"') == 2
+        assert 'id="wsdm-locations"' in html and "52.52" in html
+        assert "Pixel 8" in html  # the inventory the device reported
