@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import ssl
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -187,11 +188,22 @@ class DeviceXmpp(ReconnectingClient):
     """One device's XMPP session: wake-ups go to ``woken(device)`` on the Trio side."""
 
     def __init__(
-        self, device: SimulatedDevice, host: str, port: int, on_wake: Any, on_online: Any
+        self,
+        device: SimulatedDevice,
+        host: str,
+        port: int,
+        on_wake: Any,
+        on_online: Any,
+        tls: ssl.SSLContext,
     ) -> None:
         assert device.push is not None
         super().__init__(
-            f"{device.push['jid']}/app", device.push["password"], host, port, max_backoff=2.0
+            f"{device.push['jid']}/app",
+            device.push["password"],
+            host,
+            port,
+            max_backoff=2.0,
+            ssl_context=tls,
         )
         self.device = device
         self.on_wake = on_wake
@@ -225,6 +237,7 @@ class PushListeners:
 
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port
+        self.tls = ssl.create_default_context()  # one for all devices (see ReconnectingClient)
         self.thread = AsyncioThread("wsdm-sim-xmpp")
         self.clients: dict[str, DeviceXmpp] = {}
         self._token = trio.lowlevel.current_trio_token()
@@ -249,7 +262,9 @@ class PushListeners:
 
         async def connect() -> None:
             for device in devices:
-                client = DeviceXmpp(device, self.host, self.port, self._woken, self._came_online)
+                client = DeviceXmpp(
+                    device, self.host, self.port, self._woken, self._came_online, self.tls
+                )
                 self.clients[device.device_id] = client
                 client.start()
 
