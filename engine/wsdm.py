@@ -54,6 +54,7 @@ from .store.audit import insert_event
 from .store.commands import command_by_id, commands_of_device
 from .store.organisations import organisation_by_id
 from .store.rows import Row
+from .store.settings import SYSTEM, settings_of
 from .timestamps import format_time, now
 
 log = logging.getLogger(__name__)
@@ -264,17 +265,39 @@ def _enrol(
     )
 
 
+#: Configurations by (deployment, organisation, settings documents): every check-in needs
+#: one, and working it out from the settings documents is most of a check-in's store time.
+_CONFIGURATIONS: dict[tuple[Any, ...], dict[str, Any]] = {}
+_MAX_CONFIGURATIONS = 4096
+
+
 def _configuration(
     conn: sqlite3.Connection, deployment: Deployment, organisation_id: str, organisation_code: str
 ) -> dict[str, Any]:
-    settings = effective_settings_unit(conn, deployment, organisation_id)
-    return protocol.configuration(
-        organisation_id=organisation_id,
-        organisation_code=organisation_code,
-        service_url=str(settings["wsdm"]["service_url"]),
-        connection_interval_minutes=int(settings["wsdm"]["connection_interval"]),  # type: ignore[arg-type]
-        xmpp_server=settings["xmpp"]["service_url"],  # type: ignore[arg-type]
+    """What the organisation's devices are told; kept while its settings documents (the
+    system's and the organisation's, read in this same snapshot) stay the same."""
+    system, own = settings_of(conn, SYSTEM), settings_of(conn, organisation_id)
+    key = (
+        deployment,
+        organisation_id,
+        organisation_code,
+        system["settings"] if system else None,
+        own["settings"] if own else None,
     )
+    found = _CONFIGURATIONS.get(key)
+    if found is None:
+        settings = effective_settings_unit(conn, deployment, organisation_id)
+        found = protocol.configuration(
+            organisation_id=organisation_id,
+            organisation_code=organisation_code,
+            service_url=str(settings["wsdm"]["service_url"]),
+            connection_interval_minutes=int(settings["wsdm"]["connection_interval"]),  # type: ignore[arg-type]
+            xmpp_server=settings["xmpp"]["service_url"],  # type: ignore[arg-type]
+        )
+        if len(_CONFIGURATIONS) >= _MAX_CONFIGURATIONS:
+            _CONFIGURATIONS.clear()
+        _CONFIGURATIONS[key] = found
+    return found
 
 
 # --------------------------------------------------------------------------- check-in

@@ -289,3 +289,20 @@ async def test_portal_lock_reaches_the_device_and_the_page_shows_the_result(
         assert html.count('class="badge acknowledged"') == 2
         assert 'id="wsdm-locations"' in html and "52.52" in html
         assert "Pixel 8" in html  # the inventory the device reported
+
+
+async def test_a_changed_connection_interval_reaches_the_device_at_its_next_check_in(
+    tmp_path: Path,
+) -> None:
+    async with wsdm_service(tmp_path) as service:
+        manager, _, device = await enrolled(service)
+        assert "configuration" not in await service.simulator.check_in(device)
+        changed = await service.client.patch(
+            f"{API}/organisations/acme/config/services/wsdm",
+            json={"use_system_wide": False, "overrides": {"connection_interval": 15}},
+            headers=manager,
+        )
+        assert changed.status_code == 200, changed.text
+        answer = await service.simulator.check_in(device)
+        assert answer["configuration"]["connection_interval_seconds"] == 900
+        assert "configuration" not in await service.simulator.check_in(device)  # told once
