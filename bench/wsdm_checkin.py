@@ -36,7 +36,9 @@ import sqlite3
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import h11
 import httpx
 import trio
 
@@ -94,6 +96,63 @@ def seed(database: Path, count: int) -> list[SimulatedDevice]:
     return devices
 
 
+class Posted:
+    def __init__(self, status: int, server_timing: str, body: bytes) -> None:
+        self.status, self.server_timing, self.body = status, server_timing, body
+
+
+class HttpxPoster:
+    """Check-ins through the simulator's ``httpx.AsyncClient`` (its connection pool)."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+
+    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> Posted:
+        response = await self.client.post(path, content=body, headers=headers)
+        return Posted(
+            response.status_code, response.headers.get("server-timing", ""), response.content
+        )
+
+
+class RawPoster:
+    """Check-ins over bare HTTP/1.1 keep-alive connections (h11 on Trio streams), pooled:
+    what the service costs without httpx's layers on the client side."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.idle: list[tuple[trio.SocketStream, h11.Connection]] = []
+
+    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> Posted:
+        if self.idle:
+            stream, conn = self.idle.pop()
+        else:
+            stream, conn = (
+                await trio.open_tcp_stream(self.host, self.port),
+                h11.Connection(h11.CLIENT),
+            )
+        fields = [("Host", self.host), ("Content-Length", str(len(body))), *headers.items()]
+        await stream.send_all(
+            conn.send(h11.Request(method="POST", target=path, headers=fields))
+            + conn.send(h11.Data(data=body))
+            + conn.send(h11.EndOfMessage())
+        )
+        status, timing, chunks = 0, "", []
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await stream.receive_some(65536))
+            elif isinstance(event, h11.Response):
+                status = event.status_code
+                timing = dict(event.headers).get(b"server-timing", b"").decode()
+            elif isinstance(event, h11.Data):
+                chunks.append(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                break
+        conn.start_next_cycle()
+        self.idle.append((stream, conn))
+        return Posted(status, timing, b"".join(chunks))
+
+
 class Run:
     """Latencies of one phase, at the client and at the server."""
 
@@ -107,27 +166,26 @@ class Run:
         self.cpu = 0.0
         self.client_cpu = 0.0
 
-    async def check_in(self, simulator: Simulator, device: SimulatedDevice) -> None:
+    async def check_in(
+        self, simulator: Simulator, poster: HttpxPoster | RawPoster, device: SimulatedDevice
+    ) -> None:
         device.checkins += 1
         body = json.dumps(simulator.check_in_body(device, f"{device.name}-{device.checkins}"))
+        headers = device.auth | {"Content-Type": "application/json"}
         started = time.perf_counter()
         try:
-            response = await simulator.client.post(
-                f"{WSDM}/checkin",
-                content=body,
-                headers=device.auth | {"Content-Type": "application/json"},
-            )
-        except httpx.HTTPError:
+            response = await poster.post(f"{WSDM}/checkin", body.encode(), headers)
+        except (httpx.HTTPError, OSError, h11.ProtocolError):
             self.errors += 1
             return
         self.client_ms.append((time.perf_counter() - started) * 1000)
-        timing = _SERVER_TIMING.search(response.headers.get("server-timing", ""))
+        timing = _SERVER_TIMING.search(response.server_timing)
         if timing:
             self.server_ms.append(float(timing.group(1)))
-        if response.status_code != 200:
+        if response.status != 200:
             self.errors += 1
             return
-        answer = response.json()
+        answer = json.loads(response.body)
         if "configuration" in answer:
             device.configuration = answer["configuration"]
         if answer["commands"]:
@@ -136,7 +194,11 @@ class Run:
 
 
 async def full_speed(
-    simulator: Simulator, devices: list[SimulatedDevice], concurrency: int, pid: int
+    simulator: Simulator,
+    poster: HttpxPoster | RawPoster,
+    devices: list[SimulatedDevice],
+    concurrency: int,
+    pid: int,
 ) -> Run:
     run = Run(f"full speed, {concurrency} clients")
     queue = iter(devices)
@@ -145,7 +207,7 @@ async def full_speed(
 
     async def worker() -> None:
         for device in queue:
-            await run.check_in(simulator, device)
+            await run.check_in(simulator, poster, device)
 
     async with trio.open_nursery() as nursery:
         for _ in range(concurrency):
@@ -157,7 +219,12 @@ async def full_speed(
 
 
 async def paced(
-    simulator: Simulator, devices: list[SimulatedDevice], rate: float, seconds: float, pid: int
+    simulator: Simulator,
+    poster: HttpxPoster | RawPoster,
+    devices: list[SimulatedDevice],
+    rate: float,
+    seconds: float,
+    pid: int,
 ) -> Run:
     run = Run(f"paced at {rate:g}/s")
     total = int(rate * seconds)
@@ -168,7 +235,7 @@ async def paced(
             await trio.sleep_until(
                 trio.current_time() + max(0.0, started + n / rate - time.perf_counter())
             )
-            nursery.start_soon(run.check_in, simulator, devices[n % len(devices)])
+            nursery.start_soon(run.check_in, simulator, poster, devices[n % len(devices)])
     run.seconds = time.perf_counter() - started
     run.cpu = cpu_seconds(pid) - cpu
     run.client_cpu = cpu_seconds() - own
@@ -178,16 +245,23 @@ async def paced(
 async def drive(
     url: str, devices: list[SimulatedDevice], args: argparse.Namespace, pid: int
 ) -> list[Run]:
+    """Both phases with the chosen client: ``httpx`` (the simulator's pool) or ``raw``."""
     limits = httpx.Limits(
         max_connections=args.concurrency, max_keepalive_connections=args.concurrency
     )
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
         simulator = Simulator(client)
+        poster: HttpxPoster | RawPoster = HttpxPoster(client)
+        if args.client == "raw":
+            address = urlsplit(url)
+            poster = RawPoster(address.hostname or "127.0.0.1", address.port or 80)
         warm = Run("warm-up")
         for device in devices[:20]:
-            await warm.check_in(simulator, device)
-        first = await full_speed(simulator, devices, args.concurrency, pid)
-        second = await paced(simulator, devices, args.rate, args.seconds, pid)
+            await warm.check_in(simulator, poster, device)
+        first = await full_speed(simulator, poster, devices, args.concurrency, pid)
+        second = await paced(simulator, poster, devices, args.rate, args.seconds, pid)
+    for run in (first, second):
+        run.name += f" ({args.client})"
     return [first, second]
 
 
@@ -246,6 +320,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=64, help="clients at full speed")
     parser.add_argument("--rate", type=float, default=500.0, help="check-ins/s when paced")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the paced phase")
+    parser.add_argument(
+        "--client",
+        choices=("httpx", "raw"),
+        default="httpx",
+        help="the simulator's httpx pool, or bare HTTP/1.1 (h11) to spend less client CPU",
+    )
     args = parser.parse_args(argv)
     exit_on_sigterm()
     with tempfile.TemporaryDirectory(prefix="emm-bench-") as work:

@@ -28,6 +28,7 @@ import json
 import logging
 import secrets
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -91,12 +92,21 @@ def push_jid(device_id: str, domain: str) -> str:
 
 @dataclass(frozen=True)
 class DeviceIdentity:
-    """A device that showed a valid token."""
+    """A device that showed a valid token (``token_hash``: the SHA-256 it showed)."""
 
     device_id: str
     organisation_id: str
     organisation_code: str
     push_jid: str | None
+    token_hash: str
+
+
+#: Recently authenticated tokens: a device checks in every few minutes at most, and every
+#: write unit checks the token and the device again, so a token revoked or replaced since
+#: it was remembered is still refused (and then forgotten). Saves a read per request.
+_IDENTITIES: dict[str, tuple[float, DeviceIdentity]] = {}
+_IDENTITY_SECONDS = 60.0
+_MAX_IDENTITIES = 100_000
 
 
 async def authenticate_device(store: Store, authorization: str | None) -> DeviceIdentity:
@@ -106,13 +116,26 @@ async def authenticate_device(store: Store, authorization: str | None) -> Device
         raise ProtocolError(
             "unauthenticated", "send the device token: Authorization: Bearer <token>", 401
         )
-    row = await store.read(units.device_by_token, token_hash(token.strip()))
+    hashed = token_hash(token.strip())
+    remembered = _IDENTITIES.get(hashed)
+    if remembered is not None and remembered[0] > time.monotonic():
+        return remembered[1]
+    row = await store.read(units.device_by_token, hashed)
     if row is None:
         raise ProtocolError("unauthenticated", "unknown device token", 401)
     _require_connectable(row)
-    return DeviceIdentity(
-        row["device_id"], row["organisation_id"], row["organisation_code"], row["push_jid"]
+    identity = DeviceIdentity(
+        row["device_id"], row["organisation_id"], row["organisation_code"], row["push_jid"], hashed
     )
+    if len(_IDENTITIES) >= _MAX_IDENTITIES:
+        _IDENTITIES.clear()
+    _IDENTITIES[hashed] = (time.monotonic() + _IDENTITY_SECONDS, identity)
+    return identity
+
+
+def forget_device(device: DeviceIdentity) -> None:
+    """The device was refused or left: its token must be read again next time."""
+    _IDENTITIES.pop(device.token_hash, None)
 
 
 def _require_connectable(row: Row) -> None:
@@ -312,7 +335,7 @@ async def check_in(
 ) -> dict[str, Any]:
     """Store the device's report and results; answer with its commands, the configuration
     when it changed, and a push identity when the device has none yet."""
-    answer = await store.write(_check_in, device.device_id, message, now(), deployment)
+    answer = await store.write(_check_in, device, message, now(), deployment)
     if not message.has_push_identity and push is not None:
         identity = await _new_push_identity(push, device.device_id)
         if identity is not None:
@@ -322,12 +345,13 @@ async def check_in(
 
 def _check_in(
     conn: sqlite3.Connection,
-    device_id: str,
+    device: DeviceIdentity,
     message: CheckIn,
     at: str,
     deployment: Deployment,
 ) -> dict[str, Any]:
-    row = _connectable(conn, device_id)
+    row = _connectable(conn, device)
+    device_id = device.device_id
     organisation_id = row["organisation_id"]
     configuration = _configuration(conn, deployment, organisation_id, row["organisation_code"])
     replay = row["last_checkin_id"] == message.checkin_id
@@ -359,11 +383,15 @@ def _check_in(
     return answer
 
 
-def _connectable(conn: sqlite3.Connection, device_id: str) -> Row:
-    """The device again inside the write: it may have been removed since its token was read."""
+def _connectable(conn: sqlite3.Connection, identity: DeviceIdentity) -> Row:
+    """The device again inside the write: its token may have been replaced, or the device
+    removed, since the token was read."""
+    device_id = identity.device_id
     row = units.wsdm_device(conn, device_id)
     device = inventory.device_by_id(conn, device_id)
     assert row is not None and device is not None
+    if row["token_hash"] != identity.token_hash:
+        raise ProtocolError("unauthenticated", "unknown device token", 401)
     organisation = organisation_by_id(conn, device["organisation_id"])
     assert organisation is not None
     _require_connectable(
@@ -445,15 +473,15 @@ async def report_results(
     store: Store, device: DeviceIdentity, results: Sequence[Result]
 ) -> dict[str, Any]:
     """Results on their own, sent as soon as commands are done."""
-    outcomes = await store.write(_results_unit, device.device_id, list(results))
+    outcomes = await store.write(_results_unit, device, list(results))
     return {"results": outcomes}
 
 
 def _results_unit(
-    conn: sqlite3.Connection, device_id: str, results: list[Result]
+    conn: sqlite3.Connection, device: DeviceIdentity, results: list[Result]
 ) -> list[dict[str, str]]:
-    _connectable(conn, device_id)
-    return _apply_results(conn, device_id, results)
+    _connectable(conn, device)
+    return _apply_results(conn, device.device_id, results)
 
 
 # --------------------------------------------------------------------------- unenrolment
@@ -469,7 +497,8 @@ async def unenrol(
 ) -> None:
     """The device leaves management: its token stops working, it can enrol again later
     with a new code, and its XMPP account goes."""
-    await store.write(_unenrol, device.device_id, reason, now(), source)
+    await store.write(_unenrol, device, reason, now(), source)
+    forget_device(device)
     if push is not None and device.push_jid is not None:
         try:
             await push.delete_account(device.push_jid)
@@ -478,9 +507,14 @@ async def unenrol(
 
 
 def _unenrol(
-    conn: sqlite3.Connection, device_id: str, reason: str | None, at: str, source: str | None
+    conn: sqlite3.Connection,
+    identity: DeviceIdentity,
+    reason: str | None,
+    at: str,
+    source: str | None,
 ) -> None:
-    row = _connectable(conn, device_id)
+    row = _connectable(conn, identity)
+    device_id = identity.device_id
     units.mark_unenrolled(conn, device_id, at)
     device = inventory.device_by_id(conn, device_id)
     assert device is not None
@@ -708,6 +742,7 @@ class WsdmSession:
             else:
                 raise ValueError(f"unknown WSDM session action {request.action!r}")
         except ProtocolError as exc:
+            forget_device(request.device)
             return outcome.Error(exc)
         return outcome.Value(value)
 

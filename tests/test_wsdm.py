@@ -306,3 +306,22 @@ async def test_a_changed_connection_interval_reaches_the_device_at_its_next_chec
         answer = await service.simulator.check_in(device)
         assert answer["configuration"]["connection_interval_seconds"] == 900
         assert "configuration" not in await service.simulator.check_in(device)  # told once
+
+
+async def test_enrolling_again_replaces_the_token_at_once(tmp_path: Path) -> None:
+    async with wsdm_service(tmp_path) as service:
+        manager, device_id, old = await enrolled(service)
+        await service.simulator.check_in(old)  # the old token is now remembered
+        code = await service.client.post(
+            f"{API}/organisations/acme/installation-codes",
+            json={"purpose": "bind_device", "device": device_id},
+            headers=manager,
+        )
+        assert code.status_code == 201, code.text
+        new = await service.simulator.enrol(code.json()["code"])
+        assert new.device_id == device_id and new.token != old.token
+        refused = await service.client.post(
+            f"{WSDM}/checkin", json=service.simulator.check_in_body(old, "z"), headers=old.auth
+        )
+        assert refused.status_code == 401, refused.text
+        assert (await service.simulator.check_in(new))["commands"] == []
