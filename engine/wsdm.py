@@ -37,16 +37,17 @@ from typing import Any, Protocol
 import outcome
 
 from .audit import audit_event
+from .auth import authenticate, login, logout
 from .commands import RefusedTransition, State, _mark_sent, _record_result
 from .commands import public as public_command
 from .devices import _check_room
-from .errors import NotFound
+from .errors import NotFound, Throttled, Unauthenticated
 from .ids import new_id
 from .installation_codes import InstallationCodeRefused, Purpose, _redeem, normalise_code
 from .organisations import visible_organisation
-from .principals import Principal, owner_scope
+from .principals import AccountKind, Principal, owner_scope
 from .protocols import wsdm as protocol
-from .protocols.wsdm import CheckIn, DeviceFacts, Enrolment, ProtocolError, Result
+from .protocols.wsdm import CheckIn, DeviceFacts, Enrolment, OwnerLogin, ProtocolError, Result
 from .service_settings import Deployment, effective_settings_unit
 from .store import Store
 from .store import devices as inventory
@@ -165,25 +166,68 @@ async def enrol(
     *,
     source: str | None = None,
 ) -> dict[str, Any]:
-    """Enrol with an installation code: the answer carries the device token (shown once),
-    the push identity and the configuration."""
-    text = normalise_code(message.code)
-    if text is None:
-        raise ProtocolError("code_refused", "unknown installation code", 403, reason="unknown")
+    """Enrol with an installation code, or with the owner's login where the organisation
+    allows it: the answer carries the device token (shown once), the push identity and the
+    configuration."""
     token = secrets.token_urlsafe(32)
     domain = push.domain if push is not None else None
-    try:
+    facts, hashed = message.device, token_hash(token)
+    if message.owner is not None:
+        account_id, organisation_id = await _owner_of(store, message.owner, source)
         enrolled = await store.write(
-            _enrol, text, now(), source, message.device, token_hash(token), domain, deployment
+            _enrol_owner,
+            account_id,
+            organisation_id,
+            now(),
+            source,
+            facts,
+            hashed,
+            domain,
+            deployment,
         )
-    except InstallationCodeRefused as exc:
-        raise ProtocolError("code_refused", str(exc), 403, reason=exc.reason) from None
+    else:
+        text = normalise_code(message.code or "")
+        if text is None:
+            raise ProtocolError("code_refused", "unknown installation code", 403, reason="unknown")
+        try:
+            enrolled = await store.write(
+                _enrol, text, now(), source, facts, hashed, domain, deployment
+            )
+        except InstallationCodeRefused as exc:
+            raise ProtocolError("code_refused", str(exc), 403, reason=exc.reason) from None
     return {
         "device_id": enrolled.device_id,
         "device_token": token,
         "push": await _new_push_identity(push, enrolled.device_id),
         "configuration": enrolled.configuration,
     }
+
+
+async def _owner_of(store: Store, owner: OwnerLogin, source: str | None) -> tuple[str, str]:
+    """The device owner's account and organisation, after the same sign-in checks as the
+    portals (throttling, audit); the session this opens is closed at once."""
+    refused = ProtocolError("login_refused", "wrong organisation, login id or password", 403)
+    try:
+        issued = await login(
+            store,
+            organisation_code=owner.organisation,
+            login_id=owner.login,
+            password=owner.password,
+            source=source,
+            label="wsdm enrolment",
+            lifetime=timedelta(minutes=1),
+        )
+    except Throttled as exc:
+        raise ProtocolError("login_refused", str(exc), 429, retry_after=exc.retry_after) from None
+    except Unauthenticated:
+        raise refused from None
+    principal = await authenticate(store, issued.token, source=source)
+    await logout(store, principal)
+    if principal.kind is not AccountKind.USER or principal.organisation_id is None:
+        raise ProtocolError("login_refused", "only device owners enrol devices", 403)
+    if issued.password_change_required:
+        raise ProtocolError("login_refused", "change your one-time password first", 403)
+    return principal.account_id, principal.organisation_id
 
 
 async def _new_push_identity(push: PushAccounts | None, device_id: str) -> dict[str, str] | None:
@@ -201,6 +245,20 @@ async def _new_push_identity(push: PushAccounts | None, device_id: str) -> dict[
     return {"jid": jid, "password": password}
 
 
+def _reported(facts: DeviceFacts) -> dict[str, str]:
+    """What the enrolling device said that the inventory keeps."""
+    return {
+        name: value
+        for name, value in (
+            ("model", facts.model),
+            ("os_version", facts.os_version),
+            ("serial_number", facts.serial_number),
+            ("imei", facts.imei),
+        )
+        if value is not None
+    }
+
+
 def _enrol(
     conn: sqlite3.Connection,
     text: str,
@@ -212,16 +270,6 @@ def _enrol(
     deployment: Deployment,
 ) -> Enrolled:
     grant = _redeem(conn, text, at, source)
-    reported = {
-        name: value
-        for name, value in (
-            ("model", facts.model),
-            ("os_version", facts.os_version),
-            ("serial_number", facts.serial_number),
-            ("imei", facts.imei),
-        )
-        if value is not None
-    }
     if grant.purpose in (Purpose.ENROL_DEVICE, Purpose.BIND_DEVICE):
         assert grant.device_id is not None
         device = inventory.device_by_id(conn, grant.device_id)
@@ -231,37 +279,108 @@ def _enrol(
                 f"this code enrols a {device['protocol']} device, not a WSDM one", "wrong_protocol"
             )
         device_id = device["id"]
-        values = reported | {"state": "enrolled", "enrolled_at": at, "last_seen_at": at}
+        values = _reported(facts) | {"state": "enrolled", "enrolled_at": at, "last_seen_at": at}
         inventory.update_device(conn, device_id, values | {"updated_at": at})
     elif grant.purpose == Purpose.NEW_DEVICE_FOR_ACCOUNT:
-        _check_room(conn, grant.organisation_id, grant.account_id, new_licence=True)
-        device_id = new_id()
-        inventory.insert_device(
-            conn,
-            {
-                "id": device_id,
-                "organisation_id": grant.organisation_id,
-                "owner_id": grant.account_id,
-                "name": facts.name or facts.model or "WSDM device",
-                "platform": facts.platform,
-                "protocol": PROTOCOL,
-                "state": "enrolled",
-                **reported,
-                "enrolled_at": at,
-                "last_seen_at": at,
-                "created_at": at,
-                "updated_at": at,
-            },
-        )
+        assert grant.account_id is not None
+        device_id = _new_owned_device(conn, grant.organisation_id, grant.account_id, facts, at)
     else:
         raise InstallationCodeRefused(
             "this code creates an account; enrol with a device code", "unsupported_purpose"
         )
+    details = {"code": grant.code_id, "purpose": grant.purpose}
+    return _bind(
+        conn,
+        device_id,
+        grant.organisation_id,
+        grant.organisation_code,
+        hashed,
+        domain,
+        at,
+        details,
+        source,
+        deployment,
+    )
+
+
+def _enrol_owner(
+    conn: sqlite3.Connection,
+    account_id: str,
+    organisation_id: str,
+    at: str,
+    source: str | None,
+    facts: DeviceFacts,
+    hashed: str,
+    domain: str | None,
+    deployment: Deployment,
+) -> Enrolled:
+    settings = effective_settings_unit(conn, deployment, organisation_id)
+    if not settings["wsdm"]["login_enrolment"]:
+        raise ProtocolError(
+            "login_refused", "this organisation enrols devices with installation codes only", 403
+        )
+    organisation = organisation_by_id(conn, organisation_id)
+    assert organisation is not None
+    device_id = _new_owned_device(conn, organisation_id, account_id, facts, at)
+    details = {"account": account_id, "by": "login"}
+    return _bind(
+        conn,
+        device_id,
+        organisation_id,
+        organisation["code"],
+        hashed,
+        domain,
+        at,
+        details,
+        source,
+        deployment,
+    )
+
+
+def _new_owned_device(
+    conn: sqlite3.Connection, organisation_id: str, account_id: str, facts: DeviceFacts, at: str
+) -> str:
+    """A new enrolled device of this owner, within the organisation's licences."""
+    _check_room(conn, organisation_id, account_id, new_licence=True)
+    device_id = new_id()
+    inventory.insert_device(
+        conn,
+        {
+            "id": device_id,
+            "organisation_id": organisation_id,
+            "owner_id": account_id,
+            "name": facts.name or facts.model or "WSDM device",
+            "platform": facts.platform,
+            "protocol": PROTOCOL,
+            "state": "enrolled",
+            **_reported(facts),
+            "enrolled_at": at,
+            "last_seen_at": at,
+            "created_at": at,
+            "updated_at": at,
+        },
+    )
+    return device_id
+
+
+def _bind(
+    conn: sqlite3.Connection,
+    device_id: str,
+    organisation_id: str,
+    organisation_code: str,
+    hashed: str,
+    domain: str | None,
+    at: str,
+    details: dict[str, Any],
+    source: str | None,
+    deployment: Deployment,
+) -> Enrolled:
+    """The device's WSDM side with its new token, and the enrolment's audit event."""
     units.put_enrolment(
         conn,
         {
             "device_id": device_id,
-            "organisation_id": grant.organisation_id,
+            "organisation_id": organisation_id,
             "token_hash": hashed,
             "push_jid": push_jid(device_id, domain) if domain else None,
             "enrolled_at": at,
@@ -272,19 +391,19 @@ def _enrol(
         audit_event(
             None,
             "device.enrolled",
-            organisation_id=grant.organisation_id,
+            organisation_id=organisation_id,
             target_type="device",
             target_id=device_id,
-            details={"protocol": PROTOCOL, "code": grant.code_id, "purpose": grant.purpose},
+            details={"protocol": PROTOCOL, **details},
             actor="enrolment",
             source=source,
         ),
     )
     return Enrolled(
         device_id,
-        grant.organisation_id,
-        grant.organisation_code,
-        _configuration(conn, deployment, grant.organisation_id, grant.organisation_code),
+        organisation_id,
+        organisation_code,
+        _configuration(conn, deployment, organisation_id, organisation_code),
     )
 
 

@@ -325,3 +325,43 @@ async def test_enrolling_again_replaces_the_token_at_once(tmp_path: Path) -> Non
         )
         assert refused.status_code == 401, refused.text
         assert (await service.simulator.check_in(new))["commands"] == []
+
+
+async def test_enrolment_with_the_owners_login_where_the_organisation_allows_it(
+    tmp_path: Path,
+) -> None:
+    async with wsdm_service(tmp_path) as service:
+        manager = await service.organisation("acme")
+        user = await service.client.post(
+            f"{API}/organisations/acme/accounts",
+            json={"login": "alice", "kind": "user", "password": "alice's password 1"},
+            headers=manager,
+        )
+        assert user.status_code == 201, user.text
+        body = {
+            "version": 1,
+            "login": {"organisation": "acme", "login": "alice", "password": "alice's password 1"},
+            "device": {"platform": "android", "model": "Pixel 8"},
+        }
+        before = table_counts(service.running)
+        off = await service.client.post(f"{WSDM}/enrol", json=body)
+        assert off.status_code == 403 and off.json()["error"]["code"] == "login_refused"
+        assert table_counts(service.running)["devices"] == before["devices"]
+        allowed = await service.client.patch(
+            f"{API}/organisations/acme/config/services/wsdm",
+            json={"use_system_wide": False, "overrides": {"login_enrolment": True}},
+            headers=manager,
+        )
+        assert allowed.status_code == 200, allowed.text
+        wrong = body | {"login": body["login"] | {"password": "not it at all"}}
+        refused = await service.client.post(f"{WSDM}/enrol", json=wrong)
+        assert refused.status_code == 403, refused.text
+        enrolled = await service.client.post(f"{WSDM}/enrol", json=body)
+        assert enrolled.status_code == 201, enrolled.text
+        device = await service.client.get(
+            f"{API}/organisations/acme/devices/{enrolled.json()['device_id']}", headers=manager
+        )
+        assert device.json()["owner"]["login"] == "alice"
+        assert device.json()["state"] == "enrolled" and device.json()["protocol"] == "wsdm"
+        both = body | {"code": "ABCD-EFGH-JKLM"}
+        assert (await service.client.post(f"{WSDM}/enrol", json=both)).status_code == 400

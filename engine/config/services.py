@@ -317,6 +317,14 @@ SERVICES: Mapping[str, ServiceSpec] = MappingProxyType(
                     ),
                     _connection_interval(),
                     Field(
+                        name="login_enrolment",
+                        label="Allow enrolment with the owner's login",
+                        type=bool,
+                        help="Device owners may enrol a new device in the client app with "
+                        "their organisation, login id and password instead of a code.",
+                        default=False,
+                    ),
+                    Field(
                         name="scheduled_notifications",
                         label="Enable scheduled notifications",
                         type=bool,

@@ -50,6 +50,7 @@ class ProtocolError(Exception):
     ``unsupported_version``, ``too_large``, ``unauthenticated`` (no or unknown device
     token), ``unenrolled`` (the device was unenrolled or removed: it must stop managing),
     ``device_inactive``, ``code_refused`` (with ``reason`` from the installation code),
+    ``login_refused`` (enrolment with the owner's login),
     ``not_found``, ``conflict``, ``busy``.
     """
 
@@ -177,15 +178,39 @@ PLATFORMS = ("android", "ios", "ipados", "windows", "other")
 
 
 @dataclass(frozen=True)
+class OwnerLogin:
+    """A device owner's sign-in, where the organisation allows enrolment with it."""
+
+    organisation: str
+    login: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
 class Enrolment:
-    code: str
+    """Exactly one of ``code`` and ``owner`` says who may enrol."""
+
     device: DeviceFacts
+    code: str | None = None
+    owner: OwnerLogin | None = None
 
 
 def parse_enrolment(data: dict[str, Any]) -> Enrolment:
     reader = _Reader(data, "")
     reader.take("version", int)
-    code = reader.text("code", required=True, limit=32)
+    code = reader.text("code", limit=32)
+    credentials = reader.take("login", dict)
+    if (code is None) == (credentials is None):
+        raise malformed("give either code or login")
+    owner = None
+    if credentials is not None:
+        sub = _Reader(credentials, "login")
+        organisation = sub.text("organisation", required=True, limit=64)
+        login = sub.text("login", required=True)
+        password = sub.text("password", required=True, limit=1024)
+        sub.done()
+        assert organisation is not None and login is not None and password is not None
+        owner = OwnerLogin(organisation, login, password)
     device = _Reader(reader.take("device", dict, required=True), "device")
     platform = device.text("platform", required=True)
     if platform not in PLATFORMS:
@@ -201,8 +226,7 @@ def parse_enrolment(data: dict[str, Any]) -> Enrolment:
     )
     device.done()
     reader.done()
-    assert code is not None
-    return Enrolment(code, facts)
+    return Enrolment(facts, code, owner)
 
 
 @dataclass(frozen=True)
