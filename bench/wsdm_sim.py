@@ -77,18 +77,15 @@ def state_report(device: SimulatedDevice) -> dict[str, Any]:
 
 
 def execute(command: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Pretend to run a WSDM command: its result and any locations it produced."""
+    """Pretend to run a WSDM command: its result and any further locations to report.
+
+    A locate or track result carries the location itself, as the client app reports it.
+    """
     kind = command["type"]
     if kind in ("ReportLocation", "TrackLocation"):
-        location = {
-            "latitude": 52.52,
-            "longitude": 13.405,
-            "accuracy": 12.5,
-            "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-            + f".{next(_counter) % 1000000:06d}Z",
-            "command_id": command["command_id"],
-        }
-        return {"command_id": command["command_id"], "status": "done"}, [location]
+        at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{next(_counter) % 10**6:06d}Z"
+        location = {"latitude": 52.52, "longitude": 13.405, "accuracy": 12.5, "at": at}
+        return {"command_id": command["command_id"], "status": "done", "detail": location}, []
     return {"command_id": command["command_id"], "status": "done", "detail": {"type": kind}}, []
 
 

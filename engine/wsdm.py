@@ -62,6 +62,8 @@ from .timestamps import format_time, now
 log = logging.getLogger(__name__)
 
 PROTOCOL = "wsdm"
+#: Command kinds whose result may carry a location (kept in ``wsdm_locations`` too).
+LOCATING = frozenset({"locate", "track"})
 #: A device is overdue once it missed this many connection intervals.
 OVERDUE_INTERVALS = 3
 
@@ -584,6 +586,10 @@ def _apply_results(
                 outcome = "recorded"
             except RefusedTransition:
                 outcome = "conflict"
+            else:
+                located = protocol.location_of_result(command["id"], result.detail)
+                if result.ok and command["kind"] in LOCATING and located is not None:
+                    _store_locations(conn, command["organisation_id"], device_id, [located], now())
         outcomes.append({"command_id": result.command_id, "outcome": outcome})
     return outcomes
 

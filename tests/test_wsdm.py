@@ -74,7 +74,15 @@ async def test_locate_reports_a_location_once(tmp_path: Path) -> None:
         manager, device_id, device = await enrolled(service)
         locate = await service.queue("acme", manager, device_id, "locate")
         await service.simulator.check_in(device)
-        assert (await service.command("acme", manager, locate))["state"] == "acknowledged"
+        command = await service.command("acme", manager, locate)
+        assert command["state"] == "acknowledged"
+        assert command["result"]["latitude"] == 52.52  # what the self-service portal reads
+        again = {
+            "version": 1,
+            "results": [{"command_id": locate, "status": "done", "detail": command["result"]}],
+        }
+        repeated = await service.client.post(f"{WSDM}/results", json=again, headers=device.auth)
+        assert repeated.json()["results"] == [{"command_id": locate, "outcome": "recorded"}]
         listed = await service.client.get(
             f"{API}/organisations/acme/devices/{device_id}/locations", headers=manager
         )

@@ -251,6 +251,26 @@ _RESULT_STATUSES = MappingProxyType({"done": True, "failed": False})
 _TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]\d\d:\d\d)")
 
 
+def location_of_result(command_id: str, detail: Mapping[str, Any]) -> Location | None:
+    """The location a locate or track result carries (``latitude``, ``longitude``, optional
+    ``accuracy`` and ``at``: the form the portals read from a command's result), if it
+    carries a well-formed one."""
+    at = detail.get("at")
+    try:
+        return _location(
+            {
+                "latitude": detail.get("latitude"),
+                "longitude": detail.get("longitude"),
+                **({"accuracy": detail["accuracy"]} if "accuracy" in detail else {}),
+                "recorded_at": at,
+                "command_id": command_id,
+            },
+            "detail",
+        )
+    except ProtocolError:
+        return None
+
+
 def _location(data: object, where: str) -> Location:
     reader = _Reader(data, where)
     latitude = reader.number("latitude", -90, 90, required=True)
