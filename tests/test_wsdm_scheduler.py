@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from engine import wsdm
+from engine import wsdm_schedules
 from engine.audit import audit_event
 from engine.ids import new_id
 from engine.service_settings import Deployment, change_system_unit
@@ -50,11 +50,11 @@ async def test_overdue_devices_are_marked_once_by_one_node(tmp_path: Path) -> No
     async with open_sqlite_store(tmp_path / "emm.db") as store:
         # Last seen 2 h 59 min ago; the interval is 60 min, overdue after three of them.
         await store.write(_world, 2, START - timedelta(minutes=179))
-        first = await wsdm.run_schedules(store, DEPLOYMENT, "node-a", None, at=START)
+        first = await wsdm_schedules.run_schedules(store, DEPLOYMENT, "node-a", None, at=START)
         assert first.overdue_marked == 0
         later = START + timedelta(minutes=6)
-        a = await wsdm.run_schedules(store, DEPLOYMENT, "node-a", None, at=later)
-        b = await wsdm.run_schedules(store, DEPLOYMENT, "node-b", None, at=later)
+        a = await wsdm_schedules.run_schedules(store, DEPLOYMENT, "node-a", None, at=later)
+        b = await wsdm_schedules.run_schedules(store, DEPLOYMENT, "node-b", None, at=later)
         assert (a.overdue_marked, b.overdue_marked) == (2, 0)  # node-b found the job taken
         rows = await store.read(_overdue_since)
         assert {row[0] for row in rows} == {format_time(later)}
@@ -66,18 +66,20 @@ async def test_scheduled_notifications_follow_the_settings_and_survive_a_restart
     woken: list[list[str]] = []
     async with open_sqlite_store(tmp_path / "emm.db") as store:
         _, devices = await store.write(_world, 3, START)
-        off = await wsdm.run_schedules(store, DEPLOYMENT, "node-a", woken.append, at=START)
+        off = await wsdm_schedules.run_schedules(
+            store, DEPLOYMENT, "node-a", woken.append, at=START
+        )
         assert off.notified == 0 and woken == []  # off unless the settings ask for it
         await store.write(_notifications_every_15_minutes)
-        await wsdm.run_schedules(store, DEPLOYMENT, "node-a", woken.append, at=START)
-        await wsdm.run_schedules(store, DEPLOYMENT, "node-b", woken.append, at=START)
+        await wsdm_schedules.run_schedules(store, DEPLOYMENT, "node-a", woken.append, at=START)
+        await wsdm_schedules.run_schedules(store, DEPLOYMENT, "node-b", woken.append, at=START)
         assert woken == [devices]  # sent once, by one node
     async with open_sqlite_store(tmp_path / "emm.db") as store:  # a restart
         soon = START + timedelta(minutes=10)
-        await wsdm.run_schedules(store, DEPLOYMENT, "node-a", woken.append, at=soon)
+        await wsdm_schedules.run_schedules(store, DEPLOYMENT, "node-a", woken.append, at=soon)
         assert len(woken) == 1  # not due again before its 15 minutes
         due = START + timedelta(minutes=15)
-        await wsdm.run_schedules(store, DEPLOYMENT, "node-b", woken.append, at=due)
+        await wsdm_schedules.run_schedules(store, DEPLOYMENT, "node-b", woken.append, at=due)
         assert woken == [devices, devices]
 
 

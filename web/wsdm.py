@@ -21,7 +21,7 @@ import trio
 from quart import Blueprint, Response, request
 from werkzeug.exceptions import HTTPException
 
-from engine import wsdm
+from engine import wsdm, wsdm_schedules
 from engine.actors import ActorError, MailboxFull, start_listener
 from engine.actors.scheduler import Scheduler, node_name
 from engine.actors.xmpp import XmppAccount, XmppNotifier, run_notifier
@@ -164,7 +164,7 @@ async def start_wsdm(nursery: trio.Nursery, context: ServiceContext, bootstrap: 
     )
     scheduler = Scheduler(
         partial(
-            wsdm.run_schedules,
+            wsdm_schedules.run_schedules,
             context.store,
             context.deployment,
             node_name(),

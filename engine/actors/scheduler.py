@@ -1,9 +1,10 @@
 """The WSDM scheduler: a timer that runs the scheduled jobs, claimed in the store.
 
-The jobs themselves (overdue devices, scheduled notifications) live in ``engine/wsdm.py``;
-what they must remember (when each is next due, and which node took it) is in the store,
-so schedules survive a restart and two nodes never both run one job. This actor only
-decides *when* to look: every ``period`` seconds, and at once when told (:meth:`poke`).
+The jobs themselves (overdue devices, scheduled notifications) live in
+``engine/wsdm_schedules.py``; what they must remember (when each is next due, and which node
+took it) is in the store, so schedules survive a restart and two nodes never both run one
+job. This actor only decides *when* to look: every ``period`` seconds, and at once when told
+(:meth:`poke`).
 """
 
 from __future__ import annotations
