@@ -9,7 +9,7 @@ import trio
 
 from bench.wsdm_sim import answer_pushes, push_listeners
 
-from .prosody import running_prosody
+from .prosody import Prosody, running_prosody
 from .wsdm_world import WsdmService, wsdm_service
 
 
@@ -68,3 +68,29 @@ async def test_prosody_restarted_the_pushes_queued_meanwhile_arrive(tmp_path: Pa
                         await wait_for_state(service, "acme", manager, lock, "acknowledged")
                     nursery.cancel_scope.cancel()
             assert device.pushes >= 1
+
+
+async def test_a_device_enrolled_while_xmpp_was_away_gets_its_push_identity_later(
+    tmp_path: Path,
+) -> None:
+    prosody = Prosody.configure(tmp_path / "prosody")  # configured, not started yet
+    try:
+        async with wsdm_service(tmp_path, prosody) as service:
+            manager = await service.organisation("acme")
+            device_id, code = await service.new_device("acme", manager)
+            device = await service.simulator.enrol(code)
+            assert device.push is None  # the XMPP server was not there
+            prosody.start()
+            answer = await service.simulator.check_in(device)  # says it has no push identity
+            assert answer["push"]["jid"] == f"{device_id}@{prosody.domain}"
+            async with push_listeners("127.0.0.1", prosody.port) as listeners:
+                with trio.fail_after(5):
+                    await listeners.listen([device])
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(answer_pushes, service.simulator, listeners)
+                    lock = await service.queue("acme", manager, device_id, "lock")
+                    with trio.fail_after(5):
+                        await wait_for_state(service, "acme", manager, lock, "acknowledged")
+                    nursery.cancel_scope.cancel()
+    finally:
+        prosody.stop()
