@@ -110,8 +110,14 @@ _IDENTITY_SECONDS = 60.0
 _MAX_IDENTITIES = 100_000
 
 
-async def authenticate_device(store: Store, authorization: str | None) -> DeviceIdentity:
-    """The device whose token is in ``Authorization: Bearer <token>``, if it may connect."""
+async def authenticate_device(
+    store: Store, authorization: str | None, push: PushAccounts | None = None
+) -> DeviceIdentity:
+    """The device whose token is in ``Authorization: Bearer <token>``, if it may connect.
+
+    A device told it is no longer enrolled (removed by the service) also loses its XMPP
+    account: it will not log in again.
+    """
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise ProtocolError(
@@ -124,10 +130,15 @@ async def authenticate_device(store: Store, authorization: str | None) -> Device
     row = await store.read(units.device_by_token, hashed)
     if row is None:
         raise ProtocolError("unauthenticated", "unknown device token", 401)
-    _require_connectable(row)
     identity = DeviceIdentity(
         row["device_id"], row["organisation_id"], row["organisation_code"], row["push_jid"], hashed
     )
+    try:
+        _require_connectable(row)
+    except ProtocolError as exc:
+        if exc.code == "unenrolled":
+            await _delete_push_account(push, identity)
+        raise
     if len(_IDENTITIES) >= _MAX_IDENTITIES:
         _IDENTITIES.clear()
     _IDENTITIES[hashed] = (time.monotonic() + _IDENTITY_SECONDS, identity)
@@ -622,6 +633,10 @@ async def unenrol(
     with a new code, and its XMPP account goes."""
     await store.write(_unenrol, device, reason, now(), source)
     forget_device(device)
+    await _delete_push_account(push, device)
+
+
+async def _delete_push_account(push: PushAccounts | None, device: DeviceIdentity) -> None:
     if push is not None and device.push_jid is not None:
         try:
             await push.delete_account(device.push_jid)
@@ -776,6 +791,9 @@ class WsdmSession:
                 raise ValueError(f"unknown WSDM session action {request.action!r}")
         except ProtocolError as exc:
             forget_device(request.device)
+            if exc.code == "unenrolled":
+                # Removed by the service: the device learns it now; its push account goes.
+                await _delete_push_account(self.push, request.device)
             return outcome.Error(exc)
         return outcome.Value(value)
 

@@ -97,6 +97,13 @@ class Prosody:
         server.prosodyctl("register", SERVICE_USER, DOMAIN, SERVICE_PASSWORD)
         return server
 
+    def has_account(self, user: str) -> bool:
+        """Whether ``user`` has an account (Prosody's internal storage: one file each, its
+        name with every non-alphanumeric character as %xx)."""
+        encoded = "".join(c if c.isalnum() else f"%{ord(c):02x}" for c in user)
+        host = "".join(c if c.isalnum() else f"%{ord(c):02x}" for c in self.domain)
+        return (self.directory / "data" / host / "accounts" / f"{encoded}.dat").exists()
+
     def prosodyctl(self, *args: str) -> None:
         subprocess.run(
             ["prosodyctl", "--config", str(self.config), *args],

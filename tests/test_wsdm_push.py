@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import trio
 
-from bench.wsdm_sim import answer_pushes, push_listeners
+from bench.wsdm_sim import WsdmError, answer_pushes, push_listeners
 
 from .prosody import Prosody, running_prosody
 from .wsdm_world import WsdmService, wsdm_service
@@ -45,6 +46,16 @@ async def test_a_queued_command_is_pushed_and_done_well_before_the_interval(
                         await wait_for_state(service, "acme", manager, lock, "acknowledged")
                     nursery.cancel_scope.cancel()
             assert device.pushes == 1 and device.checkins == 1
+            # Removed by the service: told at its next request, and its XMPP account goes.
+            assert prosody.has_account(device_id)
+            removed = await service.client.delete(
+                f"/api/v1/organisations/acme/devices/{device_id}", headers=manager
+            )
+            assert removed.status_code == 204
+            with pytest.raises(WsdmError) as refused:
+                await service.simulator.check_in(device)
+            assert refused.value.status == 410
+            assert not prosody.has_account(device_id)
 
 
 async def test_prosody_restarted_the_pushes_queued_meanwhile_arrive(tmp_path: Path) -> None:

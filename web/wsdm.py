@@ -91,7 +91,10 @@ async def _message() -> dict[str, Any]:
 
 
 async def _device() -> wsdm.DeviceIdentity:
-    return await wsdm.authenticate_device(service().store, request.headers.get("Authorization"))
+    context = service()
+    return await wsdm.authenticate_device(
+        context.store, request.headers.get("Authorization"), context.xmpp
+    )
 
 
 async def _in_session(action: str, device: wsdm.DeviceIdentity, message: Any) -> Any:
