@@ -516,22 +516,11 @@ def _check_in(
 def _connectable(conn: sqlite3.Connection, identity: DeviceIdentity) -> Row:
     """The device again inside the write: its token may have been replaced, or the device
     removed, since the token was read."""
-    device_id = identity.device_id
-    row = units.wsdm_device(conn, device_id)
-    device = inventory.device_by_id(conn, device_id)
-    assert row is not None and device is not None
-    if row["token_hash"] != identity.token_hash:
+    row = units.device_by_token(conn, identity.token_hash)
+    if row is None or row["device_id"] != identity.device_id:
         raise ProtocolError("unauthenticated", "unknown device token", 401)
-    organisation = organisation_by_id(conn, device["organisation_id"])
-    assert organisation is not None
-    _require_connectable(
-        {
-            "unenrolled_at": row["unenrolled_at"],
-            "state": device["state"],
-            "organisation_active": organisation["active"],
-        }
-    )
-    return row | {"organisation_code": organisation["code"], "owner_id": device["owner_id"]}
+    _require_connectable(row)
+    return row
 
 
 def _store_locations(
