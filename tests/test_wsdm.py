@@ -6,7 +6,9 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from bench.wsdm_sim import SimulatedDevice, WsdmError
+import httpx
+
+from bench.wsdm_sim import SimulatedDevice, Simulator, WsdmError
 
 from .portal_client import signed_in
 from .test_isolation import table_counts
@@ -373,3 +375,19 @@ async def test_enrolment_with_the_owners_login_where_the_organisation_allows_it(
         assert device.json()["state"] == "enrolled" and device.json()["protocol"] == "wsdm"
         both = body | {"code": "ABCD-EFGH-JKLM"}
         assert (await service.client.post(f"{WSDM}/enrol", json=both)).status_code == 400
+
+
+async def test_devices_speak_wsdm_over_https_too(tmp_path: Path) -> None:
+    async with wsdm_service(tmp_path) as service:
+        manager = await service.organisation("acme")
+        device_id, code = await service.new_device("acme", manager)
+        running = service.running
+        async with httpx.AsyncClient(
+            base_url=running.https_url, verify=running.tls_context(), http2=True
+        ) as client:
+            simulator = Simulator(client)
+            device = await simulator.enrol(code)
+            lock = await service.queue("acme", manager, device_id, "lock")
+            answer = await simulator.check_in(device)
+        assert [c["command_id"] for c in answer["commands"]] == [lock]
+        assert (await service.command("acme", manager, lock))["state"] == "acknowledged"
