@@ -7,7 +7,17 @@ import time
 from quart import Response, g
 from quart_trio import QuartTrio
 
-from . import activesync, api, apple_mdm, health, omads, portal, problems, windows_enrolment
+from . import (
+    activesync,
+    api,
+    apple_mdm,
+    health,
+    omads,
+    portal,
+    problems,
+    windows_enrolment,
+    wsdm,
+)
 from .context import ServiceContext
 
 
@@ -45,4 +55,5 @@ def create_app(context: ServiceContext, *, max_body: int = 16 * 1024 * 1024) -> 
     app.register_blueprint(apple_mdm.blueprint)
     app.register_blueprint(omads.blueprint)
     app.register_blueprint(activesync.blueprint)
+    app.register_blueprint(wsdm.blueprint)
     return app

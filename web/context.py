@@ -14,6 +14,7 @@ from engine.pki import CertificateAuthority
 from engine.service_settings import Deployment
 from engine.store import Store
 from engine.wakeups import Wakeups
+from engine.wsdm import PushAccounts
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -32,6 +33,8 @@ class ServiceContext:
     certificate_authority: CertificateAuthority | None = None
     #: Apple MDM's keys and store access, once its starter ran.
     apple_mdm: AppleMdm | None = None
+    #: The XMPP notifier, which also creates devices' push accounts (None: push is off).
+    xmpp: PushAccounts | None = None
 
 
 def service() -> ServiceContext:

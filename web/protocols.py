@@ -19,6 +19,7 @@ from . import activesync, omads
 from .apple_mdm import start_apple_mdm
 from .context import ServiceContext
 from .windows_enrolment import start_windows_enrolment
+from .wsdm import start_wsdm
 
 ProtocolStarter = Callable[[trio.Nursery, ServiceContext, Bootstrap], Awaitable[None]]
 
@@ -28,6 +29,7 @@ STARTERS: tuple[ProtocolStarter, ...] = (
     start_apple_mdm,
     omads.start,
     activesync.start,
+    start_wsdm,
 )
 
 

@@ -326,6 +326,31 @@ SERVICES: Mapping[str, ServiceSpec] = MappingProxyType(
                         derived_from="rest_api.service_url",
                     ),
                     _connection_interval(),
+                    Field(
+                        name="login_enrolment",
+                        label="Allow enrolment with the owner's login",
+                        type=bool,
+                        help="Device owners may enrol a new device in the client app with "
+                        "their organisation, login id and password instead of a code.",
+                        default=False,
+                    ),
+                    Field(
+                        name="scheduled_notifications",
+                        label="Enable scheduled notifications",
+                        type=bool,
+                        help="Also wake every enrolled device over XMPP periodically, not "
+                        "only when a command is waiting.",
+                        default=False,
+                    ),
+                    Field(
+                        name="notification_interval",
+                        label="Notification interval",
+                        type=int,
+                        help="How often scheduled notifications are sent.",
+                        default=240,
+                        choices=(15, 30, 60, 240, 720, 1440),
+                        unit="minutes",
+                    ),
                 ),
             ),
             ServiceSpec(

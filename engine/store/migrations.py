@@ -517,6 +517,50 @@ _ACTIVESYNC = (
     )""",
 )
 
+_WSDM = (
+    # The WSDM side of a device (engine/wsdm.py): its device token as SHA-256 (the token
+    # itself is shown once, at enrolment), its XMPP push identity, and its check-ins.
+    # unenrolled_at: the token no longer works; a new enrolment replaces the row.
+    """CREATE TABLE wsdm_devices (
+        device_id TEXT PRIMARY KEY REFERENCES devices(id),
+        organisation_id TEXT NOT NULL REFERENCES organisations(id),
+        token_hash TEXT NOT NULL UNIQUE,
+        push_jid TEXT,
+        enrolled_at TEXT NOT NULL,
+        last_checkin_at TEXT,
+        last_checkin_id TEXT,
+        checkins INTEGER NOT NULL DEFAULT 0,
+        configuration_hash TEXT,
+        overdue_since TEXT,
+        unenrolled_at TEXT
+    )""",
+    "CREATE INDEX wsdm_devices_org_checkin ON wsdm_devices (organisation_id, last_checkin_at)",
+    # Locations the devices report; one per device and moment, so a repeated report is one.
+    """CREATE TABLE wsdm_locations (
+        id TEXT PRIMARY KEY,
+        organisation_id TEXT NOT NULL REFERENCES organisations(id),
+        device_id TEXT NOT NULL REFERENCES devices(id),
+        command_id TEXT,
+        latitude REAL NOT NULL,
+        longitude REAL NOT NULL,
+        accuracy REAL,
+        recorded_at TEXT NOT NULL,
+        received_at TEXT NOT NULL,
+        UNIQUE (device_id, recorded_at)
+    )""",
+    "CREATE INDEX wsdm_locations_org ON wsdm_locations (organisation_id, device_id, recorded_at)",
+    # Recurring jobs of the WSDM scheduler, claimed here so that two nodes never both run
+    # one: a node takes a job by moving its due_at forward in the same statement that
+    # checks it was due.
+    """CREATE TABLE wsdm_schedules (
+        name TEXT PRIMARY KEY,
+        organisation_id TEXT REFERENCES organisations(id),
+        due_at TEXT NOT NULL,
+        claimed_by TEXT,
+        claimed_at TEXT
+    )""",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", _INITIAL),
     Migration(2, "tenancy", _TENANCY),
@@ -524,6 +568,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "messages", _MESSAGES),
     Migration(5, "command owners", _COMMAND_OWNERS),
     Migration(6, "sign-in attempts", _SIGN_IN_ATTEMPTS),
+    Migration(7, "wsdm", _WSDM),
     Migration(8, "apple mdm", _APPLE_MDM),
     Migration(9, "pim store and oma ds", _PIM),
     Migration(10, "windows enrolment", _WINDOWS_ENROLMENT),

@@ -22,6 +22,7 @@ from . import (
     openapi,
     organisations,
     settings,
+    wsdm,
 )
 from .operations import PREFIX
 
@@ -39,6 +40,7 @@ for module in (
     apple_mdm,
     audit,
     activesync,
+    wsdm,
     openapi,
 ):
     blueprint.register_blueprint(module.blueprint)

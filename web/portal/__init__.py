@@ -5,11 +5,31 @@ from __future__ import annotations
 
 from quart import Blueprint
 
-from . import activesync, apple_mdm, auth, inventory, messages, omads, organisations, people
+from . import (
+    activesync,
+    apple_mdm,
+    auth,
+    inventory,
+    messages,
+    omads,
+    organisations,
+    people,
+    wsdm,
+)
 from .session import csrf_token
 
 blueprint = Blueprint("portal", __name__)
-for module in (auth, organisations, inventory, people, messages, apple_mdm, omads, activesync):
+for module in (
+    auth,
+    organisations,
+    inventory,
+    people,
+    messages,
+    wsdm,
+    apple_mdm,
+    omads,
+    activesync,
+):
     module.register(blueprint)
 
 
