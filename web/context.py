@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from quart import current_app
 
 from engine.actors import Listener
+from engine.pki import CertificateAuthority
 from engine.service_settings import Deployment
 from engine.store import Store
 from engine.wakeups import Wakeups
@@ -26,6 +27,8 @@ class ServiceContext:
     listeners: dict[str, Listener] = field(default_factory=dict)
     #: Told after a command is queued; the protocols' push notifiers subscribe.
     wakeups: Wakeups = field(default_factory=Wakeups)
+    #: The service's own CA (issues device certificates); loaded by the protocols needing it.
+    certificate_authority: CertificateAuthority | None = None
 
 
 def service() -> ServiceContext:

@@ -17,11 +17,12 @@ from engine.config import Bootstrap
 
 from . import omads
 from .context import ServiceContext
+from .windows_enrolment import start_windows_enrolment
 
 ProtocolStarter = Callable[[trio.Nursery, ServiceContext, Bootstrap], Awaitable[None]]
 
 #: One starter per protocol, started in this order.
-STARTERS: tuple[ProtocolStarter, ...] = (omads.start,)
+STARTERS: tuple[ProtocolStarter, ...] = (omads.start, start_windows_enrolment)
 
 
 async def start_protocols(

@@ -382,6 +382,16 @@ SERVICES: Mapping[str, ServiceSpec] = MappingProxyType(
                         "Enrolment discovery URL Windows devices start from.",
                     ),
                     _connection_interval(),
+                    Field(
+                        name="auth_policy",
+                        label="Authentication",
+                        type=str,
+                        help="How device owners sign in to enrol (MS-MDE2 AuthPolicy): "
+                        "OnPremise asks Windows for login@organisation and password, "
+                        "Federated shows the service's sign-in page.",
+                        default="OnPremise",
+                        choices=("OnPremise", "Federated"),
+                    ),
                 ),
             ),
             ServiceSpec(

@@ -367,6 +367,45 @@ _PIM = (
     "CREATE INDEX devices_imei ON devices (imei)",
     "CREATE INDEX devices_serial_number ON devices (serial_number)",
     "CREATE INDEX devices_udid ON devices (udid)",
+_WINDOWS_ENROLMENT = (
+    # One row per device enrolled through Microsoft's enrolment services (MS-MDE2): the
+    # certificate it was given (SHA-1 thumbprint as Windows names certificates; the current
+    # one only: a renewal replaces it), what it said of itself, and the unenrolment state
+    # (enrolled | unenrolment_requested | unenrolled) an OMA DM session acts on.
+    """CREATE TABLE windows_enrolments (
+        device_id TEXT PRIMARY KEY REFERENCES devices(id),
+        organisation_id TEXT NOT NULL REFERENCES organisations(id),
+        owner_id TEXT REFERENCES accounts(id),
+        hardware_id TEXT,
+        enrolment_type TEXT NOT NULL,
+        auth_policy TEXT NOT NULL,
+        certificate_thumbprint TEXT NOT NULL,
+        certificate_serial TEXT NOT NULL,
+        certificate_not_after TEXT NOT NULL,
+        client_secret TEXT NOT NULL,
+        server_secret TEXT NOT NULL,
+        client_nonce TEXT NOT NULL,
+        state TEXT NOT NULL,
+        unenrolment_requested_at TEXT,
+        unenrolment_requested_by TEXT REFERENCES accounts(id),
+        unenrolled_at TEXT,
+        enrolled_at TEXT NOT NULL,
+        renewed_at TEXT,
+        updated_at TEXT NOT NULL
+    )""",
+    "CREATE UNIQUE INDEX windows_enrolments_thumbprint"
+    " ON windows_enrolments (certificate_thumbprint)",
+    "CREATE INDEX windows_enrolments_hardware ON windows_enrolments (organisation_id, hardware_id)",
+    # Tokens of the Federated sign-in page (MS-MDE2 AuthenticationServiceUrl): one-time,
+    # short-lived, stored as SHA-256 like API tokens; used up by the enrolment they allow.
+    """CREATE TABLE windows_enrolment_tokens (
+        token_hash TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts(id),
+        organisation_id TEXT NOT NULL REFERENCES organisations(id),
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX windows_enrolment_tokens_expiry ON windows_enrolment_tokens (expires_at)",
 )
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -377,4 +416,5 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "command owners", _COMMAND_OWNERS),
     Migration(6, "sign-in attempts", _SIGN_IN_ATTEMPTS),
     Migration(9, "pim store and oma ds", _PIM),
+    Migration(10, "windows enrolment", _WINDOWS_ENROLMENT),
 )
