@@ -367,6 +367,8 @@ _PIM = (
     "CREATE INDEX devices_imei ON devices (imei)",
     "CREATE INDEX devices_serial_number ON devices (serial_number)",
     "CREATE INDEX devices_udid ON devices (udid)",
+)
+
 _WINDOWS_ENROLMENT = (
     # One row per device enrolled through Microsoft's enrolment services (MS-MDE2): the
     # certificate it was given (SHA-1 thumbprint as Windows names certificates; the current
