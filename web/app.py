@@ -7,7 +7,7 @@ import time
 from quart import Response, g
 from quart_trio import QuartTrio
 
-from . import api, health, omads, portal, problems, windows_enrolment
+from . import api, health, omadm, omads, portal, problems, windows_enrolment
 from .context import ServiceContext
 
 
@@ -43,4 +43,5 @@ def create_app(context: ServiceContext, *, max_body: int = 16 * 1024 * 1024) -> 
     app.register_blueprint(portal.blueprint)
     app.register_blueprint(omads.blueprint)
     app.register_blueprint(windows_enrolment.blueprint)
+    app.register_blueprint(omadm.blueprint)
     return app

@@ -15,14 +15,14 @@ import trio
 
 from engine.config import Bootstrap
 
-from . import omads
+from . import omadm, omads
 from .context import ServiceContext
 from .windows_enrolment import start_windows_enrolment
 
 ProtocolStarter = Callable[[trio.Nursery, ServiceContext, Bootstrap], Awaitable[None]]
 
 #: One starter per protocol, started in this order.
-STARTERS: tuple[ProtocolStarter, ...] = (omads.start, start_windows_enrolment)
+STARTERS: tuple[ProtocolStarter, ...] = (omads.start, start_windows_enrolment, omadm.start)
 
 
 async def start_protocols(

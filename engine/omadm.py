@@ -1,0 +1,628 @@
+"""OMA DM: who may open a management session, what the service sends, what it keeps.
+
+Two kinds of OMA DM devices meet here:
+
+* **Windows** devices enrolled through Microsoft's enrolment services. The TLS client
+  certificate the enrolment issued is their identity (MS-MDM); the route finds the device
+  by it (:meth:`engine.windows_enrolment.WindowsEnrolment.device_of_certificate`) and the
+  session starts authenticated.
+* **Plain OMA DM** clients (phones): the SyncHdr Source (``IMEI:...`` or a serial number)
+  must be the IMEI, serial number or UDID of an ``oma_dm`` device of the inventory that may
+  connect, and its owner authenticates with the account's own password, Basic first; the
+  service then keeps ``B64(MD5(user:password))`` so that later sessions use MD5 or HMAC with
+  a fresh nonce each time (the nonce is replaced at every attempt, in the same write that
+  checks it, so a digest is never accepted twice). Failures count towards the same
+  lock-out as every sign-in.
+
+Each session (:class:`OmadmBackend`) first reads the inventory nodes of the device's
+platform (:mod:`engine.protocols.omadm_nodes`), then, once the device has answered, sends
+its queued commands (marked sent) and, for Windows, a requested unenrolment; the results
+update the management tree snapshot (:mod:`engine.store.omadm`), the inventory and the
+commands' states (:func:`engine.commands.record_result`).
+
+Wake-ups: no push channel reaches these devices from here (Windows' push goes through WNS,
+plain OMA DM through an SMS/WAP-push gateway), so a queued command is recorded as a pending
+alert (shown in the portal) together with the package 0 notification a gateway would
+carry; the device picks its commands up at its next scheduled session.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import secrets
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from .auth import _claim_attempt, sign_in_name
+from .commands import mark_sent, pending_commands, record_result
+from .devices import may_connect
+from .errors import NotFound
+from .organisations import visible_organisation
+from .passwords import verify_password
+from .principals import AccountKind, Principal, owner_scope
+from .protocols import omadm as dm
+from .protocols.omadm_nodes import WINDOWS_UNENROL, Action, profile_of
+from .protocols.syncml import (
+    Add,
+    Atomic,
+    Command,
+    Delete,
+    Exec,
+    Get,
+    Item,
+    Message,
+    Meta,
+    Replace,
+    Source,
+    Status,
+    SyncHdr,
+    Target,
+    encode_message,
+)
+from .store import Store
+from .store import devices as inventory
+from .store import omadm as db
+from .store.sign_in import clear_attempts
+from .timestamps import now
+from .wakeups import Waiting
+from .windows_enrolment import PROVIDER_ID, record_unenrolled, unenrolment_requested
+
+PROTOCOL = "oma_dm"
+SERVER_ID = "EMM"
+INVENTORY = "inventory"
+UNENROL = "unenrol"
+_COMMAND = "command:"
+
+
+@dataclass
+class Peer:
+    """The device of an authenticated session, and what this session has done so far."""
+
+    device_id: str
+    organisation_id: str
+    platform: str
+    windows: bool = False
+    provider_id: str = PROVIDER_ID
+    mode: str | None = None
+    step: int = 0
+    #: Per operation key: node values the server writes (kept once acknowledged).
+    writes: dict[str, list[tuple[str, str | None, str | None, str | None]]] = field(
+        default_factory=dict
+    )
+    deletes: dict[str, list[str]] = field(default_factory=dict)
+
+
+def windows_peer(device: dict[str, Any], mode: str | None = None) -> Peer:
+    return Peer(device["id"], device["organisation_id"], "windows", windows=True, mode=mode)
+
+
+def _usernames(row: dict[str, Any]) -> set[str]:
+    login, code = row["owner_login"], row["organisation_code"]
+    return {login, f"{code}/{login}", f"{code}\\{login}", f"{login}@{code}"}
+
+
+def _new_nonce() -> str:
+    return base64.b64encode(secrets.token_bytes(16)).decode()
+
+
+class OmadmBackend:
+    """What a :class:`~engine.protocols.omadm.DmSession` asks of the service."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    # ------------------------------------------------------------------ authentication
+
+    async def authenticate(self, credentials: dm.Credentials) -> dm.Authentication:
+        rows = await self.store.read(db.oma_dm_devices_with_id, credentials.device_id)
+        usable = [
+            row
+            for row in rows
+            if row["owner_id"] is not None
+            and row["owner_active"]
+            and row["owner_kind"] == AccountKind.USER
+            and may_connect(row, {"active": row["organisation_active"]})
+        ]
+        named = [row for row in usable if credentials.username in _usernames(row)]
+        device = named[0] if len(named) == 1 else (usable[0] if len(usable) == 1 else None)
+        if device is None:
+            if credentials.kind == dm.AUTH_BASIC:  # the same work as a wrong password
+                await trio.to_thread.run_sync(verify_password, credentials.data or "", None)
+            status = dm.MISSING_CREDENTIALS if credentials.kind is None else dm.INVALID_CREDENTIALS
+            return dm.Authentication(status, challenge=(dm.AUTH_BASIC, None))
+        name = sign_in_name(device["organisation_code"], device["owner_login"])
+        if credentials.kind in (dm.AUTH_MD5, dm.AUTH_HMAC):
+            nonce = _new_nonce()
+            accepted = await self.store.write(_check_digest, name, device, credentials, nonce)
+            if accepted is None:
+                return await self._refuse(device, dm.INVALID_CREDENTIALS)
+            if not accepted:
+                return dm.Authentication(dm.INVALID_CREDENTIALS, challenge=(dm.AUTH_MD5, nonce))
+            kind = dm.AUTH_HMAC if credentials.kind == dm.AUTH_HMAC else dm.AUTH_MD5
+            return dm.Authentication(dm.AUTHENTICATION_ACCEPTED, _peer(device), (kind, nonce))
+        if credentials.kind != dm.AUTH_BASIC or credentials.username not in _usernames(device):
+            code = dm.MISSING_CREDENTIALS if credentials.kind is None else dm.INVALID_CREDENTIALS
+            return await self._refuse(device, code)
+        wait = await self.store.write(_claim_attempt, name)
+        password = dm.basic_password(credentials.data or "")
+        ok = wait is None and await trio.to_thread.run_sync(
+            verify_password, password or "", device["owner_password_hash"]
+        )
+        if not ok:
+            return await self._refuse(device, dm.INVALID_CREDENTIALS)
+        nonce = _new_nonce()
+        digest = dm.user_digest(credentials.username or "", password or "")
+        await self.store.write(_basic_accepted, name, device, credentials.username, digest, nonce)
+        return dm.Authentication(dm.AUTHENTICATION_ACCEPTED, _peer(device), (dm.AUTH_MD5, nonce))
+
+    async def _refuse(self, device: dict[str, Any], status: int) -> dm.Authentication:
+        """How to try next: MD5 with a fresh nonce once the digest is known, else Basic."""
+        nonce = _new_nonce()
+        known = await self.store.write(_put_nonce, device, nonce)
+        return dm.Authentication(
+            status, challenge=(dm.AUTH_MD5, nonce) if known else (dm.AUTH_BASIC, None)
+        )
+
+    # ------------------------------------------------------------------ the client's words
+
+    async def reported(self, peer: object, values: list[dm.NodeValue]) -> None:
+        assert isinstance(peer, Peer)
+        nodes = [(v.uri, v.data, v.format, v.type) for v in values]
+        await self.store.write(_record, peer, nodes, [], _inventory_of(peer, nodes))
+
+    async def alerted(self, peer: object, alert: dm.ClientAlert) -> int:
+        assert isinstance(peer, Peer)
+        if alert.type == dm.UNENROL_ALERT_TYPE:
+            if peer.windows:
+                await record_unenrolled(self.store, peer.device_id, by_device=True)
+            return dm.OK
+        if alert.code == dm.CLIENT_EVENT:
+            await self.store.write(_put_peer, peer, {"login_status": (alert.data or "")[:64]})
+            return dm.OK
+        if alert.source:  # a generic alert about a node (e.g. LAWMO's operation result)
+            node = (alert.source, alert.data, alert.format, alert.type)
+            await self.store.write(_record, peer, [node], [], {})
+        return dm.OK
+
+    # ------------------------------------------------------------------ what the server sends
+
+    async def operations(self, peer: object, session_alert: int) -> list[dm.Operation]:
+        """Package 2 reads the inventory; package 4 carries the queued commands (the device
+        is known by then); later packages only what was queued meanwhile."""
+        assert isinstance(peer, Peer)
+        peer.step += 1
+        profile = profile_of(peer.platform)
+        if peer.step == 1:
+            await self.store.write(_session_started, peer)
+            return [dm.Operation(INVENTORY, [_get(uri) for uri in profile.inventory])]
+        operations: list[dm.Operation] = []
+        if (
+            peer.windows
+            and peer.step == 2
+            and await unenrolment_requested(self.store, peer.device_id)
+        ):
+            operations.append(self._operation(peer, UNENROL, (WINDOWS_UNENROL,), {}))
+        for command in await pending_commands(self.store, peer.device_id):
+            key = _COMMAND + command["id"]
+            kind = command["kind"]
+            if kind == "request_inventory":
+                operation = dm.Operation(key, [_get(uri) for uri in profile.inventory])
+            elif kind in profile.commands:
+                operation = self._operation(
+                    peer, key, profile.commands[kind], command.get("parameters") or {}
+                )
+            else:
+                await mark_sent(self.store, command["id"])
+                await record_result(
+                    self.store,
+                    command["id"],
+                    False,
+                    {"error": f"{kind} is not available over OMA DM on {peer.platform}"},
+                )
+                continue
+            await mark_sent(self.store, command["id"])
+            operations.append(operation)
+        return operations
+
+    def _operation(
+        self, peer: Peer, key: str, actions: Sequence[Action], parameters: dict[str, Any]
+    ) -> dm.Operation:
+        values = {"provider": peer.provider_id, **{k: str(v) for k, v in parameters.items()}}
+        commands: list[Command] = []
+        for action in actions:
+            uri = action.uri.format_map(values)
+            data = action.data.format_map(values) if action.data is not None else None
+            commands.append(_command(action, uri, data))
+            if action.verb in ("Replace", "Add"):
+                peer.writes.setdefault(key, []).append((uri, data, action.format, action.type))
+            elif action.verb == "Delete":
+                peer.deletes.setdefault(key, []).append(uri)
+        if len(commands) > 1:
+            commands = [Atomic(cmd_id="", commands=commands)]
+        return dm.Operation(key, commands)
+
+    async def completed(self, peer: object, outcome: dm.OperationOutcome) -> None:
+        assert isinstance(peer, Peer)
+        nodes = [(v.uri, v.data, v.format, v.type) for v in outcome.results if v.uri]
+        writes = peer.writes.pop(outcome.key, []) if outcome.ok else []
+        deletes = peer.deletes.pop(outcome.key, []) if outcome.ok else []
+        await self.store.write(_record, peer, nodes, deletes, _inventory_of(peer, nodes), writes)
+        if outcome.key == UNENROL:
+            if outcome.ok:
+                await record_unenrolled(self.store, peer.device_id, by_device=False)
+        elif outcome.key.startswith(_COMMAND):
+            result: dict[str, Any] = {
+                "statuses": [
+                    {"command": o.name, "uris": o.uris, "status": o.status}
+                    for o in outcome.outcomes
+                ]
+            }
+            if outcome.results:
+                result["results"] = {v.uri: v.data for v in outcome.results[:200]}
+            await record_result(self.store, outcome.key[len(_COMMAND) :], outcome.ok, result)
+
+
+def _peer(device: dict[str, Any]) -> Peer:
+    return Peer(device["id"], device["organisation_id"], device["platform"])
+
+
+def _get(uri: str) -> Get:
+    return Get(cmd_id="", items=[Item(target=Target(uri))])
+
+
+def _command(action: Action, uri: str, data: str | None) -> Command:
+    meta = Meta(format=action.format, type=action.type) if action.format or action.type else None
+    item = Item(target=Target(uri), meta=meta, data=data)
+    if action.verb == "Exec":
+        return Exec(cmd_id="", item=item)
+    if action.verb == "Get":
+        return _get(uri)
+    if action.verb == "Delete":
+        return Delete(cmd_id="", items=[Item(target=Target(uri))])
+    cls = Add if action.verb == "Add" else Replace
+    return cls(cmd_id="", items=[item])
+
+
+def _inventory_of(
+    peer: Peer, nodes: list[tuple[str, str | None, str | None, str | None]]
+) -> dict[str, Any]:
+    """Inventory fields and device columns the nodes fill, per the platform's profile."""
+    profile = profile_of(peer.platform)
+    fields = {**profile.inventory}
+    for uri in (
+        "./DevInfo/DevId",
+        "./DevInfo/Man",
+        "./DevInfo/Mod",
+        "./DevInfo/DmV",
+        "./DevInfo/Lang",
+    ):
+        fields.setdefault(uri, uri.rsplit("/", 1)[-1].lower())
+    found = {uri: value for uri, value, _, _ in nodes if value is not None}
+    facts = {fields[uri]: found[uri] for uri in fields if uri in found}
+    columns = {
+        column: found[uri][:200] for column, uri in profile.columns.items() if found.get(uri)
+    }
+    return {"facts": facts, "columns": columns} if facts or columns else {}
+
+
+# --------------------------------------------------------------------------- units
+
+
+def _put_nonce(conn: sqlite3.Connection, device: dict[str, Any], nonce: str) -> bool:
+    """A fresh nonce for the device; whether the service knows its digest (MD5 possible)."""
+    db.put_peer(
+        conn,
+        {
+            "device_id": device["id"],
+            "organisation_id": device["organisation_id"],
+            "nonce": nonce,
+            "updated_at": now(),
+        },
+    )
+    found = db.peer(conn, device["id"])
+    return bool(found and found["digest"])
+
+
+def _check_digest(
+    conn: sqlite3.Connection,
+    name: str,
+    device: dict[str, Any],
+    credentials: dm.Credentials,
+    nonce: str,
+) -> bool | None:
+    """MD5 or HMAC against the stored digest and nonce; the nonce is replaced whatever the
+    outcome (one use only). None: no digest known (the client must use Basic first)."""
+    if _claim_attempt(conn, name) is not None:
+        _put_nonce(conn, device, nonce)
+        return False
+    found = db.peer(conn, device["id"])
+    _put_nonce(conn, device, nonce)
+    if found is None or not found["digest"]:
+        return None
+    if not found["nonce"] or credentials.username not in (found["username"], None):
+        return False
+    if credentials.kind == dm.AUTH_HMAC:
+        if credentials.username != found["username"]:
+            return False
+        expected = dm.hmac_mac(found["digest"], found["nonce"], credentials.body)
+    else:
+        expected = dm.md5_credential(found["digest"], found["nonce"])
+    if not hmac.compare_digest(expected, credentials.data or ""):
+        return False
+    clear_attempts(conn, name)
+    inventory.update_device(conn, device["id"], {"last_seen_at": now()})
+    return True
+
+
+def _basic_accepted(
+    conn: sqlite3.Connection,
+    name: str,
+    device: dict[str, Any],
+    username: str,
+    digest: str,
+    nonce: str,
+) -> None:
+    at = now()
+    clear_attempts(conn, name)
+    db.put_peer(
+        conn,
+        {
+            "device_id": device["id"],
+            "organisation_id": device["organisation_id"],
+            "username": username,
+            "digest": digest,
+            "nonce": nonce,
+            "updated_at": at,
+        },
+    )
+    inventory.update_device(conn, device["id"], {"last_seen_at": at})
+
+
+def _put_peer(conn: sqlite3.Connection, peer: Peer, values: dict[str, Any]) -> None:
+    db.put_peer(
+        conn,
+        {
+            "device_id": peer.device_id,
+            "organisation_id": peer.organisation_id,
+            **values,
+            "updated_at": now(),
+        },
+    )
+
+
+def _session_started(conn: sqlite3.Connection, peer: Peer) -> None:
+    at = now()
+    found = db.peer(conn, peer.device_id)
+    _put_peer(
+        conn,
+        peer,
+        {
+            "sessions": (found["sessions"] if found else 0) + 1,
+            "last_session_at": at,
+            "pending_alert_at": None,
+            "notification": None,
+        },
+    )
+    values: dict[str, Any] = {"last_seen_at": at}
+    device = inventory.device_by_id(conn, peer.device_id)
+    if device is not None and device["state"] == "created" and not peer.windows:
+        values |= {"state": "enrolled", "enrolled_at": at}
+    inventory.update_device(conn, peer.device_id, values)
+
+
+def _record(
+    conn: sqlite3.Connection,
+    peer: Peer,
+    nodes: list[tuple[str, str | None, str | None, str | None]],
+    deletes: list[str],
+    found: dict[str, Any],
+    writes: list[tuple[str, str | None, str | None, str | None]] | None = None,
+) -> None:
+    """Node values into the tree snapshot, facts into the inventory, in one unit."""
+    at = now()
+    db.put_nodes(conn, peer.device_id, peer.organisation_id, nodes, "device", at)
+    if writes:
+        db.put_nodes(conn, peer.device_id, peer.organisation_id, writes, "server", at)
+    if deletes:
+        db.delete_nodes(conn, peer.device_id, deletes)
+    if not found:
+        return
+    device = inventory.device_by_id(conn, peer.device_id)
+    if device is None:
+        return
+    stored = json.loads(device["inventory"] or "{}")
+    facts = {**stored.get("oma_dm", {}), **found.get("facts", {})}
+    values: dict[str, Any] = {"inventory": json.dumps(stored | {"oma_dm": facts}), "updated_at": at}
+    values |= found.get("columns", {})
+    inventory.update_device(conn, peer.device_id, values)
+
+
+# --------------------------------------------------------------------------- wake-ups
+
+
+async def record_wakeups(store: Store, waiting: Sequence[Waiting]) -> None:
+    """Commands wait for these devices: record a pending alert (and, for plain OMA DM, the
+    package 0 notification an SMS/WAP-push gateway would carry)."""
+    ours = [w for w in waiting if w.protocol == PROTOCOL]
+    if ours:
+        await store.write(_record_wakeups, ours)
+
+
+def _record_wakeups(conn: sqlite3.Connection, waiting: list[Waiting]) -> None:
+    at = now()
+    for wake in waiting:
+        device = inventory.device_by_id(conn, wake.device_id)
+        if device is None:
+            continue
+        found = db.peer(conn, wake.device_id)
+        package = None
+        if device["platform"] != "windows" and found and found["digest"]:
+            session = int.from_bytes(secrets.token_bytes(2), "big")
+            digest = dm.notification(SERVER_ID, found["digest"], found["nonce"] or "", session)
+            package = base64.b64encode(digest).decode()
+        db.put_peer(
+            conn,
+            {
+                "device_id": wake.device_id,
+                "organisation_id": wake.organisation_id,
+                "pending_alert_at": at,
+                "notification": package,
+                "updated_at": at,
+            },
+        )
+
+
+# --------------------------------------------------------------------------- the tree, read
+
+
+async def device_tree(
+    store: Store, principal: Principal, organisation: str, device_id: str
+) -> dict[str, Any]:
+    """The management tree snapshot of a device and its DM state (owners: their own)."""
+    org = await visible_organisation(store, principal, organisation)
+    owner = owner_scope(principal)
+    found = await store.read(_tree, org["id"], device_id, owner)
+    if found is None:
+        raise NotFound("no such device")
+    return found
+
+
+def _tree(
+    conn: sqlite3.Connection, organisation_id: str, device_id: str, owner: str | None
+) -> dict[str, Any] | None:
+    device = inventory.inventory_device_in(conn, organisation_id, device_id)
+    if device is None or (owner is not None and device["owner_id"] != owner):
+        return None
+    peer = db.peer(conn, device_id)
+    return {
+        "device_id": device_id,
+        "sessions": peer["sessions"] if peer else 0,
+        "last_session_at": peer["last_session_at"] if peer else None,
+        "pending_alert_at": peer["pending_alert_at"] if peer else None,
+        "login_status": peer["login_status"] if peer else None,
+        "nodes": db.nodes_of(conn, device_id),
+    }
+
+
+# --------------------------------------------------------------------------- device sessions
+
+
+@dataclass(frozen=True)
+class DmRequest:
+    """One HTTP request of a DM client, parsed. ``device``: the Windows device its TLS
+    client certificate identifies (None for plain OMA DM); ``token`` from the RespURI."""
+
+    message: Message
+    body: bytes
+    wbxml: bool
+    token: str | None
+    base_url: str
+    hmac: dm.HmacHeader | None = None
+    device: dict[str, Any] | None = None
+    mode: str | None = None
+
+
+@dataclass(frozen=True)
+class DmResponse:
+    body: bytes
+    wbxml: bool
+
+
+def error_message(header: SyncHdr, code: int) -> Message:
+    """A reply that only answers the header (an unknown or finished session)."""
+    return Message(
+        SyncHdr(
+            session_id=header.session_id,
+            msg_id="1",
+            target=Target(header.source.loc_uri),
+            source=Source(header.target.loc_uri),
+            ver_proto=dm.VER_PROTO,
+        ),
+        [
+            Status(
+                cmd_id="1",
+                msg_ref=header.msg_id,
+                cmd_ref="0",
+                cmd="SyncHdr",
+                data=str(code),
+                target_refs=[header.target.loc_uri],
+                source_refs=[header.source.loc_uri],
+            )
+        ],
+        final=True,
+    )
+
+
+class OmadmSessionLogic:
+    """The SessionLogic of one DM client's DeviceSession actor.
+
+    Plain OMA DM sessions continue at a RespURI with a secret token (nobody joins another's
+    authenticated session by naming the same device id and session id); a new session that
+    has not authenticated yet lives beside the current one. Windows sessions are known by
+    the certificate on every request, so their SessionID is enough. A message repeated
+    (the same SessionID and MsgID) gets the same answer again.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.backend = OmadmBackend(store)
+        self.sessions: dict[str, dm.DmSession] = {}
+        self.last: tuple[str, str, str, bytes] | None = None
+
+    async def handle(self, request: DmRequest) -> DmResponse:
+        header = request.message.header
+        if request.device is not None:
+            key = "windows:" + header.session_id
+            session = self.sessions.get(key)
+            if self._repeated(key, header):
+                return DmResponse(self.last[3], request.wbxml)  # type: ignore[index]
+            if session is None:
+                session = dm.DmSession(
+                    backend=self.backend,
+                    session_id=header.session_id,
+                    server_uri=header.target.loc_uri,
+                    peer=windows_peer(request.device, request.mode),
+                )
+                self.sessions = {key: session}
+        elif request.token is not None:
+            found = self.sessions.get(request.token)
+            if found is None or found.session_id != header.session_id:
+                return self._answer("", header, error_message(header, dm.NOT_FOUND), request.wbxml)
+            if self._repeated(request.token, header):
+                return DmResponse(self.last[3], request.wbxml)  # type: ignore[index]
+            session, key = found, request.token
+        else:
+            key = secrets.token_urlsafe(18)
+            session = dm.DmSession(
+                backend=self.backend,
+                session_id=header.session_id,
+                server_uri=header.target.loc_uri,
+                resp_uri=f"{request.base_url}?s={key}",
+            )
+            for other in [t for t, s in self.sessions.items() if not s.authenticated]:
+                del self.sessions[other]
+            self.sessions[key] = session
+        was_authenticated = session.authenticated
+        session.wbxml = request.wbxml
+        reply = await session.receive(request.message, request.body, request.hmac)
+        if session.authenticated and not was_authenticated:
+            self.sessions = {key: session}
+        if session.finished:
+            self.sessions.pop(key, None)
+        return self._answer(key, header, reply, request.wbxml)
+
+    def _repeated(self, key: str, header: SyncHdr) -> bool:
+        return self.last is not None and self.last[:3] == (key, header.session_id, header.msg_id)
+
+    def _answer(self, key: str, header: SyncHdr, reply: Message, wbxml: bool) -> DmResponse:
+        body = encode_message(reply, wbxml)
+        self.last = (key, header.session_id, header.msg_id, body)
+        return DmResponse(body, wbxml)
+
+    async def close(self) -> None:
+        """Nothing to hand over: a session's effects are written as they happen."""
