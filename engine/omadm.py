@@ -91,6 +91,7 @@ class Peer:
     provider_id: str = PROVIDER_ID
     mode: str | None = None
     step: int = 0
+    unenrolled: bool = False  # the device said it unenrolled: the session just ends
     #: Per operation key: node values the server writes (kept once acknowledged).
     writes: dict[str, list[tuple[str, str | None, str | None, str | None]]] = field(
         default_factory=dict
@@ -181,6 +182,7 @@ class OmadmBackend:
         if alert.type == dm.UNENROL_ALERT_TYPE:
             if peer.windows:
                 await record_unenrolled(self.store, peer.device_id, by_device=True)
+                peer.unenrolled = True
             return dm.OK
         if alert.code == dm.CLIENT_EVENT:
             await self.store.write(_put_peer, peer, {"login_status": (alert.data or "")[:64]})
@@ -198,6 +200,8 @@ class OmadmBackend:
         assert isinstance(peer, Peer)
         peer.step += 1
         profile = profile_of(peer.platform)
+        if peer.unenrolled:
+            return []
         if peer.step == 1:
             await self.store.write(_session_started, peer)
             return [dm.Operation(INVENTORY, [_get(uri) for uri in profile.inventory])]
@@ -253,10 +257,10 @@ class OmadmBackend:
         writes = peer.writes.pop(outcome.key, []) if outcome.ok else []
         deletes = peer.deletes.pop(outcome.key, []) if outcome.ok else []
         await self.store.write(_record, peer, nodes, deletes, _inventory_of(peer, nodes), writes)
-        if outcome.key == UNENROL:
-            if outcome.ok:
-                await record_unenrolled(self.store, peer.device_id, by_device=False)
-        elif outcome.key.startswith(_COMMAND):
+        unenrolled = any(uri.endswith("/Unenroll") for uri, _, _, _ in writes)
+        if peer.windows and outcome.ok and (outcome.key == UNENROL or unenrolled):
+            await record_unenrolled(self.store, peer.device_id, by_device=False)
+        if outcome.key.startswith(_COMMAND):
             result: dict[str, Any] = {
                 "statuses": [
                     {"command": o.name, "uris": o.uris, "status": o.status}

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from quart import Blueprint
 
-from . import auth, inventory, messages, organisations, people
+from . import auth, inventory, messages, omadm, organisations, people
 from .session import csrf_token
 
 blueprint = Blueprint("portal", __name__)
-for module in (auth, organisations, inventory, people, messages):
+for module in (auth, organisations, inventory, people, messages, omadm):
     module.register(blueprint)
 
 
