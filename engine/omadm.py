@@ -39,13 +39,15 @@ from typing import Any
 
 import trio
 
+from .audit import audit_event
 from .auth import _claim_attempt, sign_in_name
 from .commands import mark_sent, pending_commands, record_result
 from .devices import may_connect
-from .errors import NotFound
+from .errors import Invalid, NotFound
+from .ids import new_id
 from .organisations import visible_organisation
 from .passwords import verify_password
-from .principals import AccountKind, Principal, owner_scope
+from .principals import AccountKind, Principal, Right, owner_scope, require_kind, require_right
 from .protocols import omadm as dm
 from .protocols.omadm_nodes import WINDOWS_UNENROL, Action, profile_of
 from .protocols.syncml import (
@@ -68,9 +70,11 @@ from .protocols.syncml import (
 from .store import Store
 from .store import devices as inventory
 from .store import omadm as db
+from .store.audit import insert_event
+from .store.rows import Row
 from .store.sign_in import clear_attempts
 from .timestamps import now
-from .wakeups import Waiting
+from .wakeups import Waiting, Wakeups
 from .windows_enrolment import PROVIDER_ID, record_unenrolled, unenrolment_requested
 
 PROTOCOL = "oma_dm"
@@ -78,6 +82,10 @@ SERVER_ID = "EMM"
 INVENTORY = "inventory"
 UNENROL = "unenrol"
 _COMMAND = "command:"
+_SETTING = "setting:"
+#: Meta Format values a setting may have (OMA DM TND 1.2).
+FORMATS = ("chr", "int", "bool", "b64", "xml", "float", "date", "time", "null")
+MAX_SETTING_VALUE = 256 * 1024
 
 
 @dataclass
@@ -212,6 +220,11 @@ class OmadmBackend:
             and await unenrolment_requested(self.store, peer.device_id)
         ):
             operations.append(self._operation(peer, UNENROL, (WINDOWS_UNENROL,), {}))
+        for setting in await self.store.write(_take_settings, peer.device_id):
+            action = Action(
+                "Replace", setting["uri"], setting["value"], setting["format"], setting["type"]
+            )
+            operations.append(self._operation(peer, _SETTING + setting["id"], (action,), {}))
         for command in await pending_commands(self.store, peer.device_id):
             key = _COMMAND + command["id"]
             kind = command["kind"]
@@ -260,7 +273,10 @@ class OmadmBackend:
         unenrolled = any(uri.endswith("/Unenroll") for uri, _, _, _ in writes)
         if peer.windows and outcome.ok and (outcome.key == UNENROL or unenrolled):
             await record_unenrolled(self.store, peer.device_id, by_device=False)
-        if outcome.key.startswith(_COMMAND):
+        if outcome.key.startswith(_SETTING):
+            status = outcome.outcomes[0].status if outcome.outcomes else dm.COMMAND_FAILED
+            await self.store.write(_setting_done, outcome.key[len(_SETTING) :], outcome.ok, status)
+        elif outcome.key.startswith(_COMMAND):
             result: dict[str, Any] = {
                 "statuses": [
                     {"command": o.name, "uris": o.uris, "status": o.status}
@@ -445,6 +461,133 @@ def _record(
     values: dict[str, Any] = {"inventory": json.dumps(stored | {"oma_dm": facts}), "updated_at": at}
     values |= found.get("columns", {})
     inventory.update_device(conn, peer.device_id, values)
+
+
+def _take_settings(conn: sqlite3.Connection, device_id: str) -> list[dict[str, Any]]:
+    """The device's queued settings, marked sent in the same unit."""
+    rows = db.settings_of(conn, device_id, ("queued",))
+    at = now()
+    for row in rows:
+        db.update_setting(conn, row["id"], {"state": "sent", "updated_at": at})
+    return rows
+
+
+def _setting_done(conn: sqlite3.Connection, setting_id: str, ok: bool, status: int) -> None:
+    db.update_setting(
+        conn,
+        setting_id,
+        {"state": "applied" if ok else "failed", "status": status, "updated_at": now()},
+    )
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def _check_uri(uri: str) -> None:
+    """An absolute node path of the tree (``./...``), without empty or parent segments."""
+    segments = uri.split("/")
+    if (
+        not uri.startswith("./")
+        or len(uri) > 1024
+        or not uri.isprintable()
+        or any(part in ("", ".", "..") for part in segments[1:])
+    ):
+        raise Invalid("uri must be an absolute node path such as ./Vendor/MSFT/...", field="uri")
+
+
+async def queue_setting(
+    store: Store,
+    principal: Principal,
+    organisation: str,
+    device_id: str,
+    values: dict[str, Any],
+    *,
+    wakeups: Wakeups | None = None,
+) -> dict[str, Any]:
+    """A node value (a setting, a Windows Policy CSP value) for the device's next OMA DM
+    session; it writes what lies in the tree, so it needs the configuration right."""
+    org = await visible_organisation(store, principal, organisation)
+    require_kind(principal, AccountKind.MANAGER, AccountKind.VENDOR, AccountKind.SUPERVISOR)
+    require_right(principal, Right.CONFIGURATION)
+    uri, value = str(values["uri"]), str(values["value"])
+    _check_uri(uri)
+    fmt = str(values.get("format") or "chr")
+    if fmt not in FORMATS:
+        raise Invalid(f"format must be one of {', '.join(FORMATS)}", field="format")
+    if len(value.encode()) > MAX_SETTING_VALUE:
+        raise Invalid(f"value is longer than {MAX_SETTING_VALUE} bytes", field="value")
+    at = now()
+    setting = {
+        "id": new_id(),
+        "organisation_id": org["id"],
+        "device_id": device_id,
+        "uri": uri,
+        "value": value,
+        "format": fmt,
+        "type": values.get("type"),
+        "state": "queued",
+        "status": None,
+        "created_by": principal.account_id,
+        "created_at": at,
+        "updated_at": at,
+    }
+    event = audit_event(
+        principal,
+        "omadm.setting_queued",
+        organisation_id=org["id"],
+        target_type="device",
+        target_id=device_id,
+        details={"uri": uri, "format": fmt, "setting": setting["id"]},
+    )
+    protocol = await store.write(_queue_setting, setting, event)
+    if wakeups is not None:
+        wakeups.wake([Waiting(org["id"], device_id, protocol)])
+    return _public_setting(setting)
+
+
+def _queue_setting(conn: sqlite3.Connection, setting: dict[str, Any], event: dict[str, Any]) -> str:
+    device = inventory.inventory_device_in(conn, setting["organisation_id"], setting["device_id"])
+    if device is None:
+        raise NotFound("no such device")
+    db.insert_setting(conn, setting)
+    insert_event(conn, event)
+    return str(device["protocol"])
+
+
+async def device_settings(
+    store: Store, principal: Principal, organisation: str, device_id: str
+) -> list[dict[str, Any]]:
+    """The settings queued for a device and how the device answered them."""
+    org = await visible_organisation(store, principal, organisation)
+    require_kind(principal, AccountKind.MANAGER, AccountKind.VENDOR, AccountKind.SUPERVISOR)
+    rows = await store.read(_settings, org["id"], device_id)
+    if rows is None:
+        raise NotFound("no such device")
+    return [_public_setting(row) for row in rows]
+
+
+def _settings(conn: sqlite3.Connection, organisation_id: str, device_id: str) -> list[Row] | None:
+    if inventory.inventory_device_in(conn, organisation_id, device_id) is None:
+        return None
+    return db.settings_of(conn, device_id)
+
+
+def _public_setting(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        name: row[name]
+        for name in (
+            "id",
+            "device_id",
+            "uri",
+            "value",
+            "format",
+            "type",
+            "state",
+            "status",
+            "created_at",
+            "updated_at",
+        )
+    }
 
 
 # --------------------------------------------------------------------------- wake-ups

@@ -227,3 +227,72 @@ def test_hmac_header_parsing() -> None:
     assert header == dm.HmacHeader("MD5", "alice", "abc==")
     assert dm.parse_hmac_header("garbage") is None
     json.dumps({})
+
+
+async def set_node(world: World, uri: str, value: str, fmt: str = "chr") -> str:
+    response = await world.client.post(
+        f"{API}/organisations/contoso/devices/{world.device_id}/omadm-settings",
+        json={"uri": uri, "value": value, "format": fmt},
+        headers=world.org.admin,
+    )
+    assert response.status_code == 202, response.text
+    return response.json()["id"]
+
+
+async def settings(world: World) -> dict[str, dict[str, object]]:
+    response = await world.client.get(
+        f"{API}/organisations/contoso/devices/{world.device_id}/omadm-settings",
+        headers=world.org.admin,
+    )
+    assert response.status_code == 200, response.text
+    return {s["id"]: s for s in response.json()["items"]}
+
+
+async def test_replace_of_a_setting_and_a_large_value_in_chunks(world: World) -> None:
+    client = world.dm(wbxml=True, max_msg_size=4096)
+    await client.session()
+    small = await set_node(world, "./Settings/Ringtone/Volume", "7", "int")
+    large_value = "<policy>" + "é" * 3000 + "z" * 30_000 + "</policy>"
+    large = await set_node(world, "./Settings/Policy/Blob", large_value, "xml")
+    await client.session()
+    assert client.tree["./Settings/Ringtone/Volume"] == "7"
+    assert client.tree["./Settings/Policy/Blob"] == large_value
+    assert client.round_trips > 10  # one chunk per message within 4 KB
+    states = await settings(world)
+    assert states[small]["state"] == states[large]["state"] == "applied"
+    assert states[small]["status"] == 200
+    tree = await world.tree()
+    assert tree["./Settings/Policy/Blob"] == large_value  # written: in the snapshot too
+
+
+async def test_a_refused_setting_is_failed(world: World) -> None:
+    client = world.dm()
+    await client.session()
+    refused = await set_node(world, "./Vendor/Nowhere/Node", "1")
+    client_execute = client._execute
+
+    def refuse_replace(reply, command, chunks, results):  # type: ignore[no-untyped-def]
+        if command.name == "Replace":
+            return [client._status(reply, command, dm.FORBIDDEN)]
+        return client_execute(reply, command, chunks, results)
+
+    client._execute = refuse_replace  # type: ignore[method-assign]
+    await client.session()
+    state = (await settings(world))[refused]
+    assert (state["state"], state["status"]) == ("failed", 403)
+    assert "./Vendor/Nowhere/Node" not in await world.tree()
+
+
+async def test_bad_settings_are_refused(world: World) -> None:
+    for body in (
+        {"uri": "Vendor/x", "value": "1"},
+        {"uri": "./a/../b", "value": "1"},
+        {"uri": "./a", "value": "1", "format": "exe"},
+    ):
+        response = await world.client.post(
+            f"{API}/organisations/contoso/devices/{world.device_id}/omadm-settings",
+            json=body,
+            headers=world.org.admin,
+        )
+        assert response.status_code in (400, 422), response.text
+    assert await settings(world) == {}

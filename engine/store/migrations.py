@@ -442,6 +442,23 @@ _OMA_DM = (
         last_session_at TEXT,
         updated_at TEXT NOT NULL
     )""",
+    # Node values a manager set for a device (a setting, a Windows Policy CSP value), sent
+    # as Replace in its next session. state: queued | sent | applied | failed.
+    """CREATE TABLE omadm_settings (
+        id TEXT PRIMARY KEY,
+        organisation_id TEXT NOT NULL REFERENCES organisations(id),
+        device_id TEXT NOT NULL REFERENCES devices(id),
+        uri TEXT NOT NULL,
+        value TEXT NOT NULL,
+        format TEXT NOT NULL,
+        type TEXT,
+        state TEXT NOT NULL,
+        status INTEGER,
+        created_by TEXT REFERENCES accounts(id),
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX omadm_settings_device ON omadm_settings (device_id, state, created_at)",
 )
 
 MIGRATIONS: tuple[Migration, ...] = (

@@ -111,3 +111,37 @@ def count_nodes(conn: sqlite3.Connection, device_id: str) -> int:
     return conn.execute(
         "SELECT count(*) FROM omadm_nodes WHERE device_id = ?", (device_id,)
     ).fetchone()[0]
+
+
+def insert_setting(conn: sqlite3.Connection, values: dict[str, Any]) -> None:
+    columns = ", ".join(values)
+    marks = ", ".join(f":{name}" for name in values)
+    conn.execute(f"INSERT INTO omadm_settings ({columns}) VALUES ({marks})", values)
+
+
+def settings_of(
+    conn: sqlite3.Connection, device_id: str, states: tuple[str, ...] | None = None
+) -> list[Row]:
+    """A device's settings, oldest first (only those in ``states`` when given)."""
+    if states is None:
+        return many(
+            conn.execute(
+                "SELECT * FROM omadm_settings WHERE device_id = ? ORDER BY created_at, id",
+                (device_id,),
+            )
+        )
+    marks = ", ".join("?" for _ in states)
+    return many(
+        conn.execute(
+            f"SELECT * FROM omadm_settings WHERE device_id = ? AND state IN ({marks})"
+            " ORDER BY created_at, id",
+            (device_id, *states),
+        )
+    )
+
+
+def update_setting(conn: sqlite3.Connection, setting_id: str, values: dict[str, Any]) -> int:
+    assignments = ", ".join(f"{name} = :{name}" for name in values)
+    return conn.execute(
+        f"UPDATE omadm_settings SET {assignments} WHERE id = :id", {**values, "id": setting_id}
+    ).rowcount
