@@ -97,6 +97,7 @@ class DmClient:
     login_status: str | None = None  # Windows: Alert 1224
     query: str = ""
     executed: list[str] = field(default_factory=list)
+    exec_data: list[str | None] = field(default_factory=list)
     alerts: list[tuple[str, str]] = field(default_factory=list)  # generic alerts to send
     round_trips: int = 0
     statuses: list[Status] = field(default_factory=list)  # every Status the server sent
@@ -344,6 +345,8 @@ class DmClient:
         if isinstance(command, Exec):
             uri = command.item.target.loc_uri if command.item.target else ""
             self.executed.append(uri)
+            data = command.item.data
+            self.exec_data.append(data.decode() if isinstance(data, bytes) else data)  # type: ignore[arg-type]
             return [self._status(reply, command, dm.OK)]
         return [self._status(reply, command, dm.OPTIONAL_FEATURE_NOT_SUPPORTED)]
 

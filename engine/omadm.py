@@ -105,6 +105,8 @@ class Peer:
         default_factory=dict
     )
     deletes: dict[str, list[str]] = field(default_factory=dict)
+    #: Operations that unenrol the device (DMClient ``Unenroll``) once acknowledged.
+    unenrolling: set[str] = field(default_factory=set)
 
 
 def windows_peer(device: dict[str, Any], mode: str | None = None) -> Peer:
@@ -256,6 +258,8 @@ class OmadmBackend:
             uri = action.uri.format_map(values)
             data = action.data.format_map(values) if action.data is not None else None
             commands.append(_command(action, uri, data))
+            if uri.endswith("/Unenroll"):
+                peer.unenrolling.add(key)
             if action.verb in ("Replace", "Add"):
                 peer.writes.setdefault(key, []).append((uri, data, action.format, action.type))
             elif action.verb == "Delete":
@@ -270,8 +274,7 @@ class OmadmBackend:
         writes = peer.writes.pop(outcome.key, []) if outcome.ok else []
         deletes = peer.deletes.pop(outcome.key, []) if outcome.ok else []
         await self.store.write(_record, peer, nodes, deletes, _inventory_of(peer, nodes), writes)
-        unenrolled = any(uri.endswith("/Unenroll") for uri, _, _, _ in writes)
-        if peer.windows and outcome.ok and (outcome.key == UNENROL or unenrolled):
+        if peer.windows and outcome.ok and outcome.key in peer.unenrolling:
             await record_unenrolled(self.store, peer.device_id, by_device=False)
         if outcome.key.startswith(_SETTING):
             status = outcome.outcomes[0].status if outcome.outcomes else dm.COMMAND_FAILED

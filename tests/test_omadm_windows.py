@@ -6,6 +6,7 @@ are refused."""
 
 from __future__ import annotations
 
+import json
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -16,9 +17,11 @@ import pytest
 from bench.omadm_sim import DmClient, SessionFailed, windows_client, windows_tls
 from bench.windows_sim import Enrolment, SimulatedWindows
 from engine.pki import CertificateAuthority
-from engine.principals import AccountKind
+from engine.principals import AccountKind, Principal, parse_rights
 from engine.protocols import omadm as dm
 from engine.protocols import syncml
+from engine.store import open_sqlite_store
+from engine.windows_enrolment import request_unenrolment
 
 from .conftest import RunningService
 from .portal_client import signed_in
@@ -162,7 +165,11 @@ async def test_an_enterprise_wipe_unenrols_through_dmclient(world: World) -> Non
         device = world.dm_client(http)
         await device.session()
     provider = world.enrolment.provider_id
-    assert device.tree[f"./Vendor/MSFT/DMClient/Provider/{provider}/Unenroll"] == provider
+    assert device.executed[-1] == f"./Vendor/MSFT/DMClient/Provider/{provider}/Unenroll"
+    assert device.exec_data[-1] == provider
+    with database(world.running) as conn:
+        state = conn.execute("SELECT state FROM windows_enrolments").fetchone()[0]
+    assert state == "unenrolled"
 
 
 async def test_certificates_that_are_no_enrolments_are_refused(world: World, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -212,3 +219,31 @@ async def test_certificates_that_are_no_enrolments_are_refused(world: World, tmp
     assert reply.commands[0].data == "403"  # type: ignore[union-attr]
     with database(world.running) as conn:
         assert conn.execute("SELECT count(*) FROM omadm_nodes").fetchone()[0] == before
+
+
+async def test_unenrolment_requested_by_a_manager_is_delivered_by_dmclient(world: World) -> None:
+    with database(world.running) as conn:
+        admin = conn.execute(
+            "SELECT * FROM accounts WHERE login = 'admin' AND organisation_id = ?",
+            (world.org.id,),
+        ).fetchone()
+    principal = Principal(
+        account_id=admin["id"],
+        login="admin",
+        kind=AccountKind(admin["kind"]),
+        organisation_id=world.org.id,
+        rights=parse_rights(json.loads(admin["rights"])),
+    )
+    async with open_sqlite_store(world.running.bootstrap.database.path) as store:
+        await request_unenrolment(store, principal, "contoso", world.enrolment.device_id)
+    async with world.tls_client() as http:
+        device = world.dm_client(http)
+        await device.session()  # package 4 of the session carries it, after the inventory
+        with pytest.raises(SessionFailed) as refused:
+            await device.session()  # the certificate no longer identifies a device
+        assert refused.value.status == 403
+    provider = world.enrolment.provider_id
+    assert f"./Vendor/MSFT/DMClient/Provider/{provider}/Unenroll" in device.executed
+    with database(world.running) as conn:
+        state = conn.execute("SELECT state FROM windows_enrolments").fetchone()[0]
+    assert state == "unenrolled"

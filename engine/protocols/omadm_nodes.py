@@ -7,7 +7,7 @@ command by an entry here.
 
 * **Windows** (MS-MDM and Microsoft's configuration service providers): DevDetail and
   DeviceStatus for the inventory, RemoteLock ``Lock``, RemoteWipe ``doWipe``, DMClient
-  ``Unenroll`` for the enterprise wipe (unenrolment removes what the organisation put on
+  ``Unenroll`` (Exec) for the enterprise wipe (unenrolment removes what the organisation put on
   the device), Reboot ``RebootNow``; Policy CSP settings under ``./Device/Vendor/MSFT/
   Policy/Config/<Area>/<Policy>`` (:func:`policy_uri`).
 * **Plain OMA DM** (Android and other phones): the standard ``./DevInfo`` and ``./DevDetail``
@@ -76,13 +76,7 @@ WINDOWS = NodeProfile(
             "unlock": (Action("Exec", "./Vendor/MSFT/RemoteLock/LockAndResetPIN"),),
             "wipe": (Action("Exec", "./Device/Vendor/MSFT/RemoteWipe/doWipe"),),
             "enterprise_wipe": (
-                Action(
-                    "Replace",
-                    "./Vendor/MSFT/DMClient/Provider/{provider}/Unenroll",
-                    "{provider}",
-                    "chr",
-                    "text/plain",
-                ),
+                Action("Exec", "./Vendor/MSFT/DMClient/Provider/{provider}/Unenroll", "{provider}"),
             ),
             "reboot": (Action("Exec", "./Device/Vendor/MSFT/Reboot/RebootNow"),),
         }
@@ -127,9 +121,10 @@ def profile_of(platform: str) -> NodeProfile:
     return PROFILES.get(platform, GENERIC)
 
 
-#: Windows' unenrolment through DMClient, sent when a manager asked for it.
+#: Windows' unenrolment through DMClient (an Exec whose data is the provider id), sent when a
+#: manager asked for it ("IT admin-requested disconnection" in Microsoft's documentation).
 WINDOWS_UNENROL = Action(
-    "Replace", "./Vendor/MSFT/DMClient/Provider/{provider}/Unenroll", "{provider}", "chr"
+    "Exec", "./Vendor/MSFT/DMClient/Provider/{provider}/Unenroll", "{provider}"
 )
 
 
