@@ -136,7 +136,10 @@ class DmClient:
             code = int(header_status.data)
             if header_status.chal is not None:
                 meta = header_status.chal.meta
-                self.auth = (meta.type or dm.AUTH_BASIC).lower() if self.auth else None
+                kind = (meta.type or dm.AUTH_BASIC).lower()
+                known = {k.lower(): k for k in (dm.AUTH_BASIC, dm.AUTH_MD5, dm.AUTH_HMAC)}
+                if self.auth is not None:
+                    self.auth = known.get(kind, kind)
                 if meta.next_nonce:
                     self.nonce = meta.next_nonce
             if reply.header.resp_uri:
@@ -273,9 +276,12 @@ class DmClient:
     async def _post(self, url: str, message: Message) -> Message:
         local = self._local(url)
         body = encode_message(message, self.wbxml)
-        response = await self.http.post(
-            local, content=body, headers={"Content-Type": content_type(self.wbxml, dm=True)}
-        )
+        headers = {"Content-Type": content_type(self.wbxml, dm=True)}
+        if self.auth == dm.AUTH_HMAC and self.nonce is not None:
+            digest = dm.user_digest(self.username, self.password)
+            mac = dm.hmac_mac(digest, self.nonce, body)
+            headers["x-syncml-hmac"] = f'algorithm=MD5, username="{self.username}", mac={mac}'
+        response = await self.http.post(local, content=body, headers=headers)
         self.round_trips += 1
         if response.status_code != 200:
             raise SessionFailed(response.status_code, response.text[:200])

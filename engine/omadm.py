@@ -151,11 +151,11 @@ class OmadmBackend:
         if credentials.kind in (dm.AUTH_MD5, dm.AUTH_HMAC):
             nonce = _new_nonce()
             accepted = await self.store.write(_check_digest, name, device, credentials, nonce)
+            kind = dm.AUTH_HMAC if credentials.kind == dm.AUTH_HMAC else dm.AUTH_MD5
             if accepted is None:
                 return await self._refuse(device, dm.INVALID_CREDENTIALS)
             if not accepted:
-                return dm.Authentication(dm.INVALID_CREDENTIALS, challenge=(dm.AUTH_MD5, nonce))
-            kind = dm.AUTH_HMAC if credentials.kind == dm.AUTH_HMAC else dm.AUTH_MD5
+                return dm.Authentication(dm.INVALID_CREDENTIALS, challenge=(kind, nonce))
             return dm.Authentication(dm.AUTHENTICATION_ACCEPTED, _peer(device), (kind, nonce))
         if credentials.kind != dm.AUTH_BASIC or credentials.username not in _usernames(device):
             code = dm.MISSING_CREDENTIALS if credentials.kind is None else dm.INVALID_CREDENTIALS

@@ -5,12 +5,14 @@ objects both ways within MaxMsgSize, HMAC, and bad input that changes nothing.""
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import httpx
 import pytest
+import trio
 
 from bench.omadm_sim import DmClient, SessionFailed
 from engine.ids import new_id
@@ -72,6 +74,18 @@ class World:
         )
         assert response.status_code == 200, response.text
         return {node["uri"]: node["value"] for node in response.json()["nodes"]}
+
+
+async def recorded_wakeup(running: RunningService) -> dict[str, object]:
+    """The device's DM state once the wake-up is recorded (a task does it after the queueing
+    answered): polled with a deadline."""
+    with trio.fail_after(5):
+        while True:
+            with database(running) as conn:
+                peer = conn.execute("SELECT * FROM omadm_peers").fetchone()
+            if peer is not None and peer["pending_alert_at"] is not None:
+                return dict(peer)
+            await trio.sleep(0.02)
 
 
 def counts(running: RunningService) -> dict[str, int]:
@@ -160,9 +174,7 @@ async def test_wbxml_session_with_lock_wipe_and_a_setting(world: World) -> None:
     await client.session()
     lock = await world.queue("lock")
     wipe = await world.queue("wipe")
-    with database(world.running) as conn:
-        pending = conn.execute("SELECT pending_alert_at FROM omadm_peers").fetchone()[0]
-    assert pending is not None  # the wake-up is recorded (no push channel reaches it)
+    await recorded_wakeup(world.running)  # no push channel reaches it: recorded instead
     await client.session()
     assert client.executed == [
         "./LAWMO/Operations/PartiallyLock",
@@ -296,3 +308,40 @@ async def test_bad_settings_are_refused(world: World) -> None:
         )
         assert response.status_code in (400, 422), response.text
     assert await settings(world) == {}
+
+
+async def test_hmac_in_the_transport_header(world: World) -> None:
+    client = world.dm()
+    await client.session()  # Basic: the service keeps the digest, hands out a nonce
+    client.auth = dm.AUTH_HMAC
+    await client.session()
+    assert client.auth == dm.AUTH_HMAC and client.round_trips == 4
+    tree = await world.tree()
+    assert tree["./DevInfo/DmV"] == "1.2"
+    forged = world.dm(auth=dm.AUTH_HMAC, nonce=client.nonce, password="guessed")
+    forged._retried = True
+    before = counts(world.running)
+    with pytest.raises(SessionFailed) as refused:
+        await forged.session()
+    assert refused.value.status == dm.INVALID_CREDENTIALS
+    assert forged.auth == dm.AUTH_HMAC and forged.nonce != client.nonce
+    assert counts(world.running)["omadm_nodes"] == before["omadm_nodes"]
+
+
+async def test_a_wake_up_leaves_a_package0_notification_and_1200_opens_the_session(
+    world: World,
+) -> None:
+    client = world.dm()
+    await client.session()
+    await world.queue("unlock")
+    peer = await recorded_wakeup(world.running)
+    package = base64.b64decode(peer["notification"])
+    mac, version, _ui, initiator, _session, server = dm.read_notification(package)
+    assert (version, initiator, server) == (12, 1, "EMM")
+    expected = dm.notification("EMM", peer["digest"], peer["nonce"], _session)
+    assert mac == expected[:16]
+    await client.session(alert=dm.SERVER_INITIATED)
+    assert client.executed == ["./LAWMO/Operations/UnLock"]
+    with database(world.running) as conn:
+        peer = conn.execute("SELECT * FROM omadm_peers").fetchone()
+    assert peer["pending_alert_at"] is None and peer["notification"] is None
