@@ -29,6 +29,7 @@ carry; the device picks its commands up at its next scheduled session.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hmac
 import json
 import secrets
@@ -41,7 +42,7 @@ import trio
 
 from .audit import audit_event
 from .auth import _claim_attempt, sign_in_name
-from .commands import mark_sent, pending_commands, record_result
+from .commands import State, _mark_sent, _record_result, public
 from .devices import may_connect
 from .errors import Invalid, NotFound
 from .ids import new_id
@@ -71,11 +72,13 @@ from .store import Store
 from .store import devices as inventory
 from .store import omadm as db
 from .store.audit import insert_event
+from .store.commands import commands_of_device
 from .store.rows import Row
-from .store.sign_in import clear_attempts
+from .store.sign_in import attempts_of, clear_attempts
+from .store.windows_enrolment import UNENROLMENT_REQUESTED, enrolment_of
 from .timestamps import now
 from .wakeups import Waiting, Wakeups
-from .windows_enrolment import PROVIDER_ID, record_unenrolled, unenrolment_requested
+from .windows_enrolment import PROVIDER_ID, record_unenrolled
 
 PROTOCOL = "oma_dm"
 SERVER_ID = "EMM"
@@ -107,6 +110,8 @@ class Peer:
     deletes: dict[str, list[str]] = field(default_factory=dict)
     #: Operations that unenrol the device (DMClient ``Unenroll``) once acknowledged.
     unenrolling: set[str] = field(default_factory=set)
+    #: Nodes a generic alert named, kept with the next package's write.
+    reported: list[tuple[str, str | None, str | None, str | None]] = field(default_factory=list)
 
 
 def windows_peer(device: dict[str, Any], mode: str | None = None) -> Peer:
@@ -131,32 +136,22 @@ class OmadmBackend:
     # ------------------------------------------------------------------ authentication
 
     async def authenticate(self, credentials: dm.Credentials) -> dm.Authentication:
+        if credentials.kind in (dm.AUTH_MD5, dm.AUTH_HMAC):
+            # Cheap to check: the device, the digest, the nonce and its replacement, the
+            # lock-out, all in one write (a nonce is never accepted twice).
+            outcome = await self.store.write(_check_digest, credentials, _new_nonce())
+            if outcome.device is None:
+                return dm.Authentication(outcome.status, challenge=(dm.AUTH_BASIC, None))
+            peer = _peer(outcome.device) if outcome.status == dm.AUTHENTICATION_ACCEPTED else None
+            return dm.Authentication(outcome.status, peer, outcome.challenge)
         rows = await self.store.read(db.oma_dm_devices_with_id, credentials.device_id)
-        usable = [
-            row
-            for row in rows
-            if row["owner_id"] is not None
-            and row["owner_active"]
-            and row["owner_kind"] == AccountKind.USER
-            and may_connect(row, {"active": row["organisation_active"]})
-        ]
-        named = [row for row in usable if credentials.username in _usernames(row)]
-        device = named[0] if len(named) == 1 else (usable[0] if len(usable) == 1 else None)
+        device = _device_of(rows, credentials.username)
         if device is None:
             if credentials.kind == dm.AUTH_BASIC:  # the same work as a wrong password
                 await trio.to_thread.run_sync(verify_password, credentials.data or "", None)
             status = dm.MISSING_CREDENTIALS if credentials.kind is None else dm.INVALID_CREDENTIALS
             return dm.Authentication(status, challenge=(dm.AUTH_BASIC, None))
         name = sign_in_name(device["organisation_code"], device["owner_login"])
-        if credentials.kind in (dm.AUTH_MD5, dm.AUTH_HMAC):
-            nonce = _new_nonce()
-            accepted = await self.store.write(_check_digest, name, device, credentials, nonce)
-            kind = dm.AUTH_HMAC if credentials.kind == dm.AUTH_HMAC else dm.AUTH_MD5
-            if accepted is None:
-                return await self._refuse(device, dm.INVALID_CREDENTIALS)
-            if not accepted:
-                return dm.Authentication(dm.INVALID_CREDENTIALS, challenge=(kind, nonce))
-            return dm.Authentication(dm.AUTHENTICATION_ACCEPTED, _peer(device), (kind, nonce))
         if credentials.kind != dm.AUTH_BASIC or credentials.username not in _usernames(device):
             code = dm.MISSING_CREDENTIALS if credentials.kind is None else dm.INVALID_CREDENTIALS
             return await self._refuse(device, code)
@@ -182,11 +177,6 @@ class OmadmBackend:
 
     # ------------------------------------------------------------------ the client's words
 
-    async def reported(self, peer: object, values: list[dm.NodeValue]) -> None:
-        assert isinstance(peer, Peer)
-        nodes = [(v.uri, v.data, v.format, v.type) for v in values]
-        await self.store.write(_record, peer, nodes, [], _inventory_of(peer, nodes))
-
     async def alerted(self, peer: object, alert: dm.ClientAlert) -> int:
         assert isinstance(peer, Peer)
         if alert.type == dm.UNENROL_ALERT_TYPE:
@@ -198,55 +188,70 @@ class OmadmBackend:
             await self.store.write(_put_peer, peer, {"login_status": (alert.data or "")[:64]})
             return dm.OK
         if alert.source:  # a generic alert about a node (e.g. LAWMO's operation result)
-            node = (alert.source, alert.data, alert.format, alert.type)
-            await self.store.write(_record, peer, [node], [], {})
+            peer.reported.append((alert.source, alert.data, alert.format, alert.type))
         return dm.OK
 
-    # ------------------------------------------------------------------ what the server sends
+    # ------------------------------------------------------------------ one server package
 
-    async def operations(self, peer: object, session_alert: int) -> list[dm.Operation]:
-        """Package 2 reads the inventory; package 4 carries the queued commands (the device
-        is known by then); later packages only what was queued meanwhile."""
+    async def exchange(
+        self,
+        peer: object,
+        session_alert: int,
+        reported: list[dm.NodeValue],
+        outcomes: list[dm.OperationOutcome],
+        more: bool,
+    ) -> list[dm.Operation]:
+        """Keep what the device said and answered, and take what goes next, in one write.
+
+        Package 2 reads the inventory; package 4 carries the queued commands and settings
+        (the device is known by then); later packages only what was queued meanwhile.
+        """
         assert isinstance(peer, Peer)
-        peer.step += 1
-        profile = profile_of(peer.platform)
-        if peer.unenrolled:
+        changes = _Changes(step=peer.step + 1 if more else 0, windows=peer.windows)
+        changes.nodes += [(v.uri, v.data, v.format, v.type) for v in reported]
+        changes.nodes += peer.reported
+        peer.reported = []
+        unenrolled = False
+        for outcome in outcomes:
+            changes.nodes += [(v.uri, v.data, v.format, v.type) for v in outcome.results if v.uri]
+            if outcome.ok:
+                changes.writes += peer.writes.pop(outcome.key, [])
+                changes.deletes += peer.deletes.pop(outcome.key, [])
+                unenrolled |= peer.windows and outcome.key in peer.unenrolling
+            if outcome.key.startswith(_SETTING):
+                status = outcome.outcomes[0].status if outcome.outcomes else dm.COMMAND_FAILED
+                changes.settings.append((outcome.key[len(_SETTING) :], outcome.ok, status))
+            elif outcome.key.startswith(_COMMAND):
+                changes.results.append((outcome.key[len(_COMMAND) :], outcome.ok, _result(outcome)))
+        changes.found = _inventory_of(peer, changes.nodes)
+        if more:
+            peer.step += 1
+        if more and peer.unenrolled:
+            changes.step = 0
+        work = await self.store.write(_exchange, peer, changes)
+        if unenrolled:
+            await record_unenrolled(self.store, peer.device_id, by_device=False)
+            peer.unenrolled = True
+        if not more or peer.unenrolled:
             return []
+        profile = profile_of(peer.platform)
         if peer.step == 1:
-            await self.store.write(_session_started, peer)
             return [dm.Operation(INVENTORY, [_get(uri) for uri in profile.inventory])]
         operations: list[dm.Operation] = []
-        if (
-            peer.windows
-            and peer.step == 2
-            and await unenrolment_requested(self.store, peer.device_id)
-        ):
+        if work.unenrol:
             operations.append(self._operation(peer, UNENROL, (WINDOWS_UNENROL,), {}))
-        for setting in await self.store.write(_take_settings, peer.device_id):
+        for setting in work.settings:
             action = Action(
                 "Replace", setting["uri"], setting["value"], setting["format"], setting["type"]
             )
             operations.append(self._operation(peer, _SETTING + setting["id"], (action,), {}))
-        for command in await pending_commands(self.store, peer.device_id):
+        for command in work.commands:
             key = _COMMAND + command["id"]
-            kind = command["kind"]
-            if kind == "request_inventory":
-                operation = dm.Operation(key, [_get(uri) for uri in profile.inventory])
-            elif kind in profile.commands:
-                operation = self._operation(
-                    peer, key, profile.commands[kind], command.get("parameters") or {}
-                )
+            if command["kind"] == "request_inventory":
+                operations.append(dm.Operation(key, [_get(uri) for uri in profile.inventory]))
             else:
-                await mark_sent(self.store, command["id"])
-                await record_result(
-                    self.store,
-                    command["id"],
-                    False,
-                    {"error": f"{kind} is not available over OMA DM on {peer.platform}"},
-                )
-                continue
-            await mark_sent(self.store, command["id"])
-            operations.append(operation)
+                actions = profile.commands[command["kind"]]
+                operations.append(self._operation(peer, key, actions, command["parameters"]))
         return operations
 
     def _operation(
@@ -268,27 +273,41 @@ class OmadmBackend:
             commands = [Atomic(cmd_id="", commands=commands)]
         return dm.Operation(key, commands)
 
-    async def completed(self, peer: object, outcome: dm.OperationOutcome) -> None:
-        assert isinstance(peer, Peer)
-        nodes = [(v.uri, v.data, v.format, v.type) for v in outcome.results if v.uri]
-        writes = peer.writes.pop(outcome.key, []) if outcome.ok else []
-        deletes = peer.deletes.pop(outcome.key, []) if outcome.ok else []
-        await self.store.write(_record, peer, nodes, deletes, _inventory_of(peer, nodes), writes)
-        if peer.windows and outcome.ok and outcome.key in peer.unenrolling:
-            await record_unenrolled(self.store, peer.device_id, by_device=False)
-        if outcome.key.startswith(_SETTING):
-            status = outcome.outcomes[0].status if outcome.outcomes else dm.COMMAND_FAILED
-            await self.store.write(_setting_done, outcome.key[len(_SETTING) :], outcome.ok, status)
-        elif outcome.key.startswith(_COMMAND):
-            result: dict[str, Any] = {
-                "statuses": [
-                    {"command": o.name, "uris": o.uris, "status": o.status}
-                    for o in outcome.outcomes
-                ]
-            }
-            if outcome.results:
-                result["results"] = {v.uri: v.data for v in outcome.results[:200]}
-            await record_result(self.store, outcome.key[len(_COMMAND) :], outcome.ok, result)
+
+Node = tuple[str, str | None, str | None, str | None]
+
+
+@dataclass
+class _Changes:
+    """What one server package keeps (and, with ``step``, which work it takes next)."""
+
+    step: int  # 0: take no work
+    windows: bool
+    nodes: list[Node] = field(default_factory=list)
+    writes: list[Node] = field(default_factory=list)
+    deletes: list[str] = field(default_factory=list)
+    found: dict[str, Any] = field(default_factory=dict)
+    settings: list[tuple[str, bool, int]] = field(default_factory=list)
+    results: list[tuple[str, bool, dict[str, Any]]] = field(default_factory=list)
+
+
+@dataclass
+class _Work:
+    unenrol: bool = False
+    settings: list[Row] = field(default_factory=list)
+    commands: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _result(outcome: dm.OperationOutcome) -> dict[str, Any]:
+    """A command's result as the API shows it: each Status, and the values read."""
+    result: dict[str, Any] = {
+        "statuses": [
+            {"command": o.name, "uris": o.uris, "status": o.status} for o in outcome.outcomes
+        ]
+    }
+    if outcome.results:
+        result["results"] = {v.uri: v.data for v in outcome.results[:200]}
+    return result
 
 
 def _peer(device: dict[str, Any]) -> Peer:
@@ -352,35 +371,74 @@ def _put_nonce(conn: sqlite3.Connection, device: dict[str, Any], nonce: str) -> 
     return bool(found and found["digest"])
 
 
+@dataclass(frozen=True)
+class _DigestOutcome:
+    status: int
+    device: Row | None = None
+    challenge: tuple[str, str | None] | None = None
+
+
+def _device_of(rows: list[Row], username: str | None) -> Row | None:
+    """The one device of these that may connect, named by its owner's user name."""
+    usable = [
+        row
+        for row in rows
+        if row["owner_id"] is not None
+        and row["owner_active"]
+        and row["owner_kind"] == AccountKind.USER
+        and may_connect(row, {"active": row["organisation_active"]})
+    ]
+    named = [row for row in usable if username in _usernames(row)]
+    if len(named) == 1:
+        return named[0]
+    return usable[0] if len(usable) == 1 and username is None else None
+
+
 def _check_digest(
-    conn: sqlite3.Connection,
-    name: str,
-    device: dict[str, Any],
-    credentials: dm.Credentials,
-    nonce: str,
-) -> bool | None:
-    """MD5 or HMAC against the stored digest and nonce; the nonce is replaced whatever the
-    outcome (one use only). None: no digest known (the client must use Basic first)."""
-    if _claim_attempt(conn, name) is not None:
-        _put_nonce(conn, device, nonce)
-        return False
+    conn: sqlite3.Connection, credentials: dm.Credentials, nonce: str
+) -> _DigestOutcome:
+    """MD5 or HMAC against the stored digest and nonce. The nonce is replaced whatever the
+    outcome (one use only); a failure counts towards the owner's lock-out, and a locked
+    name is refused before anything is checked. Without a stored digest the client is told
+    to use Basic."""
+    device = _device_of(
+        db.oma_dm_devices_with_id(conn, credentials.device_id), credentials.username
+    )
+    if device is None:
+        return _DigestOutcome(dm.INVALID_CREDENTIALS)
+    kind = dm.AUTH_HMAC if credentials.kind == dm.AUTH_HMAC else dm.AUTH_MD5
+    name = sign_in_name(device["organisation_code"], device["owner_login"])
     found = db.peer(conn, device["id"])
-    _put_nonce(conn, device, nonce)
     if found is None or not found["digest"]:
-        return None
-    if not found["nonce"] or credentials.username not in (found["username"], None):
-        return False
+        _put_nonce(conn, device, nonce)
+        return _DigestOutcome(dm.INVALID_CREDENTIALS, device, (dm.AUTH_BASIC, None))
+    attempts = attempts_of(conn, name)
+    locked = bool(attempts and attempts["locked_until"] and attempts["locked_until"] > now())
+    ok = (
+        not locked
+        and bool(found["nonce"])
+        and credentials.username == found["username"]
+        and hmac.compare_digest(_expected(found, credentials), credentials.data or "")
+    )
+    at = now()
+    values: dict[str, Any] = {"nonce": nonce, "updated_at": at}
+    db.put_peer(
+        conn, {"device_id": device["id"], "organisation_id": device["organisation_id"], **values}
+    )
+    if not ok:
+        if not locked:
+            _claim_attempt(conn, name)  # counted as a failure
+        return _DigestOutcome(dm.INVALID_CREDENTIALS, device, (kind, nonce))
+    if attempts is not None:
+        clear_attempts(conn, name)
+    inventory.update_device(conn, device["id"], {"last_seen_at": at})
+    return _DigestOutcome(dm.AUTHENTICATION_ACCEPTED, device, (kind, nonce))
+
+
+def _expected(found: Row, credentials: dm.Credentials) -> str:
     if credentials.kind == dm.AUTH_HMAC:
-        if credentials.username != found["username"]:
-            return False
-        expected = dm.hmac_mac(found["digest"], found["nonce"], credentials.body)
-    else:
-        expected = dm.md5_credential(found["digest"], found["nonce"])
-    if not hmac.compare_digest(expected, credentials.data or ""):
-        return False
-    clear_attempts(conn, name)
-    inventory.update_device(conn, device["id"], {"last_seen_at": now()})
-    return True
+        return dm.hmac_mac(found["digest"], found["nonce"], credentials.body)
+    return dm.md5_credential(found["digest"], found["nonce"])
 
 
 def _basic_accepted(
@@ -464,6 +522,45 @@ def _record(
     values: dict[str, Any] = {"inventory": json.dumps(stored | {"oma_dm": facts}), "updated_at": at}
     values |= found.get("columns", {})
     inventory.update_device(conn, peer.device_id, values)
+
+
+def _exchange(conn: sqlite3.Connection, peer: Peer, changes: _Changes) -> _Work:
+    """One server package's write: the session's start, node values into the tree and the
+    inventory, the devices' answers to settings and commands; then (``step`` 2 and later)
+    the queued work, marked sent."""
+    if changes.step == 1:
+        _session_started(conn, peer)
+    if changes.nodes or changes.writes or changes.deletes:
+        _record(conn, peer, changes.nodes, changes.deletes, changes.found, changes.writes)
+    for setting_id, ok, status in changes.settings:
+        _setting_done(conn, setting_id, ok, status)
+    for command_id, ok, result in changes.results:
+        _answer_command(conn, command_id, ok, result)
+    work = _Work()
+    if changes.step < 2:
+        return work
+    if changes.windows and changes.step == 2:
+        enrolment = enrolment_of(conn, peer.device_id)
+        work.unenrol = enrolment is not None and enrolment["state"] == UNENROLMENT_REQUESTED
+    work.settings = _take_settings(conn, peer.device_id)
+    profile = profile_of(peer.platform)
+    for row in commands_of_device(conn, peer.device_id, [State.QUEUED.value]):
+        _mark_sent(conn, row["id"])
+        if row["kind"] == "request_inventory" or row["kind"] in profile.commands:
+            work.commands.append(public(row, for_device=True))
+        else:
+            error = f"{row['kind']} is not available over OMA DM on {peer.platform}"
+            _answer_command(conn, row["id"], False, {"error": error})
+    return work
+
+
+def _answer_command(
+    conn: sqlite3.Connection, command_id: str, ok: bool, result: dict[str, Any]
+) -> None:
+    """The device's answer to a command (a command cancelled meanwhile keeps its state)."""
+    target = State.ACKNOWLEDGED if ok else State.FAILED
+    with contextlib.suppress(Invalid, NotFound):
+        _record_result(conn, command_id, target, json.dumps(result, sort_keys=True))
 
 
 def _take_settings(conn: sqlite3.Connection, device_id: str) -> list[dict[str, Any]]:

@@ -50,18 +50,21 @@ class Backend:
         self.credentials.append(credentials)
         return self.auth
 
-    async def reported(self, peer: object, values: list[dm.NodeValue]) -> None:
-        self.values += values
-
     async def alerted(self, peer: object, alert: dm.ClientAlert) -> int:
         self.alerts.append(alert)
         return dm.OK
 
-    async def operations(self, peer: object, session_alert: int) -> list[dm.Operation]:
-        return self.queue.pop(0) if self.queue else []
-
-    async def completed(self, peer: object, outcome: dm.OperationOutcome) -> None:
-        self.outcomes.append(outcome)
+    async def exchange(
+        self,
+        peer: object,
+        session_alert: int,
+        reported: list[dm.NodeValue],
+        outcomes: list[dm.OperationOutcome],
+        more: bool,
+    ) -> list[dm.Operation]:
+        self.values += reported
+        self.outcomes += outcomes
+        return self.queue.pop(0) if more and self.queue else []
 
 
 def vector(name: str) -> Message:

@@ -43,7 +43,9 @@ from .syncml import (
     BadCommand,
     Chal,
     Command,
+    Delete,
     Exec,
+    Get,
     Item,
     Message,
     Meta,
@@ -242,17 +244,22 @@ class OperationOutcome:
 class DmBackend(Protocol):
     async def authenticate(self, credentials: Credentials) -> Authentication: ...
 
-    async def reported(self, peer: object, values: list[NodeValue]) -> None:
-        """Nodes the client sent on its own (DevInfo in package 1)."""
-
     async def alerted(self, peer: object, alert: ClientAlert) -> int:
         """A generic alert or client event; the Status code to answer it with."""
 
-    async def operations(self, peer: object, session_alert: int) -> list[Operation]:
-        """What the server sends next (called for each server package until empty)."""
-
-    async def completed(self, peer: object, outcome: OperationOutcome) -> None:
-        """Every command of an operation has its Status (and Results)."""
+    async def exchange(
+        self,
+        peer: object,
+        session_alert: int,
+        reported: list[NodeValue],
+        outcomes: list[OperationOutcome],
+        more: bool,
+    ) -> list[Operation]:
+        """Once per server package (and whenever something must be kept): the nodes the
+        client sent on its own (DevInfo in package 1), the operations whose commands all
+        have their Status (and Results); with ``more``, what the server sends next (asked
+        for each package until it is empty). One call, so the backend can keep it all in
+        one write."""
 
 
 # -- the session ------------------------------------------------------------------------------
@@ -306,6 +313,7 @@ class DmSession:
     chunk: tuple[str, str, list[str], int | None, Meta | None] | None = None
     finished: bool = False
     drained: bool = False
+    reported: list[NodeValue] = field(default_factory=list)
 
     @property
     def authenticated(self) -> bool:
@@ -338,19 +346,19 @@ class DmSession:
             if isinstance(command, Alert) and command.data == str(NEXT_MESSAGE):
                 more_wanted = True
             await self._command(command, reply)
-        if self.finished:
-            return reply.finish(final=True)
         receiving = self.chunk is not None or not message.final
+        if self.finished:
+            await self._exchange(more=False)  # keep what the client said and answered
+            return reply.finish(final=True)
         if receiving and not more_wanted:
             # The client's package goes on: acknowledge and ask for its next message.
             reply.add(Alert(cmd_id="", data=str(NEXT_MESSAGE)))
             return reply.finish(final=False)
-        await self._settle()
-        if not self.outgoing and not self.drained:
-            for operation in await self.backend.operations(self.peer, self.session_alert or 0):
-                self._queue(operation)
-            if not self.outgoing:
-                self.drained = True
+        more = not self.outgoing and not self.drained
+        for operation in await self._exchange(more=more):
+            self._queue(operation)
+        if more and not self.outgoing:
+            self.drained = True
         reply.pack(self.outgoing)
         if self.outgoing:
             return reply.finish(final=False)
@@ -373,7 +381,7 @@ class DmSession:
             if len(values) != len(command.items):
                 reply.status_of(command, INCOMPLETE_COMMAND)
                 return
-            await self.backend.reported(self.peer, values)
+            self.reported += values
             reply.status_of(command, OK)
         elif isinstance(command, Results):
             await self._results(command, reply)
@@ -469,14 +477,37 @@ class DmSession:
         if sent.top:
             running.waiting -= 1
 
-    async def _settle(self) -> None:
-        """Hand every operation whose commands all have their Status to the backend."""
-        done = [r for r in self.running if r.waiting <= 0 and not self._chunk_open(r)]
+    async def _exchange(self, *, more: bool) -> list[Operation]:
+        """At the end of the client's package: hand the backend what the client reported and
+        every operation whose commands all have their Status (a Results may follow its
+        Status in a later message of the same package); with ``more``, ask what to send
+        next."""
+        done = [
+            r
+            for r in self.running
+            if r.waiting <= 0 and not self._chunk_open(r) and not self._receiving(r)
+        ]
         for running in done:
             self.running.remove(running)
             for key in [k for k, s in self.sent.items() if s.operation is running]:
                 del self.sent[key]
-            await self.backend.completed(self.peer, _outcome_of(running))
+        reported, self.reported = self.reported, []
+        if not (done or reported or more):
+            return []
+        return await self.backend.exchange(
+            self.peer,
+            self.session_alert or 0,
+            reported,
+            [_outcome_of(running) for running in done],
+            more,
+        )
+
+    def _receiving(self, running: _Running) -> bool:
+        """A large Results of this operation is still arriving."""
+        chunk = self.chunk
+        return chunk is not None and any(
+            ref == chunk[0] and sent.operation is running for (_, ref), sent in self.sent.items()
+        )
 
     def _chunk_open(self, running: _Running) -> bool:
         return any(o.running is running for o in self.outgoing)
@@ -619,7 +650,7 @@ class _Reply:
         """A command that goes now whatever its size (Statuses must all be answered)."""
         command.cmd_id = self.session.cmd_id()
         self.commands.append(command)
-        self.size += encoded_size(command, self.session.wbxml)
+        self.size += measure(command, self.session.wbxml)
 
     def room(self) -> int:
         return self.session.max_msg_size - _CLOSING_ROOM - self.size
@@ -631,7 +662,7 @@ class _Reply:
         while outgoing:
             pending = outgoing[0]
             if pending.offset == 0:
-                cost = encoded_size(pending.command, wbxml)
+                cost = measure(pending.command, wbxml) + _ID_ROOM * _count(pending.command)
                 if cost <= self.room():
                     self._whole(pending, cost)
                     outgoing.popleft()
@@ -695,6 +726,65 @@ class _Reply:
         return Message(self.header, self.commands, final)
 
 
+#: Room for the CmdID a command is given after it was measured (and its inner commands').
+_ID_ROOM = 6
+#: Encoded sizes by shape: a Status or a plain Get/Exec/Delete whose texts are plain ASCII
+#: takes as many bytes as its texts' lengths say, whatever the texts are.
+_SIZES: dict[tuple[object, ...], int] = {}
+
+
+def _plain(text: str) -> bool:
+    return text.isascii() and not any(c in text for c in "&<>\r")
+
+
+def _shape(command: Command) -> tuple[object, ...] | None:
+    """What decides the encoded size of the most common commands, or None."""
+    if isinstance(command, Status):
+        if command.chal or command.items or command.cred:
+            return None
+        texts = [command.cmd_id, command.msg_ref, command.cmd_ref, *command.target_refs]
+        texts += command.source_refs
+        if not all(_plain(t) for t in texts):
+            return None
+        return (
+            "Status",
+            command.cmd,
+            command.data,
+            tuple(len(t) for t in texts),
+            len(command.target_refs),
+        )
+    if isinstance(command, Get | Exec | Delete):
+        items = _items(command)
+        if len(items) != 1 or command.no_resp or command.cred or command.meta:
+            return None
+        item = items[0]
+        if item.source or item.meta or item.data or item.target is None or item.more_data:
+            return None
+        if not (_plain(command.cmd_id) and _plain(item.target.loc_uri)):
+            return None
+        return (command.name, len(command.cmd_id), len(item.target.loc_uri))
+    return None
+
+
+def measure(command: Command, wbxml: bool) -> int:
+    """``encoded_size`` of ``command``, remembered by shape for the common commands."""
+    shape = _shape(command)
+    if shape is None:
+        return encoded_size(command, wbxml)
+    key = (wbxml, *shape)
+    size = _SIZES.get(key)
+    if size is None:
+        size = encoded_size(command, wbxml)
+        if len(_SIZES) < 4096:
+            _SIZES[key] = size
+    return size
+
+
+def _count(command: Command) -> int:
+    """How many commands ``command`` is, its inner commands included."""
+    return 1 + sum(_count(inner) for inner in getattr(command, "commands", ()))
+
+
 def _chunkable(command: Command) -> bool:
     return (
         isinstance(command, Replace | Add)
@@ -710,7 +800,27 @@ def _value_bytes(command: Command) -> bytes:
 
 
 def _header_size(header: SyncHdr, wbxml: bool) -> int:
-    return len(encode_message(Message(header, [], True), wbxml))
+    """The bytes of a message with this header and no commands (remembered by shape)."""
+    texts = [header.session_id, header.msg_id, header.target.loc_uri, header.source.loc_uri]
+    texts.append(header.resp_uri or "")
+    meta = header.meta
+    if header.cred is not None or not all(_plain(t) for t in texts):
+        return len(encode_message(Message(header, [], True), wbxml))
+    key = (
+        "SyncHdr",
+        wbxml,
+        tuple(len(t) for t in texts),
+        header.resp_uri is None,
+        header.target.loc_name,
+        header.source.loc_name,
+        (len(str(meta.max_msg_size)), len(str(meta.max_obj_size))) if meta else None,
+    )
+    size = _SIZES.get(key)
+    if size is None:
+        size = len(encode_message(Message(header, [], True), wbxml))
+        if len(_SIZES) < 4096:
+            _SIZES[key] = size
+    return size
 
 
 # -- package 0: the server's notification -------------------------------------------------------

@@ -61,31 +61,41 @@ def put_nodes(
     nodes: Iterable[tuple[str, str | None, str | None, str | None]],
     source: str,
     at: str,
-) -> int:
-    """Record node values ``(uri, value, format, type)``; returns how many were kept."""
+) -> None:
+    """Record node values ``(uri, value, format, type)``; new nodes beyond
+    :data:`MAX_NODES_PER_DEVICE` are not kept."""
+    rows = [
+        (device_id, organisation_id, uri[:1024], _cut(value), fmt, kind, source, at)
+        for uri, value, fmt, kind in nodes
+    ]
     count = conn.execute(
         "SELECT count(*) FROM omadm_nodes WHERE device_id = ?", (device_id,)
     ).fetchone()[0]
-    kept = 0
-    for uri, value, fmt, kind in nodes:
-        if value is not None and len(value) > MAX_VALUE:
-            value = value[:MAX_VALUE]
-        cursor = conn.execute(
-            "UPDATE omadm_nodes SET value = ?, format = ?, type = ?, source = ?, updated_at = ?"
-            " WHERE device_id = ? AND uri = ?",
-            (value, fmt, kind, source, at, device_id, uri),
-        )
-        if cursor.rowcount == 0:
-            if count >= MAX_NODES_PER_DEVICE:
-                continue
-            conn.execute(
-                "INSERT INTO omadm_nodes (device_id, organisation_id, uri, value, format, type,"
-                " source, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (device_id, organisation_id, uri[:1024], value, fmt, kind, source, at),
-            )
-            count += 1
-        kept += 1
-    return kept
+    if count + len(rows) > MAX_NODES_PER_DEVICE:
+        known = {
+            row[0]
+            for row in conn.execute("SELECT uri FROM omadm_nodes WHERE device_id = ?", (device_id,))
+        }
+        room = MAX_NODES_PER_DEVICE - count
+        kept = []
+        for row in rows:
+            if row[2] in known or room > 0:
+                room -= row[2] not in known
+                known.add(row[2])
+                kept.append(row)
+        rows = kept
+    conn.executemany(
+        "INSERT INTO omadm_nodes (device_id, organisation_id, uri, value, format, type, source,"
+        " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (device_id, uri) DO UPDATE SET value = excluded.value,"
+        " format = excluded.format, type = excluded.type, source = excluded.source,"
+        " updated_at = excluded.updated_at",
+        rows,
+    )
+
+
+def _cut(value: str | None) -> str | None:
+    return value[:MAX_VALUE] if value is not None and len(value) > MAX_VALUE else value
 
 
 def delete_nodes(conn: sqlite3.Connection, device_id: str, uris: Iterable[str]) -> None:
