@@ -101,6 +101,9 @@ class Peer:
     windows: bool = False
     provider_id: str = PROVIDER_ID
     mode: str | None = None
+    #: Windows' Alert 1224: "user" when the enrolled user is signed in (only then may
+    #: ``./User/...`` nodes be set), "others" or "none".
+    login_status: str | None = None
     step: int = 0
     unenrolled: bool = False  # the device said it unenrolled: the session just ends
     #: Per operation key: node values the server writes (kept once acknowledged).
@@ -185,7 +188,8 @@ class OmadmBackend:
                 peer.unenrolled = True
             return dm.OK
         if alert.code == dm.CLIENT_EVENT:
-            await self.store.write(_put_peer, peer, {"login_status": (alert.data or "")[:64]})
+            peer.login_status = (alert.data or "").strip().lower()[:64]
+            await self.store.write(_put_peer, peer, {"login_status": peer.login_status})
             return dm.OK
         if alert.source:  # a generic alert about a node (e.g. LAWMO's operation result)
             peer.reported.append((alert.source, alert.data, alert.format, alert.type))
@@ -207,7 +211,11 @@ class OmadmBackend:
         (the device is known by then); later packages only what was queued meanwhile.
         """
         assert isinstance(peer, Peer)
-        changes = _Changes(step=peer.step + 1 if more else 0, windows=peer.windows)
+        changes = _Changes(
+            step=peer.step + 1 if more else 0,
+            windows=peer.windows,
+            user_present=not peer.windows or peer.login_status == "user",
+        )
         changes.nodes += [(v.uri, v.data, v.format, v.type) for v in reported]
         changes.nodes += peer.reported
         peer.reported = []
@@ -283,6 +291,7 @@ class _Changes:
 
     step: int  # 0: take no work
     windows: bool
+    user_present: bool = True
     nodes: list[Node] = field(default_factory=list)
     writes: list[Node] = field(default_factory=list)
     deletes: list[str] = field(default_factory=list)
@@ -542,7 +551,7 @@ def _exchange(conn: sqlite3.Connection, peer: Peer, changes: _Changes) -> _Work:
     if changes.windows and changes.step == 2:
         enrolment = enrolment_of(conn, peer.device_id)
         work.unenrol = enrolment is not None and enrolment["state"] == UNENROLMENT_REQUESTED
-    work.settings = _take_settings(conn, peer.device_id)
+    work.settings = _take_settings(conn, peer.device_id, changes.user_present)
     profile = profile_of(peer.platform)
     for row in commands_of_device(conn, peer.device_id, [State.QUEUED.value]):
         _mark_sent(conn, row["id"])
@@ -563,9 +572,17 @@ def _answer_command(
         _record_result(conn, command_id, target, json.dumps(result, sort_keys=True))
 
 
-def _take_settings(conn: sqlite3.Connection, device_id: str) -> list[dict[str, Any]]:
-    """The device's queued settings, marked sent in the same unit."""
-    rows = db.settings_of(conn, device_id, ("queued",))
+def _take_settings(
+    conn: sqlite3.Connection, device_id: str, user_present: bool
+) -> list[dict[str, Any]]:
+    """The device's queued settings, marked sent in the same unit. Settings of the user's
+    part of the tree (``./User/...``) wait while the enrolled user is not signed in
+    (Windows applies them to whoever is)."""
+    rows = [
+        row
+        for row in db.settings_of(conn, device_id, ("queued",))
+        if user_present or not row["uri"].lower().startswith("./user/")
+    ]
     at = now()
     for row in rows:
         db.update_setting(conn, row["id"], {"state": "sent", "updated_at": at})

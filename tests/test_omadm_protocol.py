@@ -367,3 +367,19 @@ async def test_a_wbxml_session_through_libwbxml_both_ways(tmp_path: Path) -> Non
     decoded = syncml.parse_message(back.read_bytes(), XML)
     assert decoded == syncml.parse_message(syncml.encode_message(reply), XML)
     assert [c.name for c in decoded.commands][-3:] == ["Get", "Replace", "Exec"]
+
+
+@pytest.mark.parametrize("wbxml", [False, True])
+def test_sizes_remembered_by_shape_are_the_encoded_sizes(wbxml: bool) -> None:
+    commands = [
+        Status("12", "3", "7", "Get", "200", target_refs=["./DevDetail/SwV"]),
+        Status("1234", "33", "0", "SyncHdr", "212", ["https://x/omadm"], ["IMEI:1"]),
+        Status("9", "1", "2", "Replace", "404", source_refs=["./a", "./b"]),
+        Get("77", items=[Item(target=Target("./Vendor/MSFT/DeviceStatus/OS/Edition"))]),
+        Exec("5", item=Item(target=Target("./LAWMO/Operations/FactoryReset"))),
+    ]
+    for _ in range(2):  # the second time from the remembered sizes
+        for command in commands:
+            assert dm.measure(command, wbxml) == syncml.encoded_size(command, wbxml)
+    odd = Status("1", "1", "1", "Get", "200", target_refs=["./a&b<c"])
+    assert dm.measure(odd, wbxml) == syncml.encoded_size(odd, wbxml)

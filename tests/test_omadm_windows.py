@@ -252,3 +252,38 @@ async def test_unenrolment_requested_by_a_manager_is_delivered_by_dmclient(world
     with database(world.running) as conn:
         state = conn.execute("SELECT state FROM windows_enrolments").fetchone()[0]
     assert state == "unenrolled"
+
+
+async def test_policy_csp_settings_and_user_settings_wait_for_the_user(world: World) -> None:
+    device_setting = "./Device/Vendor/MSFT/Policy/Config/DeviceLock/MinDevicePasswordLength"
+    user_setting = "./User/Vendor/MSFT/Policy/Config/Browser/AllowCookies"
+    ids = {}
+    for uri, value in ((device_setting, "8"), (user_setting, "0")):
+        response = await world.client.post(
+            f"{API}/organisations/contoso/devices/{world.enrolment.device_id}/omadm-settings",
+            json={"uri": uri, "value": value, "format": "int"},
+            headers=world.org.admin,
+        )
+        assert response.status_code == 202, response.text
+        ids[uri] = response.json()["id"]
+
+    async def states() -> dict[str, str]:
+        response = await world.client.get(
+            f"{API}/organisations/contoso/devices/{world.enrolment.device_id}/omadm-settings",
+            headers=world.org.admin,
+        )
+        return {s["uri"]: s["state"] for s in response.json()["items"]}
+
+    async with world.tls_client() as http:
+        device = world.dm_client(http)
+        device.login_status = "others"  # someone else is signed in
+        await device.session()
+        assert device.tree[device_setting] == "8" and user_setting not in device.tree
+        assert await states() == {device_setting: "applied", user_setting: "queued"}
+        device.login_status = "user"
+        await device.session()
+        assert device.tree[user_setting] == "0"
+        assert (await states())[user_setting] == "applied"
+    nodes = {n["uri"]: n for n in (await world.tree())["nodes"]}  # type: ignore[index]
+    assert nodes[device_setting]["source"] == "server"
+    assert nodes[device_setting]["format"] == "int"
