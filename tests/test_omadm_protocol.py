@@ -383,3 +383,17 @@ def test_sizes_remembered_by_shape_are_the_encoded_sizes(wbxml: bool) -> None:
             assert dm.measure(command, wbxml) == syncml.encoded_size(command, wbxml)
     odd = Status("1", "1", "1", "Get", "200", target_refs=["./a&b<c"])
     assert dm.measure(odd, wbxml) == syncml.encoded_size(odd, wbxml)
+
+
+async def test_a_syncml_ds_message_is_refused_with_513() -> None:
+    backend = Backend()
+    session = dm.DmSession(backend, "1", "x")
+    message = vector("oma_dm_package1_md5.xml")
+    message.header.ver_proto = "SyncML/1.2"
+    reply = await session.receive(message)
+    assert statuses(reply) == [
+        ("SyncHdr", "0", "513"),
+        ("Alert", "1", "513"),
+        ("Replace", "2", "513"),
+    ]
+    assert backend.credentials == [] and session.finished

@@ -85,6 +85,7 @@ MISSING_CREDENTIALS = 407
 INCOMPLETE_COMMAND = 412
 SIZE_MISMATCH = 424
 COMMAND_FAILED = 500
+PROTOCOL_VERSION_NOT_SUPPORTED = 513
 
 AUTH_BASIC = "syncml:auth-basic"
 AUTH_MD5 = "syncml:auth-md5"
@@ -329,6 +330,14 @@ class DmSession:
                 SERVER_MAX_MSG_SIZE, max(header.meta.max_msg_size, _MIN_MSG_SIZE)
             )
         reply = _Reply(self, header)
+        if not header.ver_proto.upper().startswith("DM/1."):
+            # An OMA DS (or other SyncML) client at the DM service: refused as a whole.
+            reply.header_status(PROTOCOL_VERSION_NOT_SUPPORTED, None)
+            for command in message.commands:
+                if not isinstance(command, Status):
+                    reply.status_of(command, PROTOCOL_VERSION_NOT_SUPPORTED)
+            self.finished = True
+            return reply.finish(final=True)
         if not self.authenticated:
             outcome = await self.backend.authenticate(_credentials(header, body, hmac))
             if outcome.status != AUTHENTICATION_ACCEPTED:
