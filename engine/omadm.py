@@ -551,9 +551,14 @@ def _exchange(conn: sqlite3.Connection, peer: Peer, changes: _Changes) -> _Work:
     if changes.windows and changes.step == 2:
         enrolment = enrolment_of(conn, peer.device_id)
         work.unenrol = enrolment is not None and enrolment["state"] == UNENROLMENT_REQUESTED
-    work.settings = _take_settings(conn, peer.device_id, changes.user_present)
+    # The first command package of a session also repeats what an earlier session sent
+    # without getting an answer (a session cut short): lock, wipe and settings are safe to
+    # give twice, and a lost answer must not leave them "sent" for ever.
+    again = changes.step == 2
+    work.settings = _take_settings(conn, peer.device_id, changes.user_present, again)
     profile = profile_of(peer.platform)
-    for row in commands_of_device(conn, peer.device_id, [State.QUEUED.value]):
+    states = [State.QUEUED.value, *([State.SENT.value] if again else [])]
+    for row in commands_of_device(conn, peer.device_id, states):
         _mark_sent(conn, row["id"])
         if row["kind"] == "request_inventory" or row["kind"] in profile.commands:
             work.commands.append(public(row, for_device=True))
@@ -573,14 +578,15 @@ def _answer_command(
 
 
 def _take_settings(
-    conn: sqlite3.Connection, device_id: str, user_present: bool
+    conn: sqlite3.Connection, device_id: str, user_present: bool, again: bool
 ) -> list[dict[str, Any]]:
-    """The device's queued settings, marked sent in the same unit. Settings of the user's
+    """The device's queued settings (``again``: and those sent without an answer), marked
+    sent in the same unit. Settings of the user's
     part of the tree (``./User/...``) wait while the enrolled user is not signed in
     (Windows applies them to whoever is)."""
     rows = [
         row
-        for row in db.settings_of(conn, device_id, ("queued",))
+        for row in db.settings_of(conn, device_id, ("queued", "sent") if again else ("queued",))
         if user_present or not row["uri"].lower().startswith("./user/")
     ]
     at = now()

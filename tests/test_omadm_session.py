@@ -345,3 +345,28 @@ async def test_a_wake_up_leaves_a_package0_notification_and_1200_opens_the_sessi
     with database(world.running) as conn:
         peer = conn.execute("SELECT * FROM omadm_peers").fetchone()
     assert peer["pending_alert_at"] is None and peer["notification"] is None
+
+
+async def test_a_command_whose_answer_was_lost_is_given_again(world: World) -> None:
+    client = world.dm()
+    await client.session()
+    lock = await world.queue("lock")
+    post = client._post
+    calls = 0
+
+    async def cut_after_the_lock(url, message):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        if calls == 3:  # the Status of the lock never arrives: the connection drops
+            raise httpx.ConnectError("gone")
+        return await post(url, message)
+
+    client._post = cut_after_the_lock  # type: ignore[method-assign]
+    with pytest.raises(httpx.ConnectError):
+        await client.session()
+    assert client.executed == ["./LAWMO/Operations/PartiallyLock"]
+    assert (await world.command(lock))["state"] == "sent"
+    client._post = post  # type: ignore[method-assign]
+    await client.session()
+    assert client.executed == ["./LAWMO/Operations/PartiallyLock"] * 2
+    assert (await world.command(lock))["state"] == "acknowledged"
