@@ -231,10 +231,10 @@ class DmClient:
         bool: more of this package follows (the message goes without Final)."""
         room = min(server_max, self.max_msg_size) - 600
         commands = list(outgoing)
-        used = sum(encoded_size(c, self.wbxml) for c in commands)
+        used = sum(dm.measure(c, self.wbxml) for c in commands) + 8 * len(commands)
         left: list[Results] = []
         for index, result in enumerate(results):
-            cost = encoded_size(result, self.wbxml)
+            cost = _results_cost(result, self.wbxml)
             if used + cost <= room:
                 commands.append(result)
                 used += cost
@@ -355,6 +355,18 @@ class DmClient:
             self.exec_data.append(data.decode() if isinstance(data, bytes) else data)  # type: ignore[arg-type]
             return [self._status(reply, command, dm.OK)]
         return [self._status(reply, command, dm.OPTIONAL_FEATURE_NOT_SUPPORTED)]
+
+
+def _results_cost(result: Results, wbxml: bool) -> int:
+    """What a Results adds to a message: a generous bound for small plain ones (cheap),
+    the encoder's figure otherwise."""
+    item = result.items[0] if len(result.items) == 1 else None
+    data = item.data if item is not None else None
+    uri = item.source.loc_uri if item is not None and item.source else ""
+    plain = isinstance(data, str) and len(data) < 256 and (data + uri).isascii()
+    if plain and not any(c in data + uri for c in "&<>\r"):  # type: ignore[operator]
+        return 400 + len(data) + 2 * len(uri)  # type: ignore[arg-type]
+    return encoded_size(result, wbxml)
 
 
 def _items(command: Command) -> list[Item]:
