@@ -47,6 +47,7 @@ blueprint = Blueprint("omadm", __name__)
 
 HMAC_HEADER = "x-syncml-hmac"
 MAX_BODY = 1024 * 1024
+SESSION_IDLE = 60.0
 
 
 def _text(status: int, text: str) -> Response:
@@ -108,8 +109,10 @@ async def start(nursery: trio.Nursery, context: ServiceContext, bootstrap: Boots
         context.certificate_authority = await trio.to_thread.run_sync(
             CertificateAuthority.load, bootstrap.tls.ca_certificate, bootstrap.tls.ca_private_key
         )
+    # A DM session lasts seconds and the device is back hours later: its actor need not
+    # wait long for it (what must last is in the store).
     context.listeners[PROTOCOL] = await start_listener(
-        nursery, PROTOCOL, lambda key: OmadmSessionLogic(store)
+        nursery, PROTOCOL, lambda key: OmadmSessionLogic(store), session_idle=SESSION_IDLE
     )
     send, receive = trio.open_memory_channel[list[Waiting]](1024)
 
