@@ -12,6 +12,7 @@ from . import (
     api,
     apple_mdm,
     health,
+    omadm,
     omads,
     portal,
     problems,
@@ -54,6 +55,7 @@ def create_app(context: ServiceContext, *, max_body: int = 16 * 1024 * 1024) -> 
     app.register_blueprint(windows_enrolment.blueprint)
     app.register_blueprint(apple_mdm.blueprint)
     app.register_blueprint(omads.blueprint)
+    app.register_blueprint(omadm.blueprint)
     app.register_blueprint(activesync.blueprint)
     app.register_blueprint(wsdm.blueprint)
     return app

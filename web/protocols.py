@@ -15,7 +15,7 @@ import trio
 
 from engine.config import Bootstrap
 
-from . import activesync, omads
+from . import activesync, omadm, omads
 from .apple_mdm import start_apple_mdm
 from .context import ServiceContext
 from .windows_enrolment import start_windows_enrolment
@@ -30,6 +30,7 @@ STARTERS: tuple[ProtocolStarter, ...] = (
     omads.start,
     activesync.start,
     start_wsdm,
+    omadm.start,
 )
 
 

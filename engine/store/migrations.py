@@ -561,6 +561,57 @@ _WSDM = (
     )""",
 )
 
+_OMA_DM = (
+    # The management tree snapshot of OMA DM devices (Windows and plain OMA DM): the last
+    # known value of every node read from the device or written to it.
+    """CREATE TABLE omadm_nodes (
+        device_id TEXT NOT NULL REFERENCES devices(id),
+        organisation_id TEXT NOT NULL REFERENCES organisations(id),
+        uri TEXT NOT NULL,
+        value TEXT,
+        format TEXT,
+        type TEXT,
+        source TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (device_id, uri)
+    )""",
+    # Per device: the DM credentials' digest B64(MD5(user:password)) (kept once the owner
+    # authenticated with Basic), the nonce of its next MD5/HMAC authentication, the session
+    # count and time, and a wake-up waiting for a server-initiated session (no push channel
+    # reaches the device: Windows' WNS is not reachable, and the package 0 notification is
+    # what an SMS/WAP-push gateway would carry).
+    """CREATE TABLE omadm_peers (
+        device_id TEXT PRIMARY KEY REFERENCES devices(id),
+        organisation_id TEXT NOT NULL REFERENCES organisations(id),
+        username TEXT,
+        digest TEXT,
+        nonce TEXT,
+        pending_alert_at TEXT,
+        notification TEXT,
+        login_status TEXT,
+        sessions INTEGER NOT NULL DEFAULT 0,
+        last_session_at TEXT,
+        updated_at TEXT NOT NULL
+    )""",
+    # Node values a manager set for a device (a setting, a Windows Policy CSP value), sent
+    # as Replace in its next session. state: queued | sent | applied | failed.
+    """CREATE TABLE omadm_settings (
+        id TEXT PRIMARY KEY,
+        organisation_id TEXT NOT NULL REFERENCES organisations(id),
+        device_id TEXT NOT NULL REFERENCES devices(id),
+        uri TEXT NOT NULL,
+        value TEXT NOT NULL,
+        format TEXT NOT NULL,
+        type TEXT,
+        state TEXT NOT NULL,
+        status INTEGER,
+        created_by TEXT REFERENCES accounts(id),
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX omadm_settings_device ON omadm_settings (device_id, state, created_at)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", _INITIAL),
     Migration(2, "tenancy", _TENANCY),
@@ -572,5 +623,6 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(8, "apple mdm", _APPLE_MDM),
     Migration(9, "pim store and oma ds", _PIM),
     Migration(10, "windows enrolment", _WINDOWS_ENROLMENT),
+    Migration(11, "oma dm", _OMA_DM),
     Migration(12, "exchange activesync", _ACTIVESYNC),
 )

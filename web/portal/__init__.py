@@ -11,6 +11,7 @@ from . import (
     auth,
     inventory,
     messages,
+    omadm,
     omads,
     organisations,
     people,
@@ -27,6 +28,7 @@ for module in (
     messages,
     wsdm,
     apple_mdm,
+    omadm,
     omads,
     activesync,
 ):

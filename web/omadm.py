@@ -1,0 +1,136 @@
+"""``POST /omadm``: the OMA DM 1.2 service URL, SyncML DM in XML or WBXML.
+
+Windows posts here too: the provisioning document of its enrolment names this URL as the
+management server (``ADDR``), and Windows adds ``?mode=...&Platform=...``. A request that
+presents a TLS client certificate (or an RFC 9440 ``Client-Cert`` header from a trusted
+proxy) is a Windows device: the certificate must be one the service's CA issued to an
+enrolment still current, which identifies the device; any other certificate is refused
+with 403 before the message reaches a session. Without a certificate the message is a plain
+OMA DM client's, authenticated in the session (Basic, MD5 or the ``x-syncml-hmac`` header).
+
+The message is parsed here (a malformed one is refused with 400 and a short text before any
+actor is bothered) and handed to the DeviceSession actor of the device
+(:class:`engine.omadm.OmadmSessionLogic`). Wake-ups: queued commands for ``oma_dm`` devices
+are recorded as pending alerts (no push channel reaches them from here).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+from quart import Blueprint, Response, request
+
+from engine.actors import start_listener
+from engine.config import Bootstrap
+from engine.omadm import (
+    PROTOCOL,
+    DmRequest,
+    DmResponse,
+    OmadmSessionLogic,
+    error_message,
+    record_wakeups,
+)
+from engine.pki import CertificateAuthority
+from engine.protocols import omadm as dm
+from engine.protocols import syncml
+from engine.wakeups import Waiting
+from engine.windows_enrolment import WindowsEnrolment
+
+from .client_cert import request_client_certificate
+from .context import ServiceContext, service
+from .edge import ask_device_session
+
+log = logging.getLogger(__name__)
+
+blueprint = Blueprint("omadm", __name__)
+
+HMAC_HEADER = "x-syncml-hmac"
+MAX_BODY = 1024 * 1024
+SESSION_IDLE = 60.0
+
+
+def _text(status: int, text: str) -> Response:
+    return Response(text + "\n", status=status, content_type="text/plain; charset=utf-8")
+
+
+@blueprint.post("/omadm")
+async def omadm() -> Response:
+    content_type = request.headers.get("Content-Type", "")
+    if (request.content_length or 0) > MAX_BODY:
+        return _text(413, "SyncML status 413: the message is too large")
+    try:
+        wbxml = syncml.is_wbxml(content_type)
+        body = await request.get_data(as_text=False)
+        message = syncml.parse_message(body, content_type, max_bytes=MAX_BODY)
+    except syncml.SyncmlError as exc:
+        status = {syncml.UNSUPPORTED_MEDIA_TYPE: 415, syncml.REQUEST_ENTITY_TOO_LARGE: 413}
+        return _text(status.get(exc.status, 400), f"SyncML status {exc.status}: {exc}")
+    context = service()
+    certificate = request_client_certificate(request, context.trusted_proxies)
+    device = None
+    if certificate is not None:
+        ca = context.certificate_authority
+        if ca is not None:
+            device = await WindowsEnrolment(
+                context.store, context.deployment, ca
+            ).device_of_certificate(certificate)
+        if device is None:
+            refused = error_message(message.header, dm.FORBIDDEN)
+            return Response(
+                syncml.encode_message(refused, wbxml),
+                status=403,
+                content_type=syncml.content_type(wbxml, dm=True),
+            )
+    base_url = f"{request.scheme}://{request.host}{request.path}"
+    key = f"windows:{device['id']}" if device is not None else f"dm:{message.header.source.loc_uri}"
+    reply: DmResponse = await ask_device_session(
+        PROTOCOL,
+        key,
+        DmRequest(
+            message,
+            body,
+            wbxml,
+            None if device is not None else request.args.get("s"),
+            base_url,
+            hmac=dm.parse_hmac_header(request.headers.get(HMAC_HEADER)),
+            device=device,
+            mode=request.args.get("mode"),
+        ),
+    )
+    return Response(reply.body, status=200, content_type=syncml.content_type(reply.wbxml, dm=True))
+
+
+async def start(nursery: trio.Nursery, context: ServiceContext, bootstrap: Bootstrap) -> None:
+    """Start the OMA DM listener (one DeviceSession actor per device) and the task that
+    records wake-ups for OMA DM devices."""
+    store = context.store
+    if context.certificate_authority is None:
+        context.certificate_authority = await trio.to_thread.run_sync(
+            CertificateAuthority.load, bootstrap.tls.ca_certificate, bootstrap.tls.ca_private_key
+        )
+    # A DM session lasts seconds and the device is back hours later: its actor need not
+    # wait long for it (what must last is in the store).
+    context.listeners[PROTOCOL] = await start_listener(
+        nursery, PROTOCOL, lambda key: OmadmSessionLogic(store), session_idle=SESSION_IDLE
+    )
+    send, receive = trio.open_memory_channel[list[Waiting]](1024)
+
+    def wake(devices: list[Waiting]) -> None:
+        ours = [w for w in devices if w.protocol == PROTOCOL]
+        if ours:
+            try:
+                send.send_nowait(ours)
+            except trio.WouldBlock:
+                log.warning("OMA DM wake-ups dropped: %d devices", len(ours))
+
+    context.wakeups.subscribe(wake)  # type: ignore[arg-type]
+
+    async def record() -> None:
+        async for waiting in receive:
+            try:
+                await record_wakeups(store, waiting)
+            except Exception:
+                log.exception("recording OMA DM wake-ups failed")
+
+    nursery.start_soon(record)
