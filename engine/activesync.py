@@ -53,9 +53,9 @@ from .activesync_items import (
 )
 from .actors import Reply
 from .audit import audit_event
-from .auth import _claim_attempt, sign_in_name
-from .commands import RefusedTransition, State, _mark_sent, _record_result
-from .devices import LicenceLimit, _check_room, may_connect
+from .auth import claim_sign_in_attempt, sign_in_name
+from .commands import RefusedTransition, State, mark_sent_unit, record_result_unit
+from .devices import LicenceLimit, check_room, may_connect
 from .errors import Invalid
 from .ids import new_id
 from .passwords import verify_password
@@ -317,7 +317,7 @@ def _caller_unit(
         if not settings["allow_new_devices"]:
             return {"refused": 403}  # unknown device
         try:
-            _check_room(conn, account["organisation_id"], account_id, new_licence=True)
+            check_room(conn, account["organisation_id"], account_id, new_licence=True)
         except LicenceLimit:
             return {"refused": 403}  # no licence left
         device_id = new_id()
@@ -373,8 +373,8 @@ def _caller_unit(
     for command in db.undeliverable_commands(conn, device["id"]):
         # Lock, locate, messages, applications: MS-ASPROV knows only wipes. The manager sees
         # at once that this device cannot take them, rather than a command queued forever.
-        _mark_sent(conn, command["id"])
-        _record_result(
+        mark_sent_unit(conn, command["id"])
+        record_result_unit(
             conn,
             command["id"],
             State.FAILED,
@@ -465,7 +465,7 @@ async def sign_in(store: Store, username: str, password: str) -> dict[str, Any] 
         account["organisation_code"] if account else None,
         account["login"] if account else username,
     )
-    wait = await store.write(_claim_attempt, name)
+    wait = await store.write(claim_sign_in_attempt, name)
     if wait is not None:
         return None
     ok = await trio.to_thread.run_sync(
@@ -1126,7 +1126,7 @@ async def _mark_wipe_sent(store: Store, caller: Caller, wipe: dict[str, Any]) ->
 
 def _wipe_sent(conn: sqlite3.Connection, caller: Caller, wipe: dict[str, Any]) -> None:
     if wipe["state"] == "queued":
-        _mark_sent(conn, wipe["id"])
+        mark_sent_unit(conn, wipe["id"])
     at = now()
     db.update_eas_device(
         conn,
@@ -1145,7 +1145,7 @@ def _wipe_result(
 ) -> None:
     # Cancelled meanwhile, or answered before (the device repeats itself): nothing to move.
     with contextlib.suppress(RefusedTransition):
-        _record_result(
+        record_result_unit(
             conn,
             command_id,
             State.ACKNOWLEDGED if ok else State.FAILED,
@@ -1161,8 +1161,8 @@ def _wipe_result(
 async def _fail_command(store: Store, command: dict[str, Any], reason: str) -> None:
     def unit(conn: sqlite3.Connection) -> None:
         if command["state"] == "queued":
-            _mark_sent(conn, command["id"])
-        _record_result(
+            mark_sent_unit(conn, command["id"])
+        record_result_unit(
             conn, command["id"], State.FAILED, json.dumps({"error": reason}, sort_keys=True)
         )
 

@@ -289,7 +289,7 @@ def _apply_commands(
             except EasError:
                 result.responses.append(_refused_command(command, "6"))
                 continue
-            outcome = sync._apply(
+            outcome = sync.apply_unit(
                 conn,
                 [ClientChange("Add", f"client:{client_id}", text, eas_pim.CONTENT_TYPES[kind])],
             )[0]
@@ -322,11 +322,13 @@ def _apply_commands(
             except EasError:
                 result.responses.append(_refused_command(command, "6"))
                 continue
-            outcome = sync._apply(
+            outcome = sync.apply_unit(
                 conn, [ClientChange("Replace", server_id or "", text, eas_pim.CONTENT_TYPES[kind])]
             )[0]
         else:
-            outcome = sync._apply(conn, [ClientChange("Delete", server_id or "", None, None)])[0]
+            outcome = sync.apply_unit(conn, [ClientChange("Delete", server_id or "", None, None)])[
+                0
+            ]
         status = _OUTCOME_STATUS.get(outcome.status, "1")
         if status != "1":  # Change and Delete are answered only when they fail
             result.responses.append(_refused_command(command, status))

@@ -56,11 +56,11 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from . import commands as command_model
 from .audit import audit_event
-from .devices import may_connect
+from .devices import LicenceLimit, check_room, may_connect
 from .errors import DomainError, Invalid, NotFound
 from .ids import new_id
 from .installation_codes import InstallationCodeRefused, Purpose, normalise_code
-from .installation_codes import _redeem as redeem_code_unit
+from .installation_codes import redeem_unit as redeem_code_unit
 from .organisations import visible_organisation
 from .pki import CertificateAuthority
 from .principals import AccountKind, Principal, Right, require_right
@@ -359,19 +359,6 @@ class Answer:
     status: int = 200
 
 
-def _check_room(conn: sqlite3.Connection, organisation: Row, owner_id: str | None) -> None:
-    licences = organisation["licences"]
-    if licences and inventory.active_devices(conn, organisation["id"]) >= licences:
-        raise Refused("all device licences of the organisation are in use")
-    per_user = organisation["devices_per_user"]
-    if (
-        owner_id is not None
-        and per_user is not None
-        and inventory.active_devices(conn, organisation["id"], owner_id=owner_id) >= per_user
-    ):
-        raise Refused("the owner has all the devices allowed per user")
-
-
 def _authenticate(conn: sqlite3.Connection, deployment: Deployment, request: CheckInRequest) -> Row:
     check_in = request.check_in
     key = check_in.channel.key
@@ -417,7 +404,10 @@ def _authenticate(conn: sqlite3.Connection, deployment: Deployment, request: Che
         inventory.update_device(conn, device["id"], reported | {"updated_at": at})
         device_id = device["id"]
     else:
-        _check_room(conn, organisation, identity["owner_id"])
+        try:
+            check_room(conn, organisation["id"], identity["owner_id"], new_licence=True)
+        except LicenceLimit as exc:
+            raise Refused(str(exc)) from None
         device_id = new_id()
         inventory.insert_device(
             conn,
@@ -699,11 +689,11 @@ def _record(
     found: protocol.Inventory | None,
 ) -> None:
     """The command's result and what it tells of the device, in one unit."""
-    row = command_model._command(conn, command_id)
+    row = command_model.command_row(conn, command_id)
     if row["device_id"] != device_id:
         raise Refused("CommandUUID is not a command of this device")
     target = command_model.State.ACKNOWLEDGED if ok else command_model.State.FAILED
-    command_model._record_result(conn, command_id, target, json.dumps(result, sort_keys=True))
+    command_model.record_result_unit(conn, command_id, target, json.dumps(result, sort_keys=True))
     at = now()
     changes: dict[str, Any] = {"last_seen_at": at, "updated_at": at}
     if found is not None and (found.sections or found.columns):
@@ -719,7 +709,7 @@ def _record_inventory(
     conn: sqlite3.Connection, device_id: str, command_id: str, found: protocol.Inventory
 ) -> None:
     """A part of a command (an inventory query) answered: the inventory, not the state."""
-    row = command_model._command(conn, command_id)
+    row = command_model.command_row(conn, command_id)
     if row["device_id"] != device_id:
         raise Refused("CommandUUID is not a command of this device")
     device = inventory.device_by_id(conn, device_id)

@@ -91,7 +91,7 @@ async def login(
     # The attempt is counted before anything is checked, in one write, per sign-in name
     # whether or not such an account exists: parallel guesses cannot slip past the first
     # failure, and a lock-out says nothing about which accounts exist.
-    wait = await store.write(_claim_attempt, name)
+    wait = await store.write(claim_sign_in_attempt, name)
     if wait is not None:
         raise Throttled("too many failed sign-ins", retry_after=wait)
     account = None
@@ -150,7 +150,7 @@ def sign_in_name(organisation_code: str | None, login_id: str) -> str:
     return f"{organisation_code or ''}/{login_id}"
 
 
-def _claim_attempt(conn: sqlite3.Connection, name: str) -> int | None:
+def claim_sign_in_attempt(conn: sqlite3.Connection, name: str) -> int | None:
     """Count a sign-in attempt as failed until it succeeds; seconds to wait if locked."""
     moment = datetime.now(UTC)
     row = attempts_of(conn, name)

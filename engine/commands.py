@@ -709,7 +709,7 @@ async def cancel_command(
 
 
 def _cancel(conn: sqlite3.Connection, command_id: str, event: dict[str, Any]) -> Row:
-    row = _command(conn, command_id)
+    row = command_row(conn, command_id)
     if row["state"] == State.CANCELLED:
         return row  # cancelling twice is what the first time did
     return _move(conn, row, State.CANCELLED, {}, event)
@@ -754,11 +754,11 @@ async def pending_commands(
 
 async def mark_sent(store: Store, command_id: str) -> dict[str, Any]:
     """The command went to its device; sending it again keeps the first ``sent_at``."""
-    return public(await store.write(_mark_sent, command_id), for_device=True)
+    return public(await store.write(mark_sent_unit, command_id), for_device=True)
 
 
-def _mark_sent(conn: sqlite3.Connection, command_id: str) -> Row:
-    row = _command(conn, command_id)
+def mark_sent_unit(conn: sqlite3.Connection, command_id: str) -> Row:
+    row = command_row(conn, command_id)
     if row["state"] == State.SENT:
         return row
     return _move(conn, row, State.SENT, {}, None)
@@ -776,11 +776,15 @@ async def record_result(
     except (TypeError, ValueError):
         raise Invalid("result must be a JSON object", field="result") from None
     target = State.ACKNOWLEDGED if ok else State.FAILED
-    return public(await store.write(_record_result, command_id, target, stored), for_device=True)
+    return public(
+        await store.write(record_result_unit, command_id, target, stored), for_device=True
+    )
 
 
-def _record_result(conn: sqlite3.Connection, command_id: str, target: State, stored: str) -> Row:
-    row = _command(conn, command_id)
+def record_result_unit(
+    conn: sqlite3.Connection, command_id: str, target: State, stored: str
+) -> Row:
+    row = command_row(conn, command_id)
     if row["state"] == target and row["result"] == stored:
         return row
     values: dict[str, Any] = {"result": stored}
@@ -799,7 +803,7 @@ def _record_result(conn: sqlite3.Connection, command_id: str, target: State, sto
     return _move(conn, row, target, values, event)
 
 
-def _command(conn: sqlite3.Connection, command_id: str) -> Row:
+def command_row(conn: sqlite3.Connection, command_id: str) -> Row:
     row = command_by_id(conn, command_id)
     if row is None:
         raise NotFound("no such command")

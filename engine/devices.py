@@ -170,7 +170,7 @@ def _check_owner(conn: sqlite3.Connection, organisation_id: str, owner_id: str) 
         raise Invalid("owner must be a user account of this organisation", field="owner")
 
 
-def _check_room(
+def check_room(
     conn: sqlite3.Connection,
     organisation_id: str,
     owner_id: str | None,
@@ -281,7 +281,7 @@ def _create(
     org_id = device["organisation_id"]
     if device["owner_id"] is not None:
         _check_owner(conn, org_id, device["owner_id"])
-    _check_room(conn, org_id, device["owner_id"], new_licence=True)
+    check_room(conn, org_id, device["owner_id"], new_licence=True)
     inventory.insert_device(conn, device)
     insert_event(
         conn,
@@ -347,7 +347,7 @@ def _update(
     reactivated = row["state"] == "inactive" and state != "inactive"
     new_owner = owner is not None and owner != row["owner_id"]
     if state != "inactive" and (reactivated or new_owner):
-        _check_room(conn, org_id, owner, new_licence=reactivated)
+        check_room(conn, org_id, owner, new_licence=reactivated)
     values["updated_at"] = now()
     inventory.update_device(conn, device_id, values)
     insert_event(

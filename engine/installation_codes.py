@@ -410,10 +410,10 @@ async def redeem_installation_code(
     text = normalise_code(code_text)
     if text is None:
         raise InstallationCodeRefused("unknown installation code", "unknown")
-    return await store.write(_redeem, text, now(), source)
+    return await store.write(redeem_unit, text, now(), source)
 
 
-def _redeem(conn: sqlite3.Connection, text: str, at: str, source: str | None) -> Grant:
+def redeem_unit(conn: sqlite3.Connection, text: str, at: str, source: str | None) -> Grant:
     row = code_by_text(conn, text)
     if row is None or row["revoked_at"] is not None:
         raise InstallationCodeRefused("unknown installation code", "unknown")

@@ -41,8 +41,8 @@ from typing import Any
 import trio
 
 from .audit import audit_event
-from .auth import _claim_attempt, sign_in_name
-from .commands import State, _mark_sent, _record_result, public
+from .auth import claim_sign_in_attempt, sign_in_name
+from .commands import State, mark_sent_unit, public, record_result_unit
 from .devices import may_connect
 from .errors import Invalid, NotFound
 from .ids import new_id
@@ -158,7 +158,7 @@ class OmadmBackend:
         if credentials.kind != dm.AUTH_BASIC or credentials.username not in _usernames(device):
             code = dm.MISSING_CREDENTIALS if credentials.kind is None else dm.INVALID_CREDENTIALS
             return await self._refuse(device, code)
-        wait = await self.store.write(_claim_attempt, name)
+        wait = await self.store.write(claim_sign_in_attempt, name)
         password = dm.basic_password(credentials.data or "")
         ok = wait is None and await trio.to_thread.run_sync(
             verify_password, password or "", device["owner_password_hash"]
@@ -436,7 +436,7 @@ def _check_digest(
     )
     if not ok:
         if not locked:
-            _claim_attempt(conn, name)  # counted as a failure
+            claim_sign_in_attempt(conn, name)  # counted as a failure
         return _DigestOutcome(dm.INVALID_CREDENTIALS, device, (kind, nonce))
     if attempts is not None:
         clear_attempts(conn, name)
@@ -559,7 +559,7 @@ def _exchange(conn: sqlite3.Connection, peer: Peer, changes: _Changes) -> _Work:
     profile = profile_of(peer.platform)
     states = [State.QUEUED.value, *([State.SENT.value] if again else [])]
     for row in commands_of_device(conn, peer.device_id, states):
-        _mark_sent(conn, row["id"])
+        mark_sent_unit(conn, row["id"])
         if row["kind"] == "request_inventory" or row["kind"] in profile.commands:
             work.commands.append(public(row, for_device=True))
         else:
@@ -574,7 +574,7 @@ def _answer_command(
     """The device's answer to a command (a command cancelled meanwhile keeps its state)."""
     target = State.ACKNOWLEDGED if ok else State.FAILED
     with contextlib.suppress(Invalid, NotFound):
-        _record_result(conn, command_id, target, json.dumps(result, sort_keys=True))
+        record_result_unit(conn, command_id, target, json.dumps(result, sort_keys=True))
 
 
 def _take_settings(

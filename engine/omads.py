@@ -30,7 +30,7 @@ from typing import Any
 
 import trio
 
-from .auth import _claim_attempt, sign_in_name
+from .auth import claim_sign_in_attempt, sign_in_name
 from .devices import may_connect
 from .passwords import verify_password
 from .pim import DEFAULT_POLICY, FEATURES, CollectionSync, collection_unit
@@ -124,7 +124,7 @@ class OmadsBackend:
             await trio.to_thread.run_sync(verify_password, credentials.data or "", None)
             return ds.Authentication(ds.INVALID_CREDENTIALS, challenge=(ds.AUTH_BASIC, None))
         name = sign_in_name(device["organisation_code"], device["owner_login"])
-        wait = await self.store.write(_claim_attempt, name)
+        wait = await self.store.write(claim_sign_in_attempt, name)
         if wait is not None:
             return ds.Authentication(ds.INVALID_CREDENTIALS, challenge=(ds.AUTH_BASIC, None))
         if credentials.kind == ds.AUTH_BASIC:

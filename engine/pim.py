@@ -231,9 +231,11 @@ class CollectionSync:
     # ------------------------------------------------------------------ the device's changes
 
     async def apply(self, changes: list[ClientChange]) -> list[ChangeOutcome]:
-        return await self.store.write(self._apply, changes)
+        return await self.store.write(self.apply_unit, changes)
 
-    def _apply(self, conn: sqlite3.Connection, changes: list[ClientChange]) -> list[ChangeOutcome]:
+    def apply_unit(
+        self, conn: sqlite3.Connection, changes: list[ClientChange]
+    ) -> list[ChangeOutcome]:
         self._forget_outdated_map(conn)
         outcomes: list[ChangeOutcome] = []
         for change in changes:

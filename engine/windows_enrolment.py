@@ -45,8 +45,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from .audit import audit_event
-from .auth import _claim_attempt, sign_in_name
-from .devices import _check_room, may_connect
+from .auth import claim_sign_in_attempt, sign_in_name
+from .devices import check_room, may_connect
 from .errors import AlreadyExists, NotFound
 from .ids import new_id
 from .organisations import changeable_organisation
@@ -242,7 +242,7 @@ class WindowsEnrolment:
             raise refused
         code, login = split
         name = sign_in_name(code, login)
-        wait = await self.store.write(_claim_attempt, name)
+        wait = await self.store.write(claim_sign_in_attempt, name)
         if wait is not None:
             raise wire.Fault(
                 wire.Subcode.AUTHENTICATION, f"too many failed sign-ins; retry in {wait} s"
@@ -622,7 +622,7 @@ def _enrol(
     if facts["imei"]:
         values["imei"] = facts["imei"]
     if plan.how == "new":
-        _check_room(conn, org_id, account_id, new_licence=True)
+        check_room(conn, org_id, account_id, new_licence=True)
         inventory.insert_device(
             conn,
             {

@@ -38,12 +38,12 @@ import outcome
 
 from .audit import audit_event
 from .auth import authenticate, login, logout
-from .commands import RefusedTransition, State, _mark_sent, _record_result
+from .commands import RefusedTransition, State, mark_sent_unit, record_result_unit
 from .commands import public as public_command
-from .devices import _check_room
+from .devices import check_room
 from .errors import NotFound, Throttled, Unauthenticated
 from .ids import new_id
-from .installation_codes import InstallationCodeRefused, Purpose, _redeem, normalise_code
+from .installation_codes import InstallationCodeRefused, Purpose, normalise_code, redeem_unit
 from .organisations import visible_organisation
 from .principals import AccountKind, Principal, owner_scope
 from .protocols import wsdm as protocol
@@ -280,7 +280,7 @@ def _enrol(
     domain: str | None,
     deployment: Deployment,
 ) -> Enrolled:
-    grant = _redeem(conn, text, at, source)
+    grant = redeem_unit(conn, text, at, source)
     if grant.purpose in (Purpose.ENROL_DEVICE, Purpose.BIND_DEVICE):
         assert grant.device_id is not None
         device = inventory.device_by_id(conn, grant.device_id)
@@ -352,7 +352,7 @@ def _new_owned_device(
     conn: sqlite3.Connection, organisation_id: str, account_id: str, facts: DeviceFacts, at: str
 ) -> str:
     """A new enrolled device of this owner, within the organisation's licences."""
-    _check_room(conn, organisation_id, account_id, new_licence=True)
+    check_room(conn, organisation_id, account_id, new_licence=True)
     device_id = new_id()
     inventory.insert_device(
         conn,
@@ -554,7 +554,7 @@ def _hand_out_commands(conn: sqlite3.Connection, device_id: str) -> list[dict[st
     handed = []
     for row in commands_of_device(conn, device_id, [State.QUEUED.value, State.SENT.value]):
         if row["state"] == State.QUEUED:
-            row = _mark_sent(conn, row["id"])
+            row = mark_sent_unit(conn, row["id"])
         handed.append(protocol.wsdm_command(public_command(row, for_device=True)))
     return handed
 
@@ -580,7 +580,7 @@ def _apply_results(
             target = State.ACKNOWLEDGED if result.ok else State.FAILED
             stored = json.dumps(result.detail, sort_keys=True)
             try:
-                _record_result(conn, command["id"], target, stored)
+                record_result_unit(conn, command["id"], target, stored)
                 outcome = "recorded"
             except RefusedTransition:
                 outcome = "conflict"
