@@ -169,6 +169,11 @@ class ApnsTestServer:
     refused: list[tuple[str, int, str]] = field(default_factory=list)
     permanent: dict[str, tuple[int, str]] = field(default_factory=dict)
     transient: list[tuple[int, str]] = field(default_factory=list)
+    #: Streams a connection may have open at once (``SETTINGS_MAX_CONCURRENT_STREAMS``).
+    max_streams: int = 1000
+    #: Answer this many requests on a connection, then ``GOAWAY`` and close it (APNs closes
+    #: connections too); the requests already sent past it go unanswered.
+    goaway_after: int | None = None
     pushed: trio.Event = field(default_factory=trio.Event)
 
     async def run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
@@ -225,10 +230,11 @@ class ApnsTestServer:
         )
         connection.local_settings = h2.settings.Settings(
             client=False,
-            initial_values={h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 1000},
+            initial_values={h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: self.max_streams},
         )
         connection.initiate_connection()
         requests: dict[int, tuple[dict[bytes, bytes], bytearray]] = {}
+        answered = 0
         while True:
             await stream.send_all(connection.data_to_send())
             data = await stream.receive_some(65536)
@@ -245,13 +251,24 @@ class ApnsTestServer:
                         requests[event.stream_id][1].extend(event.data)
                 elif isinstance(event, h2.events.StreamEnded):
                     headers, body = requests.pop(event.stream_id, ({}, bytearray()))
-                    self._answer(
-                        connection,
-                        event.stream_id,
-                        headers,
+                    request = Request(
+                        headers.get(b":method", b"").decode(),
+                        headers.get(b":path", b"").decode(),
+                        {
+                            k.decode().lower(): v.decode()
+                            for k, v in headers.items()
+                            if k[:1] != b":"
+                        },
                         bytes(body),
-                        {"certificate_uid": certificate_uid, "client": client},
+                        certificate_uid,
+                        client,
                     )
+                    self._answer(connection, event.stream_id, request)
+                    answered += 1
+                    if answered == self.goaway_after:
+                        connection.close_connection(last_stream_id=event.stream_id)
+                        await stream.send_all(connection.data_to_send())
+                        return
                 elif isinstance(event, h2.events.StreamReset):
                     requests.pop(event.stream_id, None)
                 elif isinstance(event, h2.events.ConnectionTerminated):
@@ -259,21 +276,8 @@ class ApnsTestServer:
                     return
 
     def _answer(
-        self,
-        connection: h2.connection.H2Connection,
-        stream_id: int,
-        headers: dict[bytes, bytes],
-        body: bytes,
-        peer: dict[str, object],
+        self, connection: h2.connection.H2Connection, stream_id: int, request: Request
     ) -> None:
-        request = Request(
-            headers.get(b":method", b"").decode(),
-            headers.get(b":path", b"").decode(),
-            {k.decode().lower(): v.decode() for k, v in headers.items() if k[:1] != b":"},
-            body,
-            peer["certificate_uid"],  # type: ignore[arg-type]
-            peer["client"],  # type: ignore[arg-type]
-        )
         status, reason, received = self.check(request)
         reply = [(b":status", str(status).encode()), (b"apns-id", str(uuid.uuid4()).encode())]
         if reason == "stats":  # not APNs: what a bench asks after its run
