@@ -156,7 +156,8 @@ class ApnsConnection:
     async def post(self, path: str, headers: list[tuple[bytes, bytes]], body: bytes) -> _Answer:
         """Send one request; its answer once the stream ended (or :class:`ConnectionLost`)."""
         h2c = self._h2
-        while h2c.open_outbound_streams >= h2c.remote_settings.max_concurrent_streams:
+        # Streams in flight are the answers awaited (h2's own count walks every stream).
+        while len(self._answers) >= h2c.remote_settings.max_concurrent_streams:
             await self._wait_changed()
         stream_id = h2c.get_next_available_stream_id()
         answer = self._answers[stream_id] = _Answer()
