@@ -39,7 +39,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import trio
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -67,6 +66,7 @@ from .device_list import (
     running_service,
 )
 from .healthz import init_service
+from .http1 import KeepAliveClient
 
 TARGET_PER_SECOND = 1000.0
 
@@ -182,7 +182,7 @@ async def _round_trips(
     latencies: list[float] = []
 
     async def worker() -> None:
-        async with httpx.AsyncClient(base_url=base_url, timeout=60) as client:
+        async with KeepAliveClient(base_url, timeout=60) as client:
             while waiting:
                 device = waiting.pop()
                 started = time.perf_counter()

@@ -26,7 +26,7 @@ import ssl
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
@@ -36,6 +36,20 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from engine.protocols import cms
 from engine.protocols.apple_mdm import CHECK_IN_CONTENT_TYPE, SERVER_CONTENT_TYPE
+
+
+class Answer(Protocol):
+    status_code: int
+    content: bytes
+
+    def raise_for_status(self) -> Any: ...
+
+
+class Client(Protocol):
+    """What a device sends its messages with: an ``httpx.AsyncClient`` or, in a bench, the
+    leaner :class:`bench.http1.KeepAliveClient`."""
+
+    async def put(self, url: str, *, content: bytes, headers: dict[str, str]) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -108,8 +122,8 @@ class SimulatedDevice:
         return {"Mdm-Signature": base64.b64encode(signature).decode()}
 
     async def put(
-        self, client: httpx.AsyncClient, url: str, message: dict[str, Any], content_type: str
-    ) -> httpx.Response:
+        self, client: Client, url: str, message: dict[str, Any], content_type: str
+    ) -> Any:
         body = plistlib.dumps(message)
         headers = {"Content-Type": content_type}
         if self.sign_messages:
@@ -176,7 +190,7 @@ class SimulatedDevice:
             client, {"MessageType": "CheckOut", "Topic": self.enrolment.topic}
         )
 
-    async def report(self, client: httpx.AsyncClient, message: dict[str, Any]) -> dict | None:
+    async def report(self, client: Client, message: dict[str, Any]) -> dict | None:
         """One report to the server URL; the command it answers with, or None."""
         response = await self.put(
             client, self.enrolment.server_url, {"UDID": self.udid, **message}, SERVER_CONTENT_TYPE
@@ -233,7 +247,7 @@ class SimulatedDevice:
             }
         return result
 
-    async def poll(self, client: httpx.AsyncClient) -> list[str]:
+    async def poll(self, client: Client) -> list[str]:
         """What a device does when pushed: Idle, then answer commands until none is left.
 
         Returns the RequestTypes received in this session.

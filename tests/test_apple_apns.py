@@ -66,6 +66,59 @@ async def test_many_pushes_share_one_http2_connection(tmp_path: Path) -> None:
     assert {p.push_magic for p in server.pushes} == {f"magic-{n}" for n in range(300)}
 
 
+async def deliver_all(
+    server: ApnsTestServer, pki: ApplePki, count: int, **notifier: float
+) -> list[object]:
+    """Wake ``count`` devices through a notifier to ``server``; the targets reported sent."""
+    identity = identity_of(pki)
+    pushes = {
+        f"device-{n}": Push(secrets.token_hex(32), f"magic-{n}", pki.topic, identity, n)
+        for n in range(count)
+    }
+    sent: list[object] = []
+    answered = trio.Event()
+
+    async def lookup(device_ids: Sequence[str]) -> list[Push]:
+        return [pushes[d] for d in device_ids]
+
+    async def on_refused(push: Push, reason: str) -> None:
+        raise AssertionError(f"refused: {reason}")
+
+    async def on_sent(done: list[Push]) -> None:
+        sent.extend(p.target for p in done)
+        if len(sent) >= count:
+            answered.set()
+
+    async with trio.open_nursery() as nursery:
+        url = await nursery.start(server.run)
+        apns = ApnsNotifier(url, lookup, on_refused, on_sent, ca_file=str(pki.ca_file), **notifier)
+        await nursery.start(apns.run)
+        apns.wake(pushes)
+        with trio.fail_after(10):
+            await answered.wait()
+        nursery.cancel_scope.cancel()
+    return sent
+
+
+async def test_a_goaway_sends_the_pushes_it_left_unanswered_on_a_new_connection(
+    tmp_path: Path,
+) -> None:
+    pki = ApplePki.create(tmp_path)
+    server = ApnsTestServer(pki.server_file, pki.server_key_file, pki.ca_file, goaway_after=40)
+    sent = await deliver_all(server, pki, 200, backoff=0.01)
+    assert sorted(sent) == list(range(200))  # type: ignore[type-var]
+    assert len({p.client for p in server.pushes}) >= 5  # 40 answered per connection
+    assert {p.push_magic for p in server.pushes} == {f"magic-{n}" for n in range(200)}
+
+
+async def test_pushes_keep_within_the_servers_stream_limit(tmp_path: Path) -> None:
+    pki = ApplePki.create(tmp_path)
+    server = ApnsTestServer(pki.server_file, pki.server_key_file, pki.ca_file, max_streams=3)
+    sent = await deliver_all(server, pki, 100)  # more than 3 at once would be a protocol error
+    assert sorted(sent) == list(range(100))  # type: ignore[type-var]
+    assert len({p.client for p in server.pushes}) == 1
+
+
 async def test_a_push_certificate_the_server_does_not_trust_is_refused(tmp_path: Path) -> None:
     pki = ApplePki.create(tmp_path / "a")
     stranger = ApplePki.create(tmp_path / "b")  # another "Apple": the TLS handshake fails

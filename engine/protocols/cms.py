@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -167,7 +168,12 @@ def _expect(element: _Element, tag: int, what: str) -> _Element:
 
 
 def _oid(element: _Element) -> str:
-    value = _expect(element, _OID, "object identifier").value
+    return _oid_text(_expect(element, _OID, "object identifier").value)
+
+
+@functools.lru_cache(maxsize=256)
+def _oid_text(value: bytes) -> str:
+    """Dotted form of an OID's content octets; a message carries the same dozen each time."""
     if not value or value[-1] & 0x80:
         raise SignatureError("malformed object identifier")
     parts: list[int] = []
@@ -210,14 +216,12 @@ def _verify(der: bytes, body: bytes | None) -> tuple[bytes, x509.Certificate]:
         body = _expect(inner, _OCTET_STRING, "eContent").value
     elif len(encapsulated) != 1:
         raise SignatureError("the signature is not detached")
-    certificates: list[x509.Certificate] = []
+    certificates: list[_Certificate] = []
     signer_infos: _Element | None = None
     for part in parts[3:]:
         if part.tag == _CONTEXT_0:
             certificates = [
-                x509.load_der_x509_certificate(item.raw)
-                for item in _children(part)
-                if item.tag == _SEQUENCE
+                _certificate(item.raw) for item in _children(part) if item.tag == _SEQUENCE
             ]
         elif part.tag == _SET:
             signer_infos = part
@@ -229,8 +233,30 @@ def _verify(der: bytes, body: bytes | None) -> tuple[bytes, x509.Certificate]:
     return body, _check_signer(signers[0], certificates, body)
 
 
+@dataclass(frozen=True, slots=True)
+class _Certificate:
+    """A certificate with what matching a signer and checking its signature read of it."""
+
+    certificate: x509.Certificate
+    key: object  # the public key
+    issuer: bytes  # DER of the issuer name
+    serial_number: int
+
+
+@functools.lru_cache(maxsize=8192)
+def _certificate(der: bytes) -> _Certificate:
+    """Parsed once per certificate: a device sends the same one with every message."""
+    certificate = x509.load_der_x509_certificate(der)
+    return _Certificate(
+        certificate,
+        certificate.public_key(),
+        certificate.issuer.public_bytes(),
+        certificate.serial_number,
+    )
+
+
 def _check_signer(
-    signer: _Element, certificates: list[x509.Certificate], body: bytes
+    signer: _Element, certificates: list[_Certificate], body: bytes
 ) -> x509.Certificate:
     fields = _children(_expect(signer, _SEQUENCE, "SignerInfo"))
     if len(fields) < 5:
@@ -255,23 +281,23 @@ def _check_signer(
         _check_attributes(signed_attributes, algorithm, body)
         # RFC 5652 5.4: the signature covers the attributes' DER with the SET tag, not [0].
         signed = bytes([_SET]) + signed_attributes.raw[1:]
-    _check_signature(certificate, signature, signed, algorithm)
-    return certificate
+    _check_signature(certificate.key, signature, signed, algorithm)
+    return certificate.certificate
 
 
-def _signer_certificate(sid: _Element, certificates: list[x509.Certificate]) -> x509.Certificate:
+def _signer_certificate(sid: _Element, certificates: list[_Certificate]) -> _Certificate:
     if sid.tag == _SEQUENCE:  # IssuerAndSerialNumber
         issuer, serial = _children(sid)
         number = int.from_bytes(_expect(serial, _INTEGER, "serialNumber").value, "big", signed=True)
         for certificate in certificates:
-            if certificate.serial_number == number and certificate.issuer.public_bytes() == (
-                issuer.raw
-            ):
+            if certificate.serial_number == number and certificate.issuer == issuer.raw:
                 return certificate
     elif sid.tag == 0x80:  # [0] SubjectKeyIdentifier
         for certificate in certificates:
             try:
-                ski = certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+                ski = certificate.certificate.extensions.get_extension_for_class(
+                    x509.SubjectKeyIdentifier
+                )
             except x509.ExtensionNotFound:
                 continue
             if ski.value.digest == sid.value:
@@ -298,12 +324,8 @@ def _check_attributes(attributes: _Element, algorithm: hashes.HashAlgorithm, bod
 
 
 def _check_signature(
-    certificate: x509.Certificate,
-    signature: bytes,
-    signed: bytes,
-    algorithm: hashes.HashAlgorithm,
+    key: object, signature: bytes, signed: bytes, algorithm: hashes.HashAlgorithm
 ) -> None:
-    key = certificate.public_key()
     try:
         if isinstance(key, rsa.RSAPublicKey):
             key.verify(signature, signed, padding.PKCS1v15(), algorithm)
