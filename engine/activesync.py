@@ -46,6 +46,7 @@ from .activesync_items import (
     folder_sync_unit,
     folders_for,
     ping_unit,
+    repeatable,
     save_sent_unit,
     sync_unit,
     sync_watch_unit,
@@ -490,7 +491,8 @@ class EasSessionLogic:
         self.last_sync: Element | None = None
         #: Per folder, the SyncKey of the last Sync and its answer: a device that lost the
         #: answer sends the same key again and gets the same answer (the items it lacks as
-        #: Add, its own Adds with the ServerIds already given). Dropped when it pings.
+        #: Add, its own Adds with the ServerIds already given). Dropped when it pings; the
+        #: store then answers the same key again (the Adds by their remembered ClientIds).
         self.last_answers: dict[str, tuple[str, Element]] = {}
 
     async def close(self) -> None:
@@ -498,11 +500,10 @@ class EasSessionLogic:
         self.backend.board.release_key(self.key)
 
     async def handle(self, call: EasCall) -> EasReply | Parked:
-        board = self.backend.board
-        board.release_key(self.key)  # a new request of the device ends its parked Ping
         caller = await self._authenticate(call)
         if isinstance(caller, EasReply):
-            return caller
+            return caller  # nobody but the device itself may end its parked Ping
+        self.backend.board.release_key(self.key)  # a new request of the device ends it
         query = call.query
         refusal = self._policy_refusal(query, caller)
         if refusal is not None:
@@ -718,6 +719,15 @@ class EasSessionLogic:
             assert collections is not None
         default_window = integer(child_text(root, "WindowSize"), "WindowSize", 1, 512) or 100
         requested = [c for c in collections.elements() if c.tag == "Collection"]
+        if root.find("Partial") is not None and self.last_sync is not None:
+            # A partial Sync names what changed; the rest of the last request still holds.
+            named = {child_text(c, "CollectionId") for c in requested}
+            cached = self.last_sync.find("Collections")
+            requested += [
+                c
+                for c in (cached.elements() if cached is not None else [])
+                if child_text(c, "CollectionId") not in named
+            ]
         wait = self._sync_wait(root, caller.settings)
         if isinstance(wait, EasReply):
             return wait
@@ -729,7 +739,7 @@ class EasSessionLogic:
             await self._sync_collection(caller, collection, default_window)
             for collection in requested
         ]
-        self.last_sync = without_wait(root)
+        self.last_sync = repeatable(root, requested, answers)
         return wbxml_reply(el(AIRSYNC, "Sync", el(AIRSYNC, "Collections", *answers)))
 
     @staticmethod

@@ -7,7 +7,9 @@ service's changes after the change number the device has seen go out, a window a
 An item's ServerId is the device's id of it in the PIM store's id map (``pim_id_map``); the
 device's SyncKey and change number per folder are in ``eas_folder_states``, and
 ``pim_sync_states`` is kept for the device page. A SyncKey equal to the one before the
-current one serves the last response again (its answer was lost).
+current one serves the last response again (its answer was lost); the ClientIds of that
+Sync's Adds stay in the id map beside their ServerIds (``client:<SyncKey>:<ClientId>``) until
+the next key is used, so a resent Add maps to the item it made, whatever the session forgot.
 """
 
 from __future__ import annotations
@@ -173,6 +175,8 @@ def sync_unit(conn: sqlite3.Connection, work: SyncWork) -> SyncResult:
     key = int(work.key)
     if key == state["sync_key"]:
         seen = state["seen_version"]
+        if state["collection_id"] is not None:
+            db.forget_client_mappings(conn, device_id, state["collection_id"], key)
     elif key == state["previous_key"]:
         seen = state["previous_version"]  # the last response was lost: serve it again
     else:
@@ -289,13 +293,19 @@ def _apply_commands(
             except EasError:
                 result.responses.append(_refused_command(command, "6"))
                 continue
-            outcome = sync.apply_unit(
-                conn,
-                [ClientChange("Add", f"client:{client_id}", text, eas_pim.CONTENT_TYPES[kind])],
-            )[0]
-            assert outcome.server_id is not None
-            item_id = int(outcome.server_id)
-            pim_db.put_mapping(conn, device_id, collection_id, str(item_id), item_id)
+            luid = db.client_luid(int(work.key), client_id)
+            known = pim_db.mapped_item(conn, device_id, collection_id, luid)
+            if known is not None and _live(pim_db.item_in(conn, collection_id, known)):
+                item_id = known  # resent under the same SyncKey: the item it already made
+            else:
+                outcome = sync.apply_unit(
+                    conn, [ClientChange("Add", luid, text, eas_pim.CONTENT_TYPES[kind])]
+                )[0]
+                assert outcome.server_id is not None
+                item_id = int(outcome.server_id)
+                pim_db.put_mapping(conn, device_id, collection_id, str(item_id), item_id)
+                db.put_client_mapping(conn, device_id, collection_id, luid, item_id)
+                changed = True
             result.responses.append(
                 el(
                     AIRSYNC,
@@ -305,9 +315,8 @@ def _apply_commands(
                     el(AIRSYNC, "Status", "1"),
                 )
             )
-            changed = True
             continue
-        item_id = pim_db.mapped_item(conn, device_id, collection_id, server_id or "")
+        item_id = _server_item(conn, device_id, collection_id, server_id or "")
         if item_id is None:
             result.responses.append(_refused_command(command, "8"))
             continue
@@ -338,12 +347,25 @@ def _apply_commands(
         result.changed_collection = collection_id
 
 
+def _live(item: dict[str, Any] | None) -> bool:
+    return item is not None and not item["deleted"]
+
+
+def _server_item(
+    conn: sqlite3.Connection, device_id: str, collection_id: str, server_id: str
+) -> int | None:
+    """The item a ServerId names; a remembered ClientId is no ServerId."""
+    if server_id.startswith(db.CLIENT_PREFIX):
+        return None
+    return pim_db.mapped_item(conn, device_id, collection_id, server_id)
+
+
 def _mapped_live_item(
     conn: sqlite3.Connection, device_id: str, collection_id: str, server_id: str
 ) -> dict[str, Any] | None:
-    item_id = pim_db.mapped_item(conn, device_id, collection_id, server_id)
+    item_id = _server_item(conn, device_id, collection_id, server_id)
     item = pim_db.item_in(conn, collection_id, item_id) if item_id is not None else None
-    return item if item is not None and not item["deleted"] else None
+    return item if _live(item) else None
 
 
 def _outgoing(
@@ -365,7 +387,7 @@ def _outgoing(
         rows = db.changes_page(conn, collection_id, last, device_id, reset_version, 500)
         if not rows:
             return last
-        luids = pim_db.luids_of_items(conn, device_id, collection_id, [r["id"] for r in rows])
+        luids = db.server_ids_of_items(conn, device_id, collection_id, [r["id"] for r in rows])
         for row in rows:
             if emitted >= work.window:
                 result.more = True
@@ -447,6 +469,36 @@ def save_sent_unit(conn: sqlite3.Connection, caller: Caller, text: str) -> str:
         },
     )
     return str(collection["id"])
+
+
+def repeatable(root: Element, requested: list[Element], answers: list[Element]) -> Element:
+    """The Sync request an empty (or partial) Sync repeats: this one with the collections it
+    ran (its own and those taken from the last request), without its wait and Commands, each
+    collection under the SyncKey just answered (MS-ASCMD 2.2.2.21: the device means "the
+    last Sync again, with the current keys"). A collection that failed keeps the key it was
+    sent with, so repeating it fails the same way."""
+    new_keys = {
+        child_text(answer, "CollectionId"): child_text(answer, "SyncKey")
+        for answer in answers
+        if child_text(answer, "Status") == "1"
+    }
+    collections: list[Element | str | bytes] = []
+    for collection in requested:
+        new_key = new_keys.get(child_text(collection, "CollectionId"))
+        children: list[Element | str | bytes] = []
+        for child in collection.children:
+            if type(child) is Element and child.tag == "Commands":
+                continue
+            if type(child) is Element and child.tag == "SyncKey" and new_key is not None:
+                child = Element("SyncKey", child.ns, [new_key])
+            children.append(child)
+        collections.append(Element(collection.tag, collection.ns, children))
+    kept = [
+        c
+        for c in without_wait(root).children
+        if not (type(c) is Element and c.tag in ("Collections", "Partial"))
+    ]
+    return Element(root.tag, root.ns, [Element("Collections", AIRSYNC, collections), *kept])
 
 
 def without_wait(root: Element) -> Element:

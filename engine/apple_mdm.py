@@ -48,6 +48,7 @@ from urllib.parse import urlsplit
 
 import trio
 from cryptography import x509
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -359,6 +360,36 @@ class Answer:
     status: int = 200
 
 
+def _check_takeover(
+    conn: sqlite3.Connection, existing: Row, identity: Row, fingerprint: str, organisation_id: str
+) -> None:
+    """Refuse an Authenticate that would take a device channel from its current enrolment.
+
+    A device enrolling again keeps its UDID, so a new identity may replace the old one; but
+    only where that cannot be a hijack: the old enrolment checked out, or its device was
+    removed or erased since, or, within the same organisation, the new identity was issued
+    for that very device or to that device's owner. Otherwise anyone holding a fresh profile
+    could claim another device's channel, and its commands.
+    """
+    if existing["identity"] == fingerprint or existing["state"] == units.CHECKED_OUT:
+        return
+    device = inventory.device_by_id(conn, existing["device_id"])
+    if device is None or device["state"] == inventory.REMOVED:
+        return
+    if existing["organisation_id"] != organisation_id:
+        raise Refused("the device is enrolled in another organisation")
+    if identity["device_id"] == device["id"] or (
+        identity["owner_id"] is not None and identity["owner_id"] == device["owner_id"]
+    ):
+        return
+    erased = commands_of_device(
+        conn, device["id"], [command_model.State.SENT, command_model.State.ACKNOWLEDGED]
+    )
+    if any(c["kind"] == "wipe" and c["updated_at"] >= existing["updated_at"] for c in erased):
+        return
+    raise Refused("the device is enrolled with another identity; check it out first")
+
+
 def _authenticate(conn: sqlite3.Connection, deployment: Deployment, request: CheckInRequest) -> Row:
     check_in = request.check_in
     key = check_in.channel.key
@@ -379,6 +410,8 @@ def _authenticate(conn: sqlite3.Connection, deployment: Deployment, request: Che
     values = check_in.values
     at = now()
     existing = units.enrolment_by_id(conn, key)
+    if existing is not None:
+        _check_takeover(conn, existing, identity, request.identity, organisation["id"])
     device = None
     if existing is not None and existing["organisation_id"] == organisation["id"]:
         device = inventory.device_by_id(conn, existing["device_id"])
@@ -518,7 +551,7 @@ def _token_update(conn: sqlite3.Connection, sealer: Sealer, request: CheckInRequ
             )
         else:
             units.update_enrolment(conn, channel.key, user_values)
-        return False
+        return None  # a user channel's TokenUpdate never enrols the device
     first = enrolment["state"] == units.AUTHENTICATED
     units.update_enrolment(
         conn,
@@ -755,6 +788,8 @@ class AppleSession:
         raise TypeError(f"unexpected message {message!r}")
 
     async def close(self) -> None:
+        """A session the device left before its end with NotNow commands waiting (its end
+        asks for the retry push itself, see :meth:`_report`): push it later."""
         if self.not_now and self.device_id is not None:
             self.mdm.push([self.device_id], NOT_NOW_RETRY)
 
@@ -787,8 +822,10 @@ class AppleSession:
                 await command_model.mark_sent(store, row["id"])
             return Answer(protocol.build_command(command_uuid, apple.request_type, apple.values))
         if self.not_now:
-            # The session ends with commands the device could not do yet: try again later.
+            # The session ends with commands the device could not do yet: try again later,
+            # once (the empty answer ends the session; the next one starts with Idle).
             self.mdm.push([self.device_id], NOT_NOW_RETRY)
+            self.not_now.clear()
         return Answer()
 
     async def _translate(
@@ -806,16 +843,31 @@ class AppleSession:
             return None
         command = command_model.public(row, for_device=True)
         try:
+            unlock_token = None
+            if row["kind"] == command_model.CommandKind.UNLOCK:  # the only command needing it
+                try:
+                    unlock_token = self.mdm.sealer.open(channel.enrolment["unlock_token"])
+                except (InvalidTag, ValueError):  # damaged, or sealed with another CA's key
+                    raise protocol.Unsupported(
+                        "the stored UnlockToken cannot be read: its passcode cannot be cleared"
+                    ) from None
             apple = protocol.command_for(
                 command["kind"],
                 command["parameters"],
-                unlock_token=self.mdm.sealer.open(channel.enrolment["unlock_token"]),
+                unlock_token=unlock_token,
                 profile_identifier=self.mdm.profile_identifier(channel.device["organisation_code"]),
             )
         except protocol.Unsupported as exc:
-            await self.mdm.store.write(
-                _record, channel.device["id"], row["id"], False, {"error": str(exc)}, None
-            )
+            reason = {"error": str(exc)}
+
+            def fail(conn: sqlite3.Connection) -> None:
+                # The state table fails sent commands only: a queued one is marked sent
+                # first, in the same unit. Cancelled meanwhile: it stays cancelled.
+                with contextlib.suppress(command_model.RefusedTransition):
+                    command_model.mark_sent_unit(conn, row["id"])
+                    _record(conn, channel.device["id"], row["id"], False, reason, None)
+
+            await self.mdm.store.write(fail)
             return None
         return row["id"], apple
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import hmac
 import json
 import secrets
@@ -192,6 +193,8 @@ class OmadmBackend:
             await self.store.write(_put_peer, peer, {"login_status": peer.login_status})
             return dm.OK
         if alert.source:  # a generic alert about a node (e.g. LAWMO's operation result)
+            if len(peer.reported) >= dm.MAX_HELD_VALUES:  # held until the package ends
+                return dm.DEVICE_FULL
             peer.reported.append((alert.source, alert.data, alert.format, alert.type))
         return dm.OK
 
@@ -718,7 +721,21 @@ def _public_setting(row: dict[str, Any]) -> dict[str, Any]:
 
 async def record_wakeups(store: Store, waiting: Sequence[Waiting]) -> None:
     """Commands wait for these devices: record a pending alert (and, for plain OMA DM, the
-    package 0 notification an SMS/WAP-push gateway would carry)."""
+    package 0 notification an SMS/WAP-push gateway would carry).
+
+    The notification is unsigned for real: its trigger (header and server id) is right, but
+    its 16-byte digest is keyed with the *client's* credential (``B64(H(user:password))``
+    and the client nonce), because the service holds no server credential per device. A
+    device checks ``H(B64(H(server-id:server-password)):server-nonce:B64(H(trigger)))``
+    with the credential its DM account keeps for the server (``DMAcc/<x>/AppAuth`` with
+    ``AAuthLevel`` ``SRVCRED``), so it will discard this one. What a signed notification
+    needs: a migration adding a server password and the server nonce to ``omadm_peers``; a
+    random server password generated per plain OMA DM device (returned nowhere); a bootstrap
+    (OMA DM Bootstrap / WAP provisioning, or an ``Add``/``Replace`` of the ``AppAuth`` nodes
+    in a session) that gives it to the device; the server's own ``Cred`` in the SyncHdr and
+    the device's ``NextNonce`` for the server kept from each session; then this digest keyed
+    with them. Until then a gateway must not be given these packages as trustworthy.
+    """
     ours = [w for w in waiting if w.protocol == PROTOCOL]
     if ours:
         await store.write(_record_wakeups, ours)
@@ -827,6 +844,21 @@ def error_message(header: SyncHdr, code: int) -> Message:
         ],
         final=True,
     )
+
+
+async def known_dm_id(store: Store, dm_id: str) -> bool:
+    """Whether a plain OMA DM device of the inventory has this DevId: for any other, the
+    route answers without activating a session actor (:func:`refuse_unknown`)."""
+    return bool(await store.read(db.oma_dm_devices_with_id, dm_id))
+
+
+async def refuse_unknown(store: Store, request: DmRequest) -> DmResponse:
+    """The answer to a plain OMA DM client whose DevId is no inventory device's: a session
+    logic of its own, used once and forgotten, gives exactly what an actor's would (the same
+    challenge, the same work for a password), and no actor is kept for it."""
+    # At a RespURI it gave, such a client gets the same refusal again (not 404: the
+    # session a known device's actor would keep there refuses it the same way).
+    return await OmadmSessionLogic(store).handle(dataclasses.replace(request, token=None))
 
 
 class OmadmSessionLogic:

@@ -20,6 +20,7 @@ The organisation's features switch each kind of data on or off (``contacts_sync`
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -134,24 +135,30 @@ class OmadsBackend:
             )
             digest = _md5_b64(f"{credentials.username}:{password}".encode()) if ok else None
         elif credentials.kind == ds.AUTH_MD5 and credential is not None:
-            peer = await self.store.read(db.peer, device["id"])
-            nonce = peer["nonce"] if peer else None
-            expected = _md5_b64(f"{credential['digest']}:".encode() + _nonce_bytes(nonce or ""))
-            ok = (
-                nonce is not None
-                and credential["username"] == credentials.username
-                and hmac.compare_digest(expected, credentials.data or "")
+            # The nonce is checked and replaced in one write: two sessions of the device
+            # (named ``IMEI:x`` and ``x``: two actors) never both accept it.
+            nonce = _new_nonce()
+            checked = await self.store.write(
+                _md5_checked, name, device, credential, credentials, nonce
             )
-            digest = None
+            if checked is None:
+                return ds.Authentication(ds.INVALID_CREDENTIALS, challenge=(ds.AUTH_MD5, nonce))
+            return await self._accepted(device, checked, nonce)
         else:
             ok, digest = False, None
         if not ok:
             return await self._challenge(device, credential, ds.INVALID_CREDENTIALS)
         nonce = _new_nonce()
-        self.runs.clear()  # a new session
         peer_row = await self.store.write(
             _authenticated, name, device, credentials.username, digest, nonce
         )
+        return await self._accepted(device, peer_row, nonce)
+
+    async def _accepted(
+        self, device: dict[str, Any], peer_row: dict[str, Any], nonce: str
+    ) -> ds.Authentication:
+        """A new session of the authenticated device: its peer, and the next nonce."""
+        self.runs.clear()
         features = json.loads(device["organisation_features"] or "{}")
         policy = DEFAULT_POLICY
         if self.deployment is not None:
@@ -301,6 +308,30 @@ def _authenticated(
     return found
 
 
+def _md5_checked(
+    conn: sqlite3.Connection,
+    name: str,
+    device: dict[str, Any],
+    credential: dict[str, Any],
+    credentials: ds.Credentials,
+    nonce: str,
+) -> dict[str, Any] | None:
+    """The MD5 digest against the device's current nonce, which ``nonce`` replaces whatever
+    the outcome (one use only); on success the session's start is written too."""
+    found = db.peer(conn, device["id"])
+    current = found["nonce"] if found else None
+    expected = _md5_b64(f"{credential['digest']}:".encode() + _nonce_bytes(current or ""))
+    ok = (
+        current is not None
+        and credential["username"] == credentials.username
+        and hmac.compare_digest(expected, credentials.data or "")
+    )
+    if not ok:
+        _put_nonce(conn, device, nonce)
+        return None
+    return _authenticated(conn, name, device, credentials.username or "", None, nonce)
+
+
 def _put_devinf(conn: sqlite3.Connection, peer: Peer, devinf: dict[str, object]) -> None:
     db.put_peer(
         conn,
@@ -357,6 +388,26 @@ def error_message(header: SyncHdr, code: int) -> Message:
     )
 
 
+async def known_sync_id(store: Store, sync_id: str) -> bool:
+    """Whether a device of the inventory has this SyncML device id: for any other, the
+    route answers without activating a session actor (:func:`refuse_unknown`)."""
+    return bool(await store.read(db.devices_with_sync_id, sync_id))
+
+
+async def refuse_unknown(
+    store: Store, deployment: Deployment | None, request: DsRequest
+) -> DsResponse:
+    """The answer to a client whose device id is no inventory device's: a session logic of
+    its own, used once and forgotten, gives exactly what an actor's would (the same
+    challenge, the same work for a password), and no actor is kept for it. (The RespURI
+    differs: a fresh token each time, where a known device's refused session keeps its own.)"""
+    # At a RespURI it gave, such a client gets the same refusal again (not 404: the
+    # session a known device's actor would keep there refuses it the same way).
+    return await OmadsSessionLogic(store, deployment).handle(
+        dataclasses.replace(request, token=None)
+    )
+
+
 class OmadsSessionLogic:
     """The SessionLogic of one sync client's DeviceSession actor: its SyncML sessions by
     RespURI token, and the last answer (a client that repeats a message gets it again).
@@ -369,7 +420,10 @@ class OmadsSessionLogic:
     def __init__(self, store: Store, deployment: Deployment | None = None) -> None:
         self.backend = OmadsBackend(store, deployment)
         self.sessions: dict[str, ds.DsSession] = {}
-        self.last: tuple[str, str, bytes] | None = None
+        #: The last answer: (RespURI token, SessionID, MsgID, body). A repeat is answered
+        #: only at the same token, so that no other session (one refused or still
+        #: unauthenticated, opened by anyone naming this device) can read it.
+        self.last: tuple[str, str, str, bytes] | None = None
 
     async def handle(self, request: DsRequest) -> DsResponse:
         header = request.message.header
@@ -377,8 +431,12 @@ class OmadsSessionLogic:
             session = self.sessions.get(request.token)
             if session is None or session.session_id != header.session_id:
                 return self._answer(error_message(header, ds.NOT_FOUND), request.wbxml)
-            if self.last is not None and self.last[:2] == (header.session_id, header.msg_id):
-                return DsResponse(self.last[2], request.wbxml)
+            if self.last is not None and self.last[:3] == (
+                request.token,
+                header.session_id,
+                header.msg_id,
+            ):
+                return DsResponse(self.last[3], request.wbxml)
             token = request.token
         else:
             token = secrets.token_urlsafe(18)
@@ -397,11 +455,11 @@ class OmadsSessionLogic:
         reply = await session.receive(request.message)
         if session.authenticated and not was_authenticated:
             self.sessions = {token: session}
-        return self._remember(header, reply, request.wbxml)
+        return self._remember(token, header, reply, request.wbxml)
 
-    def _remember(self, header: SyncHdr, reply: Message, wbxml: bool) -> DsResponse:
+    def _remember(self, token: str, header: SyncHdr, reply: Message, wbxml: bool) -> DsResponse:
         response = self._answer(reply, wbxml)
-        self.last = (header.session_id, header.msg_id, response.body)
+        self.last = (token, header.session_id, header.msg_id, response.body)
         return response
 
     @staticmethod

@@ -13,12 +13,18 @@ Idempotency, because devices retry after a lost answer:
   answered; the app executes a command id once);
 * a result repeated with the same outcome changes nothing (``engine.commands``), a
   contradicting one is refused for that command only;
-* a location is kept once per device and moment.
+* a location is kept once per device and moment;
+* an enrolment may carry an ``enrolment_id`` chosen by the device: the same id again with
+  the same code or login, within :data:`ENROLMENT_REPLAY` and before the device's first
+  check-in, is a replay: the same device gets a fresh token (the one the lost answer held
+  stops working), the code is not redeemed again and no second device is made.
 
 Device tokens are 256-bit random secrets kept as SHA-256, like the API's bearer tokens.
 The push identity is the device's own XMPP account ``<device id>@<xmpp domain>``, created on
-the XMPP server at enrolment through :class:`PushAccounts` (the XMPP notifier); the service
-only ever knows the password while handing it to the device.
+the XMPP server at enrolment through :class:`PushAccounts` (the XMPP notifier), or at a
+check-in that says the device has none; it is recorded (``push_jid``) in the same write,
+so the scheduler pushes the device and unenrolment deletes the account. The service only
+ever knows the password while handing it to the device.
 """
 
 from __future__ import annotations
@@ -54,16 +60,20 @@ from .store import devices as inventory
 from .store import wsdm as units
 from .store.audit import insert_event
 from .store.commands import command_by_id, commands_of_device
+from .store.devices import code_by_text
 from .store.organisations import organisation_by_id
 from .store.rows import Row
 from .store.settings import SYSTEM, settings_of
-from .timestamps import now
+from .timestamps import format_time, now, parse_time
 
 log = logging.getLogger(__name__)
 
 PROTOCOL = "wsdm"
 #: Command kinds whose result may carry a location (kept in ``wsdm_locations`` too).
 LOCATING = frozenset({"locate", "track"})
+#: How long after an enrolment its ``enrolment_id`` makes a retry a replay: long enough for
+#: an app to retry over a bad network, short enough that a spent code soon is just spent.
+ENROLMENT_REPLAY = timedelta(minutes=10)
 
 
 class PushAccounts(Protocol):
@@ -137,7 +147,7 @@ async def authenticate_device(
         _require_connectable(row)
     except ProtocolError as exc:
         if exc.code == "unenrolled":
-            await _delete_push_account(push, identity)
+            await _delete_push_account(push, identity.push_jid)
         raise
     if len(_IDENTITIES) >= _MAX_IDENTITIES:
         _IDENTITIES.clear()
@@ -169,6 +179,19 @@ class Enrolled:
     configuration: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class _Attempt:
+    """One enrolment request, as its write unit needs it."""
+
+    facts: DeviceFacts
+    token_hash: str
+    domain: str | None  # the XMPP domain, if push is on
+    deployment: Deployment
+    enrolment_id: str | None  # SHA-256 of the device's enrolment_id
+    at: str
+    source: str | None
+
+
 async def enrol(
     store: Store,
     deployment: Deployment,
@@ -179,31 +202,27 @@ async def enrol(
 ) -> dict[str, Any]:
     """Enrol with an installation code, or with the owner's login where the organisation
     allows it: the answer carries the device token (shown once), the push identity and the
-    configuration."""
+    configuration. A replay (same ``enrolment_id``, see the module's docstring) answers for
+    the device the first attempt enrolled."""
     token = secrets.token_urlsafe(32)
-    domain = push.domain if push is not None else None
-    facts, hashed = message.device, token_hash(token)
+    attempt = _Attempt(
+        facts=message.device,
+        token_hash=token_hash(token),
+        domain=push.domain if push is not None else None,
+        deployment=deployment,
+        enrolment_id=token_hash(message.enrolment_id) if message.enrolment_id else None,
+        at=now(),
+        source=source,
+    )
     if message.owner is not None:
         account_id, organisation_id = await _owner_of(store, message.owner, source)
-        enrolled = await store.write(
-            _enrol_owner,
-            account_id,
-            organisation_id,
-            now(),
-            source,
-            facts,
-            hashed,
-            domain,
-            deployment,
-        )
+        enrolled = await store.write(_enrol_owner, account_id, organisation_id, attempt)
     else:
         text = normalise_code(message.code or "")
         if text is None:
             raise ProtocolError("code_refused", "unknown installation code", 403, reason="unknown")
         try:
-            enrolled = await store.write(
-                _enrol, text, now(), source, facts, hashed, domain, deployment
-            )
+            enrolled = await store.write(_enrol, text, attempt)
         except InstallationCodeRefused as exc:
             raise ProtocolError("code_refused", str(exc), 403, reason=exc.reason) from None
     return {
@@ -270,17 +289,14 @@ def _reported(facts: DeviceFacts) -> dict[str, str]:
     }
 
 
-def _enrol(
-    conn: sqlite3.Connection,
-    text: str,
-    at: str,
-    source: str | None,
-    facts: DeviceFacts,
-    hashed: str,
-    domain: str | None,
-    deployment: Deployment,
-) -> Enrolled:
-    grant = redeem_unit(conn, text, at, source)
+def _enrol(conn: sqlite3.Connection, text: str, attempt: _Attempt) -> Enrolled:
+    code = code_by_text(conn, text) if attempt.enrolment_id is not None else None
+    if code is not None and code["revoked_at"] is None:  # a revoked code replays nothing
+        again = _replayed(conn, code["organisation_id"], {"code": code["id"]}, attempt)
+        if again is not None:
+            return again
+    grant = redeem_unit(conn, text, attempt.at, attempt.source)
+    facts, at = attempt.facts, attempt.at
     if grant.purpose in (Purpose.ENROL_DEVICE, Purpose.BIND_DEVICE):
         assert grant.device_id is not None
         device = inventory.device_by_id(conn, grant.device_id)
@@ -300,51 +316,72 @@ def _enrol(
             "this code creates an account; enrol with a device code", "unsupported_purpose"
         )
     details = {"code": grant.code_id, "purpose": grant.purpose}
-    return _bind(
-        conn,
-        device_id,
-        grant.organisation_id,
-        grant.organisation_code,
-        hashed,
-        domain,
-        at,
-        details,
-        source,
-        deployment,
-    )
+    return _bind(conn, device_id, grant.organisation_id, grant.organisation_code, details, attempt)
 
 
 def _enrol_owner(
-    conn: sqlite3.Connection,
-    account_id: str,
-    organisation_id: str,
-    at: str,
-    source: str | None,
-    facts: DeviceFacts,
-    hashed: str,
-    domain: str | None,
-    deployment: Deployment,
+    conn: sqlite3.Connection, account_id: str, organisation_id: str, attempt: _Attempt
 ) -> Enrolled:
-    settings = effective_settings_unit(conn, deployment, organisation_id)
+    settings = effective_settings_unit(conn, attempt.deployment, organisation_id)
     if not settings["wsdm"]["login_enrolment"]:
         raise ProtocolError(
             "login_refused", "this organisation enrols devices with installation codes only", 403
         )
+    details = {"account": account_id, "by": "login"}
+    again = _replayed(conn, organisation_id, details, attempt)
+    if again is not None:
+        return again
     organisation = organisation_by_id(conn, organisation_id)
     assert organisation is not None
-    device_id = _new_owned_device(conn, organisation_id, account_id, facts, at)
-    details = {"account": account_id, "by": "login"}
-    return _bind(
+    device_id = _new_owned_device(conn, organisation_id, account_id, attempt.facts, attempt.at)
+    return _bind(conn, device_id, organisation_id, organisation["code"], details, attempt)
+
+
+def _replayed(
+    conn: sqlite3.Connection, organisation_id: str, made_with: dict[str, Any], attempt: _Attempt
+) -> Enrolled | None:
+    """The enrolment this attempt repeats (same ``enrolment_id``, same code or login, recent,
+    the device not yet checked in), given the attempt's token; None if it repeats none."""
+    if attempt.enrolment_id is None:
+        return None
+    since = format_time(parse_time(attempt.at) - ENROLMENT_REPLAY)
+    row = units.enrolment_to_replay(conn, organisation_id, attempt.enrolment_id, since)
+    if row is None:
+        return None
+    enrolled_with = json.loads(row["enrolled_with"])
+    if any(enrolled_with.get(name) != value for name, value in made_with.items()):
+        return None
+    device_id = row["device_id"]
+    device = inventory.device_by_id(conn, device_id)
+    organisation = organisation_by_id(conn, organisation_id)
+    if (
+        device is None
+        or organisation is None
+        or device["state"] != "enrolled"
+        or not organisation["active"]
+    ):
+        return None
+    units.replace_token(conn, device_id, attempt.token_hash)
+    if attempt.domain is not None:
+        units.set_push_jid(conn, device_id, push_jid(device_id, attempt.domain))
+    insert_event(
         conn,
+        audit_event(
+            None,
+            "device.enrolment_repeated",
+            organisation_id=organisation_id,
+            target_type="device",
+            target_id=device_id,
+            details={"protocol": PROTOCOL, **made_with},
+            actor="enrolment",
+            source=attempt.source,
+        ),
+    )
+    return Enrolled(
         device_id,
         organisation_id,
         organisation["code"],
-        hashed,
-        domain,
-        at,
-        details,
-        source,
-        deployment,
+        _configuration(conn, attempt.deployment, organisation_id, organisation["code"]),
     )
 
 
@@ -379,42 +416,39 @@ def _bind(
     device_id: str,
     organisation_id: str,
     organisation_code: str,
-    hashed: str,
-    domain: str | None,
-    at: str,
     details: dict[str, Any],
-    source: str | None,
-    deployment: Deployment,
+    attempt: _Attempt,
 ) -> Enrolled:
-    """The device's WSDM side with its new token, and the enrolment's audit event."""
+    """The device's WSDM side with its new token (and what a replay is known by), and the
+    enrolment's audit event."""
     units.put_enrolment(
         conn,
         {
             "device_id": device_id,
             "organisation_id": organisation_id,
-            "token_hash": hashed,
-            "push_jid": push_jid(device_id, domain) if domain else None,
-            "enrolled_at": at,
+            "token_hash": attempt.token_hash,
+            "push_jid": push_jid(device_id, attempt.domain) if attempt.domain else None,
+            "enrolled_at": attempt.at,
+            "enrolment_id": attempt.enrolment_id,
+            "enrolled_with": json.dumps(details, sort_keys=True),
         },
     )
-    insert_event(
-        conn,
-        audit_event(
-            None,
-            "device.enrolled",
-            organisation_id=organisation_id,
-            target_type="device",
-            target_id=device_id,
-            details={"protocol": PROTOCOL, **details},
-            actor="enrolment",
-            source=source,
-        ),
+    event = audit_event(
+        None,
+        "device.enrolled",
+        organisation_id=organisation_id,
+        target_type="device",
+        target_id=device_id,
+        details={"protocol": PROTOCOL, **details},
+        actor="enrolment",
+        source=attempt.source,
     )
+    insert_event(conn, event)
     return Enrolled(
         device_id,
         organisation_id,
         organisation_code,
-        _configuration(conn, deployment, organisation_id, organisation_code),
+        _configuration(conn, attempt.deployment, organisation_id, organisation_code),
     )
 
 
@@ -464,9 +498,12 @@ async def check_in(
     message: CheckIn,
 ) -> dict[str, Any]:
     """Store the device's report and results; answer with its commands, the configuration
-    when it changed, and a push identity when the device has none yet."""
-    answer = await store.write(_check_in, device, message, now(), deployment)
-    if not message.has_push_identity and push is not None:
+    when it changed, and a push identity when the device has none yet (recorded in the
+    check-in's write, its account made right after)."""
+    domain = push.domain if push is not None and not message.has_push_identity else None
+    answer = await store.write(_check_in, device, message, now(), deployment, domain)
+    if push is not None and domain is not None:
+        forget_device(device)  # remembered without its push identity
         identity = await _new_push_identity(push, device.device_id)
         if identity is not None:
             answer["push"] = identity
@@ -479,9 +516,12 @@ def _check_in(
     message: CheckIn,
     at: str,
     deployment: Deployment,
+    push_domain: str | None,
 ) -> dict[str, Any]:
     row = _connectable(conn, device)
     device_id = device.device_id
+    if push_domain is not None:
+        units.set_push_jid(conn, device_id, push_jid(device_id, push_domain))
     organisation_id = row["organisation_id"]
     configuration = _configuration(conn, deployment, organisation_id, row["organisation_code"])
     replay = row["last_checkin_id"] == message.checkin_id
@@ -620,17 +660,17 @@ async def unenrol(
 ) -> None:
     """The device leaves management: its token stops working, it can enrol again later
     with a new code, and its XMPP account goes."""
-    await store.write(_unenrol, device, reason, now(), source)
+    jid = await store.write(_unenrol, device, reason, now(), source)
     forget_device(device)
-    await _delete_push_account(push, device)
+    await _delete_push_account(push, jid)
 
 
-async def _delete_push_account(push: PushAccounts | None, device: DeviceIdentity) -> None:
-    if push is not None and device.push_jid is not None:
+async def _delete_push_account(push: PushAccounts | None, jid: str | None) -> None:
+    if push is not None and jid is not None:
         try:
-            await push.delete_account(device.push_jid)
+            await push.delete_account(jid)
         except Exception as exc:  # the account is useless without a device; log and go on
-            log.warning("could not delete the XMPP account %s: %r", device.push_jid, exc)
+            log.warning("could not delete the XMPP account %s: %r", jid, exc)
 
 
 def _unenrol(
@@ -639,7 +679,8 @@ def _unenrol(
     reason: str | None,
     at: str,
     source: str | None,
-) -> None:
+) -> str | None:
+    """Unenrol; answers the device's push identity as stored (to delete its account)."""
     row = _connectable(conn, identity)
     device_id = identity.device_id
     units.mark_unenrolled(conn, device_id, at)
@@ -660,6 +701,7 @@ def _unenrol(
             source=source,
         ),
     )
+    return row["push_jid"]  # type: ignore[no-any-return]
 
 
 # --------------------------------------------------------------------------- portal, API
@@ -720,18 +762,7 @@ def _locations(
     device = inventory.inventory_device_in(conn, organisation_id, device_id)
     if device is None or (owner is not None and device["owner_id"] != owner):
         raise NotFound("no such device")
-    rows, total = units.locations_of_device(conn, organisation_id, device_id, limit, offset)
-    if owner is not None:
-        mine = {
-            row["command_id"]
-            for row in rows
-            if row["command_id"]
-            and (command := command_by_id(conn, row["command_id"])) is not None
-            and command["owner_id"] == owner
-        }
-        rows = [row for row in rows if row["command_id"] in mine]
-        total = len(rows)
-    return rows, total
+    return units.locations_of_device(conn, organisation_id, device_id, limit, offset, owner)
 
 
 # --------------------------------------------------------------------------- device sessions
@@ -781,8 +812,10 @@ class WsdmSession:
         except ProtocolError as exc:
             forget_device(request.device)
             if exc.code == "unenrolled":
-                # Removed by the service: the device learns it now; its push account goes.
-                await _delete_push_account(self.push, request.device)
+                # Removed by the service: the device learns it now; its push account goes
+                # (as stored: the identity this node remembers may predate it).
+                stored = await self.store.read(units.wsdm_device, request.device.device_id)
+                await _delete_push_account(self.push, stored["push_jid"] if stored else None)
             return outcome.Error(exc)
         return outcome.Value(value)
 

@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import base64
 import gc
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import trio
 
+from engine.activesync import Backend, EasCall, EasReply, EasSessionLogic
 from engine.actors.eas_pings import PingBoard
 from engine.ids import new_id
 from engine.protocols import activesync as eas
 from engine.protocols.activesync import child_text, el
-from engine.protocols.activesync_tables import FOLDER_HIERARCHY
+from engine.protocols.activesync_tables import AIRSYNC, FOLDER_HIERARCHY
+from engine.protocols.wbxml import Element
 from engine.timestamps import now
 from engine.wakeups import Waiting
 
@@ -430,3 +433,172 @@ async def test_commands_activesync_cannot_carry_out_fail_at_once(world: EasWorld
             "SELECT state, result FROM commands WHERE id = ?", (lock,)
         ).fetchone()
     assert state == "failed" and "cannot carry out lock" in result
+
+
+async def _ping_with_changes(phone: object, tablet: object, name: str) -> None:
+    """A Ping the tablet's change answers at once (the session forgets its last answers)."""
+    await tablet.sync("contacts", adds={f"t-{name}": contact(name, "Tablet")})  # type: ignore[attr-defined]
+    status, folders, _ = await phone.ping(["contacts"], 60)  # type: ignore[attr-defined]
+    assert (status, folders) == (2, ["contacts"])
+
+
+async def test_empty_sync_after_ping_repeats_with_the_current_keys(world: EasWorld) -> None:
+    phone = await ready(world, "EMPTYSYNC1")
+    tablet = await ready(world, "EMPTYSYNC2")
+    await phone.sync_all("contacts")
+    await tablet.sync_all("contacts")
+    added = await phone.sync("contacts", adds={"e1": contact("Empty", "Sync")})
+    await _ping_with_changes(phone, tablet, "Grace")
+    # The empty Sync iOS sends after a Ping: the last request again, under the new key.
+    root = await phone.call("Sync", None)
+    assert root is not None
+    collection = root.find("Collections").find("Collection")  # type: ignore[union-attr]
+    assert child_text(collection, "SyncKey") == str(int(added.sync_key) + 1)
+    commands = collection.find("Commands")
+    sent = [c.tag for c in commands.elements()] if commands is not None else []
+    assert sent == ["Add"] and collection.find("Responses") is None
+    assert sum("Empty" in c for c in _stored_cards(world)) == 1
+
+
+async def test_add_resent_under_the_same_key_maps_to_the_same_item(world: EasWorld) -> None:
+    phone = await ready(world, "RESENTADD1")
+    tablet = await ready(world, "RESENTADD2")
+    await phone.sync_all("contacts")
+    await tablet.sync_all("contacts")
+    key = phone.sync_keys["contacts"]
+    first = await phone.sync("contacts", adds={"r1": contact("Lost", "Answer")})
+    await _ping_with_changes(phone, tablet, "Ada")  # the in-memory answers are gone
+    again = await phone.sync("contacts", adds={"r1": contact("Lost", "Answer")}, key=key)
+    assert again.sync_key == first.sync_key
+    assert [child_text(r, "ServerId") for r in again.responses] == [
+        child_text(r, "ServerId") for r in first.responses
+    ]
+    assert sum("Lost" in c for c in _stored_cards(world)) == 1
+    # The remembered ClientId is no ServerId, and is never sent as one.
+    assert all(not sid.startswith("client:") for sid in phone.items["contacts"])
+    assert (await phone.sync("contacts", deletes=["client:" + key + ":r1"])).responses[0].find(
+        "Status"
+    ).text == "8"  # type: ignore[union-attr]
+
+
+class _Board:
+    """Records which parked Pings a session ends."""
+
+    def __init__(self) -> None:
+        self.released: list[str] = []
+
+    def release_key(self, key: str) -> None:
+        self.released.append(key)
+
+
+async def test_only_the_device_itself_ends_its_parked_ping() -> None:
+    """Wrong credentials under the device's user name and DeviceId leave its Ping parked."""
+    board = _Board()
+    backend = Backend(None, None, board)  # type: ignore[arg-type]
+
+    async def refused(username: str, password: str) -> None:
+        return None
+
+    backend.verify = refused  # type: ignore[method-assign]
+    session = EasSessionLogic(backend, "acme\\alice|PHONE")
+    query = eas.EasQuery("Sync", "acme\\alice", "PHONE", "iPhone", "14.1", None)
+    reply = await session.handle(EasCall(query, "acme\\alice", "wrong", None))
+    assert isinstance(reply, EasReply) and reply.status == 401
+    assert board.released == []
+
+
+async def test_credentials_are_checked_before_the_body_is_decoded(
+    world: EasWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = await ready(world, "DECODEDEVICE")
+    decoded: list[tuple[int, bool]] = []
+    original = eas.decode
+
+    def spy(data: bytes) -> Element:
+        decoded.append((len(data), threading.current_thread() is threading.main_thread()))
+        return original(data)
+
+    monkeypatch.setattr(eas, "decode", spy)
+    wrong = world.client("DECODEDEVICE", password="wrong")
+    wrong.policy_key = client.policy_key
+    response = await wrong.post("Sync", b"\x03\x01\x6a\x00\x45\x5c\x4f\x4b\x03\xff")
+    assert response.status_code == 401 and decoded == []
+    # A string table is refused as malformed WBXML, as MS-ASHTTP says: 400.
+    response = await client.post("Sync", b"\x03\x01\x6a\x04abc\x00\x45\x01")
+    assert response.status_code == 400
+    # A body over 64 KiB is decoded on a worker thread, not on the event loop.
+    big = el(
+        AIRSYNC,
+        "Sync",
+        el(
+            AIRSYNC,
+            "Collections",
+            el(
+                AIRSYNC,
+                "Collection",
+                el(AIRSYNC, "SyncKey", "9" * 70_000),
+                el(AIRSYNC, "CollectionId", "contacts"),
+            ),
+        ),
+    )
+    response = await client.post("Sync", big)
+    assert response.status_code == 200
+    assert [main for size, main in decoded if size > 64 * 1024] == [False]
+    assert [main for size, main in decoded if size < 64] == [True]
+
+
+def _sync_request(*collections: tuple[str, str], partial: bool = False) -> Element:
+    return el(
+        AIRSYNC,
+        "Sync",
+        el(
+            AIRSYNC,
+            "Collections",
+            *(
+                el(
+                    AIRSYNC,
+                    "Collection",
+                    el(AIRSYNC, "SyncKey", key),
+                    el(AIRSYNC, "CollectionId", folder),
+                    el(AIRSYNC, "GetChanges"),
+                )
+                for folder, key in collections
+            ),
+        ),
+        el(AIRSYNC, "Partial") if partial else None,
+    )
+
+
+def _answered(root: Element | None) -> dict[str, tuple[str, str]]:
+    assert root is not None
+    return {
+        child_text(c, "CollectionId") or "": (
+            child_text(c, "SyncKey") or "",
+            child_text(c, "Status") or "",
+        )
+        for c in root.find("Collections").elements()  # type: ignore[union-attr]
+    }
+
+
+async def test_partial_sync_keeps_the_other_collections_of_the_last_request(
+    world: EasWorld,
+) -> None:
+    phone = await ready(world, "PARTIALSYNC")
+    await phone.sync_all("contacts")
+    await phone.sync_all("calendar")
+    keys = phone.sync_keys
+    both = _answered(
+        await phone.call(
+            "Sync", _sync_request(("contacts", keys["contacts"]), ("calendar", keys["calendar"]))
+        )
+    )
+    assert {status for _, status in both.values()} == {"1"}
+    partial = await phone.call(
+        "Sync", _sync_request(("contacts", both["contacts"][0]), partial=True)
+    )
+    answered = _answered(partial)
+    assert answered["calendar"] == (str(int(both["calendar"][0]) + 1), "1")
+    assert answered["contacts"][1] == "1"
+    # And an empty Sync repeats both, under the keys just answered.
+    again = _answered(await phone.call("Sync", None))
+    assert again == {folder: (str(int(key) + 1), "1") for folder, (key, _) in answered.items()}

@@ -219,6 +219,21 @@ def test_malformed_wbxml_is_refused_with_status_102(data: bytes) -> None:
     assert refused.value.status == eas.INVALID_WBXML
 
 
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x03\x01\x6a\x04abc\x00\x45\x01",  # a string table of four bytes
+        b"\x03\x00\x00\x6a\x04abc\x00\x45\x01",  # public id by string, table index 0
+        b"\x03\x01\x6a\x81\x00" + bytes(128) + b"\x45\x01",  # multi-byte length
+    ],
+)
+def test_wbxml_with_a_string_table_is_refused(data: bytes) -> None:
+    """ActiveSync never uses a string table; the generic decoder would accept these."""
+    with pytest.raises(EasError) as refused:
+        eas.decode(data)
+    assert refused.value.status == eas.INVALID_WBXML and "string table" in str(refused.value)
+
+
 @pytest.mark.skipif(shutil.which("wbxml2xml") is None, reason="needs libwbxml2-utils")
 def test_code_pages_agree_with_libwbxml(tmp_path: Path) -> None:
     """Every token of every page, encoded here, decoded by Debian's wbxml2xml."""

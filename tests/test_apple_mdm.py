@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import plistlib
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -15,6 +17,7 @@ from bench.apple_sim import SimulatedDevice, read_profile
 from engine import apple_mdm as domain
 from engine.pki import CertificateAuthority
 from engine.principals import AccountKind
+from engine.protocols import apple_mdm as protocol
 from engine.protocols import cms
 
 from .apple_support import AppleService, apple_fixture  # noqa: F401  (the fixture)
@@ -402,3 +405,73 @@ async def test_no_push_before_the_first_token_update_then_one_for_what_waits(
         f"{API}/organisations/{apple.org.code}/devices/{device_id}", headers=apple.org.admin
     )
     assert (shown.json()["platform"], shown.json()["state"]) == ("macos", "enrolled")
+
+
+async def test_an_unreadable_unlock_token_fails_unlock_alone(apple: AppleService) -> None:
+    device = await apple.device()
+    device_id = apple.device_id(device)
+    with database(apple.running) as conn:  # damaged (or sealed under another CA key)
+        conn.execute(
+            "UPDATE apple_mdm_enrolments SET unlock_token = ? WHERE id = ?",
+            ("v1:" + base64.b64encode(bytes(40)).decode(), device.udid),
+        )
+    unlock = await apple.queue(device_id, "unlock")
+    lock = await apple.queue(device_id, "lock", message="Found?")
+    assert await device.poll(apple.client) == ["DeviceLock"]
+    failed = await apple.command(unlock)
+    assert failed["state"] == "failed"
+    assert "UnlockToken cannot be read" in failed["result"]["error"]  # type: ignore[index]
+    assert (await apple.command(lock))["state"] == "acknowledged"
+
+
+async def test_a_user_channel_token_update_asks_no_push(apple: AppleService) -> None:
+    device = await apple.device()
+    message = {
+        "MessageType": "TokenUpdate",
+        "UDID": device.udid,
+        "Topic": device.enrolment.topic,
+        "UserID": "A1B2-USER",
+        "Token": b"\x07" * 32,
+        "PushMagic": "USER-MAGIC",
+    }
+    request = domain.CheckInRequest(
+        protocol.parse_check_in(plistlib.dumps(message)),
+        fingerprint_of(device),
+    )
+    with database(apple.running) as conn:
+        assert domain._token_update(conn, domain.Sealer(bytes(32)), request) is None
+
+
+def fingerprint_of(device: SimulatedDevice) -> str:
+    return domain.fingerprint(device.enrolment.identity)
+
+
+class _SessionStore:
+    """The reads a report makes, answered from ``state``; writes are not expected."""
+
+    def __init__(self, state: object) -> None:
+        self.state = state
+
+    async def read(self, unit: object, *args: object) -> object:
+        return self.state
+
+    async def write(self, unit: object, *args: object) -> object:
+        raise AssertionError(f"unexpected write {unit!r}")
+
+
+async def test_a_session_ended_with_not_now_asks_for_one_retry_push() -> None:
+    pushes: list[tuple[list[str], float]] = []
+    lock = {"id": "c-lock", "kind": "lock", "state": "sent"}
+    channel = domain._Channel({"id": "UDID"}, {"id": "device-1", "organisation_code": "o"})
+    mdm = SimpleNamespace(
+        store=_SessionStore((channel, lock, [lock])),
+        push=lambda ids, delay: pushes.append((list(ids), delay)),
+    )
+    session = domain.AppleSession(mdm, "UDID")  # type: ignore[arg-type]
+    not_now = protocol.CommandReport(
+        protocol.Status.NOT_NOW, protocol.Channel("UDID"), "c-lock", {}
+    )
+    answer = await session.handle(domain.ReportRequest(not_now, "fingerprint"))
+    assert answer.body == b""  # nothing else to do: the session ends
+    await session.close()  # the session actor goes idle later
+    assert pushes == [(["device-1"], domain.NOT_NOW_RETRY)]

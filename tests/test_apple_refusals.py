@@ -19,8 +19,8 @@ from engine.pki import CertificateAuthority
 from engine.protocols.apple_mdm import CHECK_IN_CONTENT_TYPE, SERVER_CONTENT_TYPE
 from engine.protocols.cms import sign_detached
 
-from .apple_support import AppleService, apple_fixture  # noqa: F401  (the fixture)
-from .test_api_commands import database
+from .apple_support import AppleService, apple_fixture, upload_push_certificate  # noqa: F401
+from .test_api_commands import database, new_organisation
 
 pytestmark = pytest.mark.trio
 
@@ -253,3 +253,36 @@ async def test_a_removed_device_and_an_oversized_message_are_refused(
     device.enrolment = read_profile(await apple.profile())
     await device.enrol(apple.client)
     assert apple.device_id(device) != old
+
+
+async def test_a_fresh_profile_cannot_take_over_an_enrolled_device(apple: AppleService) -> None:
+    """Anyone with a profile could name another device's UDID: that device keeps its channel,
+    until it checks out, is removed, or was erased (then it enrols again, as after a wipe)."""
+    victim = await apple.device()
+    victim_id = apple.device_id(victim)
+    lock = await apple.queue(victim_id, "lock")
+    intruder = SimulatedDevice(read_profile(await apple.profile()), apple.running.http_url)
+    intruder.udid = victim.udid
+    before = snapshot(apple)
+    identity = (intruder.enrolment.identity, intruder.enrolment.key)
+    assert await put(apple, "/mdm/checkin", authenticate(intruder), signer=identity) == 400
+    assert snapshot(apple) == before
+    assert await victim.poll(apple.client) == ["DeviceLock"]  # still the victim's channel
+    assert (await apple.command(lock))["state"] == "acknowledged"
+
+    other = await new_organisation(apple.client, apple.supervisor, "applex")
+    await upload_push_certificate(apple.client, other, apple.pki)
+    stranger = SimulatedDevice(read_profile(await apple.profile(other)), apple.running.http_url)
+    stranger.udid = victim.udid
+    before = snapshot(apple)
+    signer = (stranger.enrolment.identity, stranger.enrolment.key)
+    assert await put(apple, "/mdm/checkin", authenticate(stranger), signer=signer) == 400
+    assert snapshot(apple) == before
+
+    # Erased: the same hardware installs a new profile and is the same inventory device.
+    await apple.queue(victim_id, "wipe", pin="123456")
+    assert await victim.poll(apple.client) == ["EraseDevice"]
+    reborn = SimulatedDevice(read_profile(await apple.profile()), apple.running.http_url)
+    reborn.udid = victim.udid
+    await reborn.enrol(apple.client)
+    assert apple.device_id(reborn) == victim_id

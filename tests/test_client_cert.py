@@ -31,6 +31,7 @@ from web.client_cert import (
     parse_trusted_proxies,
     request_client_certificate,
 )
+from web.requests import forwarded_client
 from web.server import BoundAddress, hypercorn_config, serve
 
 LOOPBACK = parse_trusted_proxies(["127.0.0.1/32"])
@@ -397,3 +398,15 @@ def test_hypercorn_config_semantics(pki: PKI) -> None:
         hypercorn_config(https_binds=["127.0.0.1:0"])
     with pytest.raises(ValueError, match="https_binds"):
         hypercorn_config(http_binds=["127.0.0.1:0"], client_certificates="required")
+
+
+def test_the_client_address_behind_trusted_proxies() -> None:
+    """X-Forwarded-For is believed only as far as trusted proxies wrote it."""
+    proxies = parse_trusted_proxies(["10.0.0.0/8"])
+    assert forwarded_client("203.0.113.9", ["198.51.100.1"], proxies) == "203.0.113.9"
+    assert forwarded_client("10.0.0.2", ["198.51.100.1"], proxies) == "198.51.100.1"
+    chain = ["192.0.2.66, 198.51.100.1", "10.1.1.1"]  # a client's lie, the client, a proxy
+    assert forwarded_client("10.0.0.2", chain, proxies) == "198.51.100.1"
+    assert forwarded_client("10.0.0.2", ["unknown, 10.1.1.1"], proxies) == "10.1.1.1"
+    assert forwarded_client("10.0.0.2", [], proxies) == "10.0.0.2"
+    assert forwarded_client("10.0.0.2", ["198.51.100.1"], []) == "10.0.0.2"

@@ -210,7 +210,7 @@ async def test_results_statuses_and_atomic_become_outcomes() -> None:
 
 
 async def test_large_results_are_joined_and_a_wrong_size_is_424() -> None:
-    for declared, expected in ((len(("é" * 10 + "abc").encode()), "200"), (3, "424")):
+    for declared, expected in ((len(("é" * 10 + "abc").encode()), "200"), (999, "424")):
         backend = Backend()
         backend.queue = [[dm.Operation("big", [Get("", items=[Item(target=Target("./Big"))])])]]
         session = dm.DmSession(backend, "1", "x", peer="p")
@@ -397,3 +397,50 @@ async def test_a_syncml_ds_message_is_refused_with_513() -> None:
         ("Replace", "2", "513"),
     ]
     assert backend.credentials == [] and session.finished
+
+
+async def test_large_results_beyond_their_size_or_max_obj_size_are_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Chunks beyond the declared Size (424) or the server's MaxObjSize (413) drop the
+    value: nothing of it is kept and its later chunks get the same answer."""
+    monkeypatch.setattr(dm, "SERVER_MAX_OBJ_SIZE", 2000)
+    for size, first, second in ((5000, "413", "413"), (150, "213", "424"), (None, "213", "413")):
+        backend = Backend()
+        backend.queue = [[dm.Operation("big", [Get("", items=[Item(target=Target("./Big"))])])]]
+        session = dm.DmSession(backend, "1", "x", peer="p")
+        reply = await session.receive(client_message("1", "1", [syncml.Alert("", data="1201")]))
+        get = next(c for c in reply.commands if isinstance(c, Get))
+        answers = []
+        for number, (data, more) in enumerate(
+            [("x" * 100, True), ("x" * 1999, True), ("x", False)], 2
+        ):
+            meta = Meta(size=size) if number == 2 and size is not None else None
+            item = Item(source=Source("./Big"), meta=meta, data=data, more_data=more)
+            results = Results("", cmd_ref=get.cmd_id, msg_ref=reply.header.msg_id, items=[item])
+            commands = [status_for(reply, get), results] if number == 2 else [results]
+            answer = await session.receive(client_message("1", str(number), commands, not more))
+            answers.append(statuses(answer)[-1][2])
+            assert session.chunk is None or session.chunk.parts == [] or answers[-1] == "213"
+        assert answers == [first, second, second]
+        assert all(not o.results for o in backend.outcomes)
+
+
+async def test_what_a_package_reports_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Replace values spread over many non-final messages are held until the package ends:
+    beyond the bound they are refused with 420 (Device full) rather than kept."""
+    monkeypatch.setattr(dm, "MAX_HELD_BYTES", 1000)
+    backend = Backend()
+    backend.queue = [[dm.Operation("read", [Get("", items=[Item(target=Target("./A"))])])]]
+    session = dm.DmSession(backend, "1", "x", peer="p")
+    await session.receive(client_message("1", "1", [syncml.Alert("", data="1201")]))
+    assert not session.finished
+    answers = []
+    for number in range(2, 6):
+        item = Item(source=Source(f"./Node{number}"), data="v" * 300)
+        reply = await session.receive(
+            client_message("1", str(number), [Replace("", items=[item])], final=number == 5)
+        )
+        answers.append(statuses(reply)[-1][2])
+    assert answers == ["200", "200", "200", "420"]
+    assert [v.uri for v in backend.values] == ["./Node2", "./Node3", "./Node4"]

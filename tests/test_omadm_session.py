@@ -370,3 +370,30 @@ async def test_a_command_whose_answer_was_lost_is_given_again(world: World) -> N
     await client.session()
     assert client.executed == ["./LAWMO/Operations/PartiallyLock"] * 2
     assert (await world.command(lock))["state"] == "acknowledged"
+
+
+@pytest.mark.parametrize("enrolled", [False, True], ids=["windows platform", "enrolment"])
+async def test_a_windows_device_is_never_reached_without_its_certificate(
+    world: World, enrolled: bool
+) -> None:
+    """The owner's password over plain OMA DM opens no session on a Windows device (by its
+    platform, or by its Windows enrolment whatever the platform says)."""
+    at = now()
+    with database(world.running) as conn:
+        if enrolled:
+            conn.execute(
+                "INSERT INTO windows_enrolments (device_id, organisation_id, enrolment_type,"
+                " auth_policy, certificate_thumbprint, certificate_serial,"
+                " certificate_not_after, client_secret, server_secret, client_nonce, state,"
+                " enrolled_at, updated_at)"
+                " VALUES (?, ?, 'Device', 'OnPremise', 't', 's', ?, 'c', 's', 'n', 'enrolled',"
+                " ?, ?)",
+                (world.device_id, world.org.id, at, at, at),
+            )
+        else:
+            conn.execute("UPDATE devices SET platform = 'windows' WHERE id = ?", (world.device_id,))
+    before = counts(world.running)
+    with pytest.raises(SessionFailed) as refused:
+        await world.dm().session()
+    assert refused.value.status == dm.INVALID_CREDENTIALS
+    assert counts(world.running) == before

@@ -10,7 +10,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+import trio
 
+from engine.ids import new_id
+from engine.omads import OmadsBackend
+from engine.passwords import hash_password
+from engine.protocols import omads as ds
 from engine.protocols import syncml
 from engine.protocols.syncml import (
     Add,
@@ -27,6 +32,8 @@ from engine.protocols.syncml import (
     SyncHdr,
     Target,
 )
+from engine.store import open_sqlite_store
+from engine.timestamps import now
 
 from .conftest import RunningService
 from .omads_world import PASSWORD, DsWorld, make_world, vcard
@@ -353,3 +360,147 @@ async def test_md5_digest_is_not_used_after_the_account_changed(world: DsWorld) 
     header = statuses(reply)[("0", "SyncHdr")]
     assert header.data == "401"
     assert header.chal is not None and header.chal.meta.type == "syncml:auth-basic"
+
+
+async def test_a_repeat_is_answered_only_at_the_token_of_the_session_it_belongs_to(
+    world: DsWorld,
+) -> None:
+    """Someone who names another's device and SessionID gets a RespURI of their own; at it,
+    the other's MsgID must not bring back the other's last answer (nor its RespURI)."""
+    world.add_device("raw-9")
+    async with world.running.client() as http:
+        victim = RawClient(http, world.url, "raw-9")
+        await victim.send([alert(201)], cred=basic("alice", PASSWORD))
+        intruder = RawClient(http, world.url, "raw-9")
+        refused = await intruder.send([alert(201)])
+        assert statuses(refused)[("0", "SyncHdr")].data == "407"
+        add = Add(cmd_id="", items=[Item(source=Source("1"), data=vcard("Doe John"))])
+        answer = await victim.send([Sync(cmd_id="", target=Target("addressbook"), commands=[add])])
+        intruder.msg_id = victim.msg_id - 1  # the victim's SessionID and MsgID, at its own URI
+        stolen = await intruder.send([alert(201)])
+    assert syncml.encode_message(stolen) != syncml.encode_message(answer)
+    assert stolen.header.resp_uri != victim.url
+    assert statuses(stolen)[("0", "SyncHdr")].data != "212"
+    assert victim.url.split("?s=")[1] not in syncml.encode_message(stolen).decode()
+
+
+async def test_a_nonce_is_accepted_once_by_two_sessions_of_the_same_device(
+    tmp_path: Path,
+) -> None:
+    """The device named ``IMEI:x`` and ``x`` has two actors: both presenting the same MD5
+    digest at once, one only gets in (the nonce is checked and replaced in one write)."""
+    async with open_sqlite_store(tmp_path / "ds.sqlite3") as store:
+        at, password_hash = now(), hash_password(PASSWORD)
+
+        def setup(conn: object) -> None:
+            org, account = new_id(), new_id()
+            conn.execute(  # type: ignore[attr-defined]
+                "INSERT INTO organisations (id, code, short_name, created_at, updated_at)"
+                " VALUES (?, 'acme', 'Acme', ?, ?)",
+                (org, at, at),
+            )
+            conn.execute(  # type: ignore[attr-defined]
+                "INSERT INTO accounts (id, organisation_id, login, kind, password_hash,"
+                " created_at, updated_at) VALUES (?, ?, 'alice', 'user', ?, ?, ?)",
+                (account, org, password_hash, at, at),
+            )
+            conn.execute(  # type: ignore[attr-defined]
+                "INSERT INTO devices (id, organisation_id, owner_id, platform, protocol, state,"
+                " imei, created_at, updated_at)"
+                " VALUES (?, ?, ?, 'android', 'oma_ds', 'enrolled', '3510', ?, ?)",
+                (new_id(), org, account, at, at),
+            )
+
+        await store.write(setup)
+        first = await OmadsBackend(store).authenticate(
+            ds.Credentials("3510", ds.AUTH_BASIC, basic("alice", PASSWORD).data, "alice")
+        )
+        assert first.status == ds.AUTHENTICATION_ACCEPTED and first.challenge
+        digest = md5("alice", PASSWORD, str(first.challenge[1])).data
+        outcomes: list[int] = []
+
+        async def present(sync_id: str) -> None:
+            answer = await OmadsBackend(store).authenticate(
+                ds.Credentials(sync_id, ds.AUTH_MD5, digest, "alice")
+            )
+            outcomes.append(answer.status)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(present, "IMEI:3510")
+            nursery.start_soon(present, "3510")
+    assert sorted(outcomes) == [ds.AUTHENTICATION_ACCEPTED, ds.INVALID_CREDENTIALS]
+
+
+def _on_the_event_loop() -> bool:
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("route", ["/omads", "/omadm"])
+async def test_a_large_body_is_parsed_off_the_event_loop(
+    running: RunningService, monkeypatch: pytest.MonkeyPatch, route: str
+) -> None:
+    """Parsing comes before authentication: a large body must not hold the event loop."""
+    parse = syncml.parse_message
+    where: list[bool] = []
+
+    def watched(*args: object, **kwargs: object) -> Message:
+        where.append(_on_the_event_loop())
+        return parse(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(syncml, "parse_message", watched)
+    content_type = XML if route == "/omads" else syncml.CONTENT_TYPE_DM_XML
+    async with running.client() as http:
+        for body in (b"<SyncML/>", b"<SyncML>" + b" " * 200_000 + b"</SyncML>"):
+            response = await http.post(
+                running.http_url + route, content=body, headers={"Content-Type": content_type}
+            )
+            assert response.status_code == 400
+    assert where == [True, False]
+
+
+async def test_an_unknown_device_id_gets_its_refusal_without_a_session_actor(
+    world: DsWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Anyone can name any device id: those of no inventory device are refused (the same
+    challenge as ever) without activating a session actor for them."""
+    import web.omadm
+    import web.omads
+
+    asked: list[str] = []
+    for module in (web.omads, web.omadm):
+        ask = module.ask_device_session
+
+        async def recorded(protocol: str, key: str, body: object, ask=ask) -> object:  # type: ignore[no-untyped-def]
+            asked.append(key)
+            return await ask(protocol, key, body)
+
+        monkeypatch.setattr(module, "ask_device_session", recorded)
+    world.add_device("raw-known")
+    before = world.counts()
+    async with world.running.client() as http:
+        for device in ("raw-unknown", "raw-known"):
+            reply = await RawClient(http, world.url, device).send(
+                [alert(201)], cred=basic("alice", "wrong")
+            )
+            header = statuses(reply)[("0", "SyncHdr")]
+            assert header.data == "401" and header.chal is not None
+        dm_body = syncml.encode_message(
+            Message(
+                SyncHdr("1", "1", Target("x"), Source("IMEI:000"), ver_proto="DM/1.2"),
+                [Alert(cmd_id="1", data="1201")],
+                True,
+            )
+        )
+        response = await http.post(
+            world.running.http_url + "/omadm",
+            content=dm_body,
+            headers={"Content-Type": syncml.CONTENT_TYPE_DM_XML},
+        )
+        dm_reply = syncml.parse_message(response.content, response.headers["Content-Type"])
+    assert statuses(dm_reply)[("0", "SyncHdr")].data == "407"
+    assert asked == ["raw-known"]
+    assert world.counts() == before

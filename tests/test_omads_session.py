@@ -242,3 +242,38 @@ async def test_client_package_over_several_messages_gets_222_until_final() -> No
     server_sync = next(c for c in reply.commands if isinstance(c, Sync))
     assert [a.items[0].source.loc_uri for a in server_sync.commands] == ["5"]
     assert len(run.applied) == 2
+
+
+def chunk(luid: str, data: str, *, size: int | None = None, more: bool = True) -> Add:
+    meta = Meta(type="text/vcard", size=size) if size is not None else None
+    return Add(cmd_id="", items=[Item(source=Source(luid), meta=meta, data=data, more_data=more)])
+
+
+async def item_status(client: Driver, command: Add, final: bool = False) -> str:
+    reply = await client.send([sync(command)], final=final)
+    return next(s.data for s in reply.commands if isinstance(s, Status) and s.cmd == "Add")
+
+
+async def test_an_incoming_large_object_is_kept_within_its_size_and_max_obj_size(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Chunks beyond the declared Size (424) or the server's MaxObjSize (413) drop the
+    object: nothing is kept of it, its later chunks get the same answer, none is applied."""
+    monkeypatch.setattr(ds, "SERVER_MAX_OBJ_SIZE", 2000)
+    run = FakeRun([])
+    client = Driver(run, wbxml=False, max_msg_size=65536)
+    await client.send([alert()])
+    # Declared larger than the server takes: refused at once.
+    assert await item_status(client, chunk("A", "x" * 100, size=5000)) == "413"
+    assert await item_status(client, chunk("A", "x" * 100, more=False)) == "413"
+    # More than declared, before the last chunk: 424, and the rest too.
+    assert await item_status(client, chunk("B", "x" * 100, size=150)) == "213"
+    assert await item_status(client, chunk("B", "x" * 100)) == "424"
+    assert client.session.stores["addressbook"].chunk.parts == []  # type: ignore[union-attr]
+    assert await item_status(client, chunk("B", "x" * 100, more=False)) == "424"
+    # No Size declared: MaxObjSize bounds it.
+    assert await item_status(client, chunk("C", "x" * 1500)) == "213"
+    assert await item_status(client, chunk("C", "x" * 1500)) == "413"
+    assert await item_status(client, chunk("C", "x", more=False), final=True) == "413"
+    assert run.applied == []
+    assert client.session.stores["addressbook"].chunk is None

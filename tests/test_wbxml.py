@@ -159,6 +159,19 @@ def test_depth_element_count_and_size_are_bounded() -> None:
         wbxml.decode(wide, SYNCML_LANGUAGES, max_bytes=100)
 
 
+def test_string_table_references_cannot_amplify_a_small_document() -> None:
+    """Each two-byte STR_T stands for a whole table entry: the decoded text is bounded too,
+    and many adjacent pieces are joined once (not copied again for every piece)."""
+    entry = b"x" * 10_000
+    table = entry + b"\x00"
+    references = b"\x83\x00" * 5_000  # 10 KB of references to 10 KB each: 50 MB of text
+    bomb = _header(table) + b"\x6d" + references + b"\x01"
+    with pytest.raises(WbxmlError, match="more text than allowed"):
+        wbxml.decode(bomb, SYNCML_LANGUAGES, max_bytes=1_000_000)
+    pieces = _header() + b"\x6d" + b"\x02\x41" * 100_000 + b"\x01"  # 100,000 entities "A"
+    assert wbxml.decode(pieces, SYNCML_LANGUAGES).root.children == ["A" * 100_000]
+
+
 def test_every_truncation_and_random_garbage_give_only_wbxml_errors() -> None:
     """Whatever the bytes, the decoder answers a tree or a WbxmlError, never another error."""
     good = (DATA / "syncevolution-init.wbxml").read_bytes()

@@ -201,6 +201,7 @@ async def test_bad_requests_get_json_errors_and_change_nothing(tmp_path: Path) -
             ("checkin", good, {"Authorization": "Bearer nonsense"}, 401, "unauthenticated"),
             ("checkin", good, manager, 401, "unauthenticated"),  # an account token is not one
             ("checkin", b"{" + b" " * 600_000 + b"}", device.auth, 413, "too_large"),
+            ("checkin", b"[" * 100_000, device.auth, 400, "malformed"),  # nested too deep
             ("enrol", {"version": 1, "code": "ABCD-EFGH-JKLM"}, {}, 400, "malformed"),
             (
                 "results",
@@ -391,3 +392,138 @@ async def test_devices_speak_wsdm_over_https_too(tmp_path: Path) -> None:
             answer = await simulator.check_in(device)
         assert [c["command_id"] for c in answer["commands"]] == [lock]
         assert (await service.command("acme", manager, lock))["state"] == "acknowledged"
+
+
+OWNER_PASSWORD = "alice's password 1"
+ENROLMENT_ID = "9d7c0a5e-52f1-4c3b-8e6f-1a2b3c4d5e6f"
+
+
+async def add_owner(service: WsdmService, manager: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """The device owner alice: (account id, headers of her API token)."""
+    user = await service.client.post(
+        f"{API}/organisations/acme/accounts",
+        json={"login": "alice", "kind": "user", "password": OWNER_PASSWORD},
+        headers=manager,
+    )
+    assert user.status_code == 201, user.text
+    token = await service.client.post(
+        f"{API}/auth/token",
+        json={"organisation": "acme", "login": "alice", "password": OWNER_PASSWORD},
+    )
+    assert token.status_code == 201, token.text
+    return user.json()["id"], {"Authorization": f"Bearer {token.json()['token']}"}
+
+
+def bearer_of(answer: httpx.Response) -> dict[str, str]:
+    return {"Authorization": f"Bearer {answer.json()['device_token']}"}
+
+
+async def test_a_retried_code_enrolment_gets_the_same_device_and_a_fresh_token(
+    tmp_path: Path,
+) -> None:
+    async with wsdm_service(tmp_path) as service:
+        manager = await service.organisation("acme")
+        device_id, code = await service.new_device("acme", manager)
+        body = {
+            "version": 1,
+            "code": code,
+            "enrolment_id": ENROLMENT_ID,
+            "device": {"platform": "android"},
+        }
+        lost = await service.client.post(f"{WSDM}/enrol", json=body)  # its answer never came
+        assert lost.status_code == 201, lost.text
+        devices = table_counts(service.running)["devices"]
+        other = body | {"enrolment_id": "another-enrolment-id-0001"}
+        spent = await service.client.post(f"{WSDM}/enrol", json=other)
+        assert spent.status_code == 403 and spent.json()["error"]["reason"] == "used_up"
+        again = await service.client.post(f"{WSDM}/enrol", json=body)
+        assert again.status_code == 201, again.text
+        assert again.json()["device_id"] == device_id
+        assert again.json()["device_token"] != lost.json()["device_token"]
+        assert table_counts(service.running)["devices"] == devices
+        with db(service) as conn:
+            assert conn.execute("SELECT times_used FROM installation_codes").fetchone()[0] == 1
+        check_in = {"version": 1, "checkin_id": "c-1", "state": {}}
+        revoked = await service.client.post(
+            f"{WSDM}/checkin", json=check_in, headers=bearer_of(lost)
+        )
+        assert revoked.status_code == 401, revoked.text
+        ok = await service.client.post(f"{WSDM}/checkin", json=check_in, headers=bearer_of(again))
+        assert ok.status_code == 200, ok.text
+        # The device has its token (it checked in): the same request is no replay any more.
+        late = await service.client.post(f"{WSDM}/enrol", json=body)
+        assert late.status_code == 403 and late.json()["error"]["reason"] == "used_up"
+
+
+async def test_a_retried_login_enrolment_makes_one_device(tmp_path: Path) -> None:
+    async with wsdm_service(tmp_path) as service:
+        manager = await service.organisation("acme")
+        await add_owner(service, manager)
+        allowed = await service.client.patch(
+            f"{API}/organisations/acme/config/services/wsdm",
+            json={"use_system_wide": False, "overrides": {"login_enrolment": True}},
+            headers=manager,
+        )
+        assert allowed.status_code == 200, allowed.text
+        login = {"organisation": "acme", "login": "alice", "password": OWNER_PASSWORD}
+        body = {
+            "version": 1,
+            "login": login,
+            "enrolment_id": ENROLMENT_ID,
+            "device": {"platform": "android"},
+        }
+        lost = await service.client.post(f"{WSDM}/enrol", json=body)
+        assert lost.status_code == 201, lost.text
+        before = table_counts(service.running)
+        wrong = body | {"login": login | {"password": "not alice's password"}}
+        refused = await service.client.post(f"{WSDM}/enrol", json=wrong)
+        assert refused.status_code == 403, refused.text  # the replay checks the login again
+        again = await service.client.post(f"{WSDM}/enrol", json=body)
+        assert again.status_code == 201, again.text
+        assert again.json()["device_id"] == lost.json()["device_id"]
+        assert table_counts(service.running)["devices"] == before["devices"]
+        fresh = await service.client.post(
+            f"{WSDM}/enrol", json=body | {"enrolment_id": "another-enrolment-id-0001"}
+        )
+        assert fresh.json()["device_id"] != lost.json()["device_id"]  # a second device
+
+
+async def test_an_owner_pages_through_the_locations_of_their_commands(tmp_path: Path) -> None:
+    async with wsdm_service(tmp_path) as service:
+        manager, device_id, device = await enrolled(service)
+        before_owner = await service.queue("acme", manager, device_id, "locate")
+        alice, owner = await add_owner(service, manager)
+        given = await service.client.patch(
+            f"{API}/organisations/acme/devices/{device_id}", json={"owner": alice}, headers=manager
+        )
+        assert given.status_code == 200, given.text
+        first = await service.queue("acme", manager, device_id, "locate")
+        second = await service.queue("acme", manager, device_id, "locate")
+        body = service.simulator.check_in_body(device, "c-1")
+        handed = await service.client.post(f"{WSDM}/checkin", json=body, headers=device.auth)
+        assert len(handed.json()["commands"]) == 3, handed.text
+        results = [
+            {
+                "command_id": command_id,
+                "status": "done",
+                "detail": {"latitude": 1.0, "longitude": 2.0, "at": f"2026-01-01T10:0{n}:00Z"},
+            }
+            for n, command_id in enumerate((first, second, before_owner))
+        ]
+        recorded = await service.client.post(
+            f"{WSDM}/results", json={"version": 1, "results": results}, headers=device.auth
+        )
+        assert recorded.status_code == 200, recorded.text
+        url = f"{API}/organisations/acme/devices/{device_id}/locations"
+        pages = [
+            (await service.client.get(f"{url}?limit=1&offset={n}", headers=owner)).json()
+            for n in range(3)
+        ]
+        assert [page["total"] for page in pages] == [2, 2, 2]
+        assert [[i["command_id"] for i in page["items"]] for page in pages] == [
+            [second],
+            [first],
+            [],
+        ]
+        everything = (await service.client.get(url, headers=manager)).json()
+        assert everything["total"] == 3 and everything["items"][0]["command_id"] == before_owner

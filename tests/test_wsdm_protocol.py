@@ -139,3 +139,19 @@ def test_errors_and_answers_carry_the_version() -> None:
     body = json.loads(wsdm.error_body(ProtocolError("busy", "later", 503)))
     assert body == {"version": 1, "error": {"code": "busy", "message": "later"}}
     assert json.loads(wsdm.encode({"commands": []})) == {"version": 1, "commands": []}
+
+
+def test_a_body_nested_too_deeply_is_malformed_not_a_crash() -> None:
+    for body in (b"[" * 100_000, b'{"version": 1, "state": ' + b'{"a": ' * 50_000 + b"}"):
+        with pytest.raises(ProtocolError) as info:
+            wsdm.decode(body)
+        assert info.value.code == "malformed" and info.value.status == 400
+
+
+def test_an_enrolment_id_is_optional_and_must_be_hard_to_guess() -> None:
+    base = {"version": 1, "code": "ABCD-EFGH-JKLM", "device": {"platform": "android"}}
+    assert wsdm.parse_enrolment(dict(base)).enrolment_id is None
+    nonce = "3f2b9c1e-7a4d-4e0b-9a61-5d2c8e7f1a90"
+    assert wsdm.parse_enrolment(base | {"enrolment_id": nonce}).enrolment_id == nonce
+    for bad in ("short", "x" * 65, "has spaces in it, too many", 42):
+        assert refused(base | {"enrolment_id": bad}, wsdm.parse_enrolment).code == "malformed"

@@ -3,6 +3,7 @@ Prosody restarted mid-test, the service reconnects and the pushes queued meanwhi
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -105,3 +106,29 @@ async def test_a_device_enrolled_while_xmpp_was_away_gets_its_push_identity_late
                     nursery.cancel_scope.cancel()
     finally:
         prosody.stop()
+
+
+async def test_a_push_identity_given_at_a_check_in_is_recorded_and_goes_at_unenrolment(
+    tmp_path: Path,
+) -> None:
+    with running_prosody(tmp_path / "prosody") as prosody:
+        async with wsdm_service(tmp_path, prosody) as service:
+            manager = await service.organisation("acme")
+            device_id, code = await service.new_device("acme", manager)
+            device = await service.simulator.enrol(code)
+            # As if enrolled while push was off: no push identity, no XMPP account.
+            with sqlite3.connect(service.running.bootstrap.database.path) as conn:
+                conn.execute("UPDATE wsdm_devices SET push_jid = NULL")
+            prosody.prosodyctl("deluser", f"{device_id}@{prosody.domain}")
+            device.push = None
+            answer = await service.simulator.check_in(device)  # asks for a push identity
+            jid = f"{device_id}@{prosody.domain}"
+            assert answer["push"]["jid"] == jid and prosody.has_account(device_id)
+            with sqlite3.connect(service.running.bootstrap.database.path) as conn:
+                stored = conn.execute("SELECT push_jid FROM wsdm_devices").fetchone()[0]
+            assert stored == jid  # the scheduler's notifications reach it
+            left = await service.client.post(
+                "/api/v1/wsdm/unenrol", json={"version": 1}, headers=device.auth
+            )
+            assert left.status_code == 200, left.text
+            assert not prosody.has_account(device_id)

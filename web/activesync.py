@@ -1,8 +1,9 @@
 """``/Microsoft-Server-ActiveSync``: Exchange ActiveSync over HTTP (MS-ASHTTP).
 
 ``OPTIONS`` tells the protocol versions and commands; ``POST`` carries one command. The
-route checks what it can without the device's state (Basic credentials present, the
-request line, the WBXML body) and hands the rest to the device's DeviceSession actor
+route checks what it can without the device's state (the Basic credentials, against the
+sessions' cache of verified ones, before the body is read; the request line; the WBXML
+body) and hands the rest to the device's DeviceSession actor
 (:class:`engine.activesync.EasSessionLogic`). A Ping the session parks comes back as a
 :class:`~engine.activesync.Parked` slot; the route then waits for it up to the heartbeat
 (plus a margin), not the edge's usual deadline, holding no thread and no task of its own
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import weakref
 
 import trio
 from quart import Blueprint, Response, request
@@ -28,7 +30,6 @@ from engine.activesync import (
     EasSessionLogic,
     Parked,
     ping_changes,
-    sign_in,
     wbxml_reply,
 )
 from engine.actors import ActorError, MailboxFull, start_listener
@@ -41,6 +42,7 @@ from engine.store import activesync as db
 
 from .context import ServiceContext, service
 from .edge import ask_device_session
+from .requests import client_address
 
 blueprint = Blueprint("activesync", __name__)
 PATH = "/Microsoft-Server-ActiveSync"
@@ -48,6 +50,11 @@ PATH = "/Microsoft-Server-ActiveSync"
 PING_MARGIN = 30.0
 #: Device sessions outlive the longest heartbeat, so a parked Ping is never passivated.
 SESSION_IDLE = 3700.0
+#: Bodies larger than this are decoded on a worker thread, not on the service's event loop.
+THREAD_DECODE_BYTES = 64 * 1024
+#: Each running service's Backend (by its context's id): the route checks the credentials
+#: with the sessions' cache of verified ones before it reads anything else of a request.
+_BACKENDS: weakref.WeakValueDictionary[int, Backend] = weakref.WeakValueDictionary()
 
 
 def _response(reply: EasReply) -> Response:
@@ -79,7 +86,7 @@ _UNAUTHORISED = EasReply(401, b"", (("WWW-Authenticate", 'Basic realm="ActiveSyn
 @blueprint.route(PATH, methods=["OPTIONS"])
 async def options() -> Response:
     credentials = _credentials()
-    if credentials is None or await sign_in(service().store, *credentials) is None:
+    if credentials is None or not await _signed_in(credentials):
         return _response(_UNAUTHORISED)
     headers = eas.options_headers()
     headers["MS-ASProtocolCommands"] = ",".join(c for c in eas.COMMANDS if c in IMPLEMENTED)
@@ -89,7 +96,7 @@ async def options() -> Response:
 @blueprint.route(PATH, methods=["POST"])
 async def post() -> Response:
     credentials = _credentials()
-    if credentials is None:
+    if credentials is None or not await _signed_in(credentials):
         return _response(_UNAUTHORISED)
     try:
         query = eas.parse_request_line(request.query_string.decode("latin-1"), request.headers)
@@ -101,7 +108,7 @@ async def post() -> Response:
         content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if query.command == "SendMail" and content_type == "message/rfc822":
             raw, data = data, b""  # protocol 12.1 sends the message itself
-        body = eas.decode(data) if data else None
+        body = await _decode(data) if data else None
     except eas.EasError as exc:
         return _response(
             EasReply(
@@ -112,7 +119,7 @@ async def post() -> Response:
         return _response(EasReply(501))
     user, password = credentials
     key = f"{user.lower()}|{query.device_id}"
-    call = EasCall(query, user, password, body, request.remote_addr, raw)
+    call = EasCall(query, user, password, body, client_address(), raw)
     reply = await ask_device_session(PROTOCOL, key, call)
     if isinstance(reply, Parked):
         parked = reply
@@ -123,6 +130,20 @@ async def post() -> Response:
             if isinstance(reply, Parked):
                 reply = NOTHING_CHANGED
     return _response(reply)
+
+
+async def _signed_in(credentials: tuple[str, str]) -> bool:
+    """Whether the request's Basic credentials open an account: checked before its body is
+    read or decoded, so nobody without them makes the service parse WBXML. Verified
+    credentials are cached, so a device's every request costs no password hash."""
+    return await _BACKENDS[id(service())].verify(*credentials) is not None
+
+
+async def _decode(data: bytes) -> eas.Element:
+    """The WBXML body; a large one on a worker thread so the loop keeps serving others."""
+    if len(data) > THREAD_DECODE_BYTES:
+        return await trio.to_thread.run_sync(eas.decode, data)
+    return eas.decode(data)
 
 
 async def _wait(parked: Parked) -> EasReply:
@@ -160,6 +181,7 @@ async def start(nursery: trio.Nursery, context: ServiceContext, bootstrap: Boots
     store = context.store
     board = PingBoard(_answer)
     backend = Backend(store, context.deployment, board)
+    _BACKENDS[id(context)] = backend
     context.listeners[PROTOCOL] = await start_listener(
         nursery,
         PROTOCOL,

@@ -43,6 +43,7 @@ __all__ = [
     "ClientCertHeaderError",
     "IPNetwork",
     "client_certificate",
+    "is_trusted_proxy",
     "parse_client_cert_header",
     "parse_trusted_proxies",
     "request_client_certificate",
@@ -108,10 +109,15 @@ def parse_client_cert_header(value: bytes | str) -> x509.Certificate:
 
 def _peer_is_trusted(scope: Mapping[str, Any], trusted_proxies: Sequence[IPNetwork]) -> bool:
     client = scope.get("client")
-    if not trusted_proxies or not client:
+    return bool(client) and is_trusted_proxy(str(client[0]), trusted_proxies)
+
+
+def is_trusted_proxy(text: str, trusted_proxies: Sequence[IPNetwork]) -> bool:
+    """Whether ``text`` is an IP address inside one of ``trusted_proxies``."""
+    if not trusted_proxies:
         return False
     try:
-        address = ipaddress.ip_address(client[0])
+        address = ipaddress.ip_address(text)
     except ValueError:  # a Unix socket path, or no address at all: nothing to trust
         return False
     candidates: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [address]

@@ -29,7 +29,9 @@ from engine.omadm import (
     DmResponse,
     OmadmSessionLogic,
     error_message,
+    known_dm_id,
     record_wakeups,
+    refuse_unknown,
 )
 from engine.pki import CertificateAuthority
 from engine.protocols import omadm as dm
@@ -40,6 +42,7 @@ from engine.windows_enrolment import WindowsEnrolment
 from .client_cert import request_client_certificate
 from .context import ServiceContext, service
 from .edge import ask_device_session
+from .omads import parse_syncml
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +65,7 @@ async def omadm() -> Response:
     try:
         wbxml = syncml.is_wbxml(content_type)
         body = await request.get_data(as_text=False)
-        message = syncml.parse_message(body, content_type, max_bytes=MAX_BODY)
+        message = await parse_syncml(body, content_type, MAX_BODY)
     except syncml.SyncmlError as exc:
         status = {syncml.UNSUPPORTED_MEDIA_TYPE: 415, syncml.REQUEST_ENTITY_TOO_LARGE: 413}
         return _text(status.get(exc.status, 400), f"SyncML status {exc.status}: {exc}")
@@ -83,21 +86,25 @@ async def omadm() -> Response:
                 content_type=syncml.content_type(wbxml, dm=True),
             )
     base_url = f"{request.scheme}://{request.host}{request.path}"
-    key = f"windows:{device['id']}" if device is not None else f"dm:{message.header.source.loc_uri}"
-    reply: DmResponse = await ask_device_session(
-        PROTOCOL,
-        key,
-        DmRequest(
-            message,
-            body,
-            wbxml,
-            None if device is not None else request.args.get("s"),
-            base_url,
-            hmac=dm.parse_hmac_header(request.headers.get(HMAC_HEADER)),
-            device=device,
-            mode=request.args.get("mode"),
-        ),
+    dm_id = message.header.source.loc_uri
+    dm_request = DmRequest(
+        message,
+        body,
+        wbxml,
+        None if device is not None else request.args.get("s"),
+        base_url,
+        hmac=dm.parse_hmac_header(request.headers.get(HMAC_HEADER)),
+        device=device,
+        mode=request.args.get("mode"),
     )
+    if device is not None:
+        reply: DmResponse = await ask_device_session(
+            PROTOCOL, f"windows:{device['id']}", dm_request
+        )
+    elif await known_dm_id(context.store, dm_id):
+        reply = await ask_device_session(PROTOCOL, f"dm:{dm_id}", dm_request)
+    else:  # a DevId nobody knows: no actor is started for it
+        reply = await refuse_unknown(context.store, dm_request)
     return Response(reply.body, status=200, content_type=syncml.content_type(reply.wbxml, dm=True))
 
 

@@ -10,6 +10,7 @@ message whose content type is not SyncML gets 415.
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import trio
@@ -18,10 +19,10 @@ from werkzeug.exceptions import HTTPException
 
 from engine.actors import ActorError, MailboxFull, start_listener
 from engine.config import Bootstrap
-from engine.omads import DsRequest, DsResponse, OmadsSessionLogic
+from engine.omads import DsRequest, DsResponse, OmadsSessionLogic, known_sync_id, refuse_unknown
 from engine.protocols import syncml
 
-from .context import ServiceContext
+from .context import ServiceContext, service
 from .edge import ask_device_session
 from .problems import RETRY_AFTER_BUSY
 
@@ -29,6 +30,22 @@ PROTOCOL = "oma_ds"
 
 blueprint = Blueprint("omads", __name__)
 log = logging.getLogger(__name__)
+
+
+#: Bodies larger than this are parsed in a worker thread: parsing happens before anyone is
+#: authenticated, and a few megabytes of XML would hold the event loop for a noticeable
+#: time (every other request of the service waits meanwhile).
+PARSE_ON_LOOP_BYTES = 64 * 1024
+
+
+async def parse_syncml(
+    body: bytes, content_type: str, max_bytes: int = syncml.MAX_MESSAGE_BYTES
+) -> syncml.Message:
+    """:func:`engine.protocols.syncml.parse_message`, off the event loop for large bodies."""
+    parse = functools.partial(syncml.parse_message, body, content_type, max_bytes=max_bytes)
+    if len(body) <= PARSE_ON_LOOP_BYTES:
+        return parse()
+    return await trio.to_thread.run_sync(parse)
 
 
 def _text(status: int, text: str) -> Response:
@@ -64,7 +81,7 @@ async def omads() -> Response:
     try:
         wbxml = syncml.is_wbxml(content_type)
         body = await request.get_data(as_text=False)
-        message = syncml.parse_message(body, content_type)
+        message = await parse_syncml(body, content_type)
     except syncml.SyncmlError as exc:
         status = 415 if exc.status == syncml.UNSUPPORTED_MEDIA_TYPE else 400
         if exc.status == syncml.REQUEST_ENTITY_TOO_LARGE:
@@ -73,11 +90,13 @@ async def omads() -> Response:
     base_url = request.base_url.rstrip("/")
     if request.headers.get("X-Forwarded-Proto") is None and request.scheme:
         base_url = f"{request.scheme}://{request.host}{request.path}"
-    reply: DsResponse = await ask_device_session(
-        PROTOCOL,
-        message.header.source.loc_uri,
-        DsRequest(message, wbxml, request.args.get("s"), base_url),
-    )
+    sync_id = message.header.source.loc_uri
+    ds_request = DsRequest(message, wbxml, request.args.get("s"), base_url)
+    context = service()
+    if await known_sync_id(context.store, sync_id):
+        reply: DsResponse = await ask_device_session(PROTOCOL, sync_id, ds_request)
+    else:  # a device id nobody knows: no actor is started for it
+        reply = await refuse_unknown(context.store, context.deployment, ds_request)
     return Response(reply.body, status=200, content_type=syncml.content_type(reply.wbxml))
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from quart import request
@@ -11,7 +13,8 @@ from engine.auth import authenticate
 from engine.errors import Forbidden, Invalid, Unauthenticated
 from engine.principals import Principal
 
-from .context import service
+from .client_cert import is_trusted_proxy
+from .context import Network, service
 from .problems import BadRequest
 
 
@@ -30,7 +33,34 @@ async def json_object() -> dict[str, Any]:
 
 
 def client_address() -> str | None:
-    return request.remote_addr
+    """Who sent the request, as the audit log records it (see :func:`forwarded_client`)."""
+    return forwarded_client(
+        request.remote_addr,
+        request.headers.getlist("X-Forwarded-For"),
+        service().trusted_proxies,
+    )
+
+
+def forwarded_client(
+    peer: str | None, forwarded_for: Sequence[str], trusted_proxies: Sequence[Network]
+) -> str | None:
+    """The peer's address; behind a trusted proxy, the nearest address in
+    ``X-Forwarded-For`` that is not itself a trusted proxy. The header is believed only as
+    far as trusted proxies wrote it: from anyone else it is ignored, and a hop that is not
+    an IP address ends the walk at the last trusted one."""
+    if peer is None or not is_trusted_proxy(peer, trusted_proxies):
+        return peer
+    hops = [hop.strip() for value in forwarded_for for hop in value.split(",") if hop.strip()]
+    nearest = peer
+    for hop in reversed(hops):
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:
+            return nearest
+        if not is_trusted_proxy(hop, trusted_proxies):
+            return hop
+        nearest = hop
+    return nearest
 
 
 async def principal(*, password_change: bool = False) -> Principal:

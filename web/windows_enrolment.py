@@ -26,6 +26,7 @@ from engine.windows_enrolment import Answer, WindowsEnrolment
 
 from .client_cert import request_client_certificate
 from .context import ServiceContext, service
+from .requests import client_address
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +72,6 @@ async def _envelope_bytes() -> bytes | Response:
     return await request.get_data(as_text=False)
 
 
-def _source() -> str | None:
-    return request.remote_addr
-
-
 @blueprint.get("/Discovery.svc")
 async def discovery_probe() -> Response:
     return Response(b"", status=200, content_type="text/html")
@@ -93,7 +90,7 @@ async def policy() -> Response:
     body = await _envelope_bytes()
     if isinstance(body, Response):
         return body
-    return _soap(await _enrolment().get_policies(body, source=_source()))
+    return _soap(await _enrolment().get_policies(body, source=client_address()))
 
 
 @blueprint.post("/Enrollment.svc")
@@ -102,7 +99,7 @@ async def enrolment() -> Response:
     if isinstance(body, Response):
         return body
     certificate = request_client_certificate(request, service().trusted_proxies)
-    answer = await _enrolment().enrol(body, client_certificate=certificate, source=_source())
+    answer = await _enrolment().enrol(body, client_certificate=certificate, source=client_address())
     return _soap(answer)
 
 
@@ -165,7 +162,9 @@ async def sign_in() -> Response:
         return _page("Enrol this device", "<p>Start the enrolment from Windows.</p>", 400)
     username = form.get("username", "")
     try:
-        token = await _enrolment().federated_sign_in(username, form.get("password", ""), _source())
+        token = await _enrolment().federated_sign_in(
+            username, form.get("password", ""), client_address()
+        )
     except wire.Fault as fault:
         return _sign_in_form(appru, username, fault.reason, 401)
     e = html.escape

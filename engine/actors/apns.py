@@ -79,7 +79,11 @@ Sent = Callable[[list[Push]], Awaitable[None]]
 
 
 def client_context(identity: ClientIdentity, ca_file: str | None) -> ssl.SSLContext:
-    """TLS for APNs: HTTP/2 by ALPN, the certificate as client identity."""
+    """TLS for APNs: HTTP/2 by ALPN, the certificate as client identity.
+
+    Blocking (a file written and read, the CA store loaded): the notifier runs it in a
+    worker thread.
+    """
     context = ssl.create_default_context(cafile=ca_file)
     context.set_alpn_protocols(["h2"])
     # load_cert_chain reads files only: a private temporary file, removed at once.
@@ -369,15 +373,16 @@ class ApnsNotifier:
                 log.exception("APNs: recording %d pushes failed", len(batch))
 
     async def _connection(self, identity: ClientIdentity) -> ApnsConnection:
-        """The certificate's connection, opened (or reopened) by one caller at a time."""
+        """The certificate's connection, opened (or reopened) by one caller at a time; its
+        TLS context is made once, off the Trio thread."""
         peer = self._peers.get(identity.id)
         if peer is None or peer.identity != identity:  # new, or a renewed certificate
             if peer is not None and peer.connection is not None:
                 peer.connection.usable = False  # its streams finish; no new ones
-            peer = self._peers[identity.id] = _Peer(
-                identity, client_context(identity, self.ca_file)
-            )
+            peer = self._peers[identity.id] = _Peer(identity)
         async with peer.opening:
+            if peer.context is None:
+                peer.context = await trio.to_thread.run_sync(client_context, identity, self.ca_file)
             if peer.connection is None or not peer.connection.usable:
                 assert self._nursery is not None
                 peer.connection = await ApnsConnection.open(
@@ -448,7 +453,7 @@ class ApnsNotifier:
 @dataclass(eq=False)
 class _Peer:
     identity: ClientIdentity
-    context: ssl.SSLContext
+    context: ssl.SSLContext | None = None
     connection: ApnsConnection | None = None
     opening: trio.Lock = field(default_factory=trio.Lock)
 

@@ -51,6 +51,8 @@ CHANGE_PASSWORD = f"{_ADMIN}#change-user-password"
 SESSION_WAIT = 3.0
 #: How long one ad-hoc command step may take before the server counts as unreachable.
 IQ_TIMEOUT = 10.0
+#: How long making the client on its loop may take (it loads the system's CA store).
+CLIENT_WAIT = 10.0
 
 
 class XmppUnavailable(Exception):
@@ -302,19 +304,41 @@ class AsyncioThread:
 
 
 class XmppNotifier:
-    """The Trio face of the service's XMPP client: pushes and device accounts."""
+    """The Trio face of the service's XMPP client: pushes and device accounts.
+
+    The client exists once :meth:`start` (run by :func:`run_notifier`) has made it.
+    """
 
     def __init__(self, account: XmppAccount, *, max_backoff: float = 10.0) -> None:
         self.account = account
+        self.max_backoff = max_backoff
         self.thread = AsyncioThread("xmpp-notifier")
-        self.client = _make_client(self.thread, account, max_backoff)
+        self._client: ServiceClient | None = None
+
+    @property
+    def client(self) -> ServiceClient:
+        if self._client is None:
+            raise RuntimeError("the XMPP notifier is not started")
+        return self._client
 
     @property
     def domain(self) -> str:
         return self.account.domain
 
-    def start(self) -> None:
-        self.thread.soon(self.client.start)
+    async def start(self) -> None:
+        """Make the client and let it connect. slixmpp binds a client to the loop running
+        when it is made, so it is made on the notifier's loop, awaited without blocking
+        Trio; :class:`XmppUnavailable` if that loop does not answer in time."""
+        account, max_backoff = self.account, self.max_backoff
+
+        async def make() -> ServiceClient:
+            return ServiceClient(account, max_backoff=max_backoff)
+
+        with trio.move_on_after(CLIENT_WAIT):
+            self._client = await self.thread.call(make)
+        if self._client is None:
+            raise XmppUnavailable(f"the XMPP client was not made within {CLIENT_WAIT} s")
+        self.thread.soon(self._client.start)
 
     def push(self, jids: Iterable[str]) -> None:
         """Wake these devices; never blocks."""
@@ -322,7 +346,7 @@ class XmppNotifier:
 
     @property
     def online(self) -> bool:
-        return self.client.online
+        return self._client is not None and self._client.online
 
     @property
     def pushes_sent(self) -> int:
@@ -335,8 +359,12 @@ class XmppNotifier:
         await self.thread.call(lambda: self.client.delete_account(jid))
 
     async def aclose(self) -> None:
+        client = self._client
+
         async def close() -> None:
-            closing = self.client.close()
+            if client is None:  # never started
+                return
+            closing = client.close()
             if closing is not None:
                 with _suppress_all():
                     await asyncio.wait_for(closing, 2)
@@ -345,20 +373,6 @@ class XmppNotifier:
             with _suppress_all():
                 await self.thread.call(close)
             await self.thread.stop()
-
-
-def _make_client(thread: AsyncioThread, account: XmppAccount, max_backoff: float) -> ServiceClient:
-    """slixmpp binds its client to the running loop when made: make it on the loop."""
-    made: list[ServiceClient] = []
-    ready = threading.Event()
-
-    def make() -> None:
-        made.append(ServiceClient(account, max_backoff=max_backoff))
-        ready.set()
-
-    thread.soon(make)
-    ready.wait(10)
-    return made[0]
 
 
 class _suppress_all:
@@ -376,8 +390,8 @@ async def run_notifier(
     notifier: XmppNotifier, *, task_status: trio.TaskStatus[XmppNotifier] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """Connect, hand the notifier back, and close it when the surrounding scope is cancelled."""
-    notifier.start()
     try:
+        await notifier.start()
         task_status.started(notifier)
         await trio.sleep_forever()
     finally:

@@ -243,10 +243,37 @@ def options_headers() -> dict[str, str]:
 # --------------------------------------------------------------------------- WBXML bodies
 
 
+def _string_table_length(body: bytes) -> int:
+    """The length the WBXML header gives its string table (after the version, the public id
+    -- with its string-table index when it is 0 -- and the charset, each an mb_u_int32)."""
+    at = 1
+    numbers: list[int] = []
+    while len(numbers) < 4:
+        value = 0
+        for _ in range(5):
+            if at >= len(body):
+                raise EasError("malformed WBXML: the header is cut short", INVALID_WBXML)
+            byte = body[at]
+            at += 1
+            value = (value << 7) | (byte & 0x7F)
+            if not byte & 0x80:
+                break
+        else:
+            raise EasError("malformed WBXML: an mb_u_int32 is too long", INVALID_WBXML)
+        numbers.append(value)
+        if len(numbers) == 1 and value != 0:
+            numbers.append(0)  # a public id by number: no index into the string table
+    return numbers[3]
+
+
 def decode(body: bytes) -> Element:
-    """The root element of a WBXML request body (MS-ASWBXML)."""
+    """The root element of a WBXML request body (MS-ASWBXML). ActiveSync never uses a
+    string table (MS-ASWBXML 2.1.2.1.1), so a body with one is refused before any of it is
+    decoded."""
     if len(body) > MAX_BODY_BYTES:
         raise EasError("the request body is too large", INVALID_CONTENT, 413)
+    if _string_table_length(body) != 0:
+        raise EasError("malformed WBXML: ActiveSync uses no string table", INVALID_WBXML)
     try:
         return wbxml.decode(body, language=ACTIVESYNC, max_bytes=MAX_BODY_BYTES).root
     except wbxml.WbxmlError as exc:

@@ -83,6 +83,8 @@ COMMAND_NOT_ALLOWED = 405
 OPTIONAL_FEATURE_NOT_SUPPORTED = 406
 MISSING_CREDENTIALS = 407
 INCOMPLETE_COMMAND = 412
+REQUEST_ENTITY_TOO_LARGE = 413
+DEVICE_FULL = 420
 SIZE_MISMATCH = 424
 COMMAND_FAILED = 500
 PROTOCOL_VERSION_NOT_SUPPORTED = 513
@@ -100,6 +102,10 @@ LOGIN_STATUS_TYPE = "com.microsoft/MDM/LoginStatus"
 SERVER_MAX_MSG_SIZE = 64 * 1024
 SERVER_MAX_OBJ_SIZE = 4 * 1024 * 1024
 _MIN_MSG_SIZE = 1024
+#: What one client package may report (Replace/Add, Results) before the server answers
+#: 420 Device full: its values wait in memory until the package ends.
+MAX_HELD_VALUES = 5000
+MAX_HELD_BYTES = 8 * 1024 * 1024
 #: Room kept free in each message for what closes it (SyncBody, Final, SyncML, a Status).
 _CLOSING_ROOM = 64
 _MIN_CHUNK = 128
@@ -294,6 +300,22 @@ class _Outgoing:
 
 
 @dataclass
+class _Incoming:
+    """A large Results value arriving in chunks (``received``: its bytes so far, kept under
+    ``limit``, the declared Size or the server's MaxObjSize, whichever is smaller)."""
+
+    cmd_ref: str
+    uri: str
+    parts: list[str]
+    size: int | None
+    meta: Meta | None
+    received: int
+    limit: int
+    #: The status that refused the value (413, 424): its further chunks are dropped.
+    refused: int | None = None
+
+
+@dataclass
 class DmSession:
     """One OMA DM session of one device (see the module docstring for the packages)."""
 
@@ -310,11 +332,14 @@ class DmSession:
     outgoing: deque[_Outgoing] = field(default_factory=deque)
     sent: dict[tuple[str, str], _Sent] = field(default_factory=dict)
     running: list[_Running] = field(default_factory=list)
-    #: A large Results being received: (CmdRef, source URI, parts, size, meta).
-    chunk: tuple[str, str, list[str], int | None, Meta | None] | None = None
+    #: A large Results being received.
+    chunk: _Incoming | None = None
     finished: bool = False
     drained: bool = False
     reported: list[NodeValue] = field(default_factory=list)
+    #: Bytes of node values held for the backend (what a client package reported): bounded
+    #: by :data:`MAX_HELD_BYTES` however many messages the package spans.
+    held: int = 0
 
     @property
     def authenticated(self) -> bool:
@@ -390,6 +415,11 @@ class DmSession:
             if len(values) != len(command.items):
                 reply.status_of(command, INCOMPLETE_COMMAND)
                 return
+            if len(self.reported) + len(values) > MAX_HELD_VALUES or not all(
+                self._hold(value) for value in values
+            ):
+                reply.status_of(command, DEVICE_FULL)
+                return
             self.reported += values
             reply.status_of(command, OK)
         elif isinstance(command, Results):
@@ -443,35 +473,61 @@ class DmSession:
         outcome = _outcome_of(sent.operation)
         for item in results.items:
             value = _node_value(item, results.meta)
-            chunk = self.chunk
-            if chunk is not None and chunk[0] == results.cmd_ref and chunk[1] == value.uri:
-                chunk[2].append(value.data or "")
+            incoming = self.chunk
+            if incoming is not None and (incoming.cmd_ref, incoming.uri) == (
+                results.cmd_ref,
+                value.uri,
+            ):
+                pass
+            elif item.more_data:
+                meta = item.meta or results.meta
+                size = meta.size if meta else None
+                limit = min(size, SERVER_MAX_OBJ_SIZE) if size is not None else SERVER_MAX_OBJ_SIZE
+                incoming = _Incoming(results.cmd_ref, value.uri, [], size, meta, 0, limit)
+                if size is not None and size > SERVER_MAX_OBJ_SIZE:
+                    incoming.refused = REQUEST_ENTITY_TOO_LARGE
+                self.chunk = incoming
+            else:
+                incoming = None
+            if incoming is not None:
+                data = value.data or ""
+                incoming.received += len(data.encode())
+                if incoming.refused is None and incoming.received > incoming.limit:
+                    # More than declared (424) or than the server takes (413): dropped.
+                    too_large = incoming.size is None or incoming.size > SERVER_MAX_OBJ_SIZE
+                    incoming.refused = REQUEST_ENTITY_TOO_LARGE if too_large else SIZE_MISMATCH
+                if incoming.refused is not None:
+                    incoming.parts.clear()  # its chunks still to come get the same answer
+                    if not item.more_data:
+                        self.chunk = None
+                    reply.status_of(results, incoming.refused)
+                    return
+                incoming.parts.append(data)
                 if item.more_data:
                     reply.status_of(results, CHUNK_ACCEPTED)
                     return
                 self.chunk = None
-                joined = "".join(chunk[2])
-                size = chunk[3]
-                if size is not None and size != len(joined.encode()):
+                joined = "".join(incoming.parts)
+                if incoming.size is not None and incoming.size != len(joined.encode()):
                     reply.status_of(results, SIZE_MISMATCH)
                     return
-                meta = chunk[4]
+                meta = incoming.meta
                 value = NodeValue(
                     value.uri, joined, meta.format if meta else None, meta.type if meta else None
                 )
-            elif item.more_data:
-                meta = item.meta or results.meta
-                self.chunk = (
-                    results.cmd_ref,
-                    value.uri,
-                    [value.data or ""],
-                    meta.size if meta else None,
-                    meta,
-                )
-                reply.status_of(results, CHUNK_ACCEPTED)
+            if not self._hold(value):
+                reply.status_of(results, DEVICE_FULL)
                 return
             outcome.results.append(value)
         reply.status_of(results, OK)
+
+    def _hold(self, value: NodeValue) -> bool:
+        """Room for one more node value of this package (the backend gets them at its end)."""
+        size = len(value.uri) + len((value.data or "").encode())
+        if self.held + size > MAX_HELD_BYTES:
+            return False
+        self.held += size
+        return True
 
     async def _status(self, status: Status) -> None:
         sent = self.sent.get((status.msg_ref, status.cmd_ref))
@@ -501,6 +557,11 @@ class DmSession:
             for key in [k for k, s in self.sent.items() if s.operation is running]:
                 del self.sent[key]
         reported, self.reported = self.reported, []
+        self.held = sum(
+            len(v.uri) + len((v.data or "").encode())
+            for r in self.running
+            for v in _outcome_of(r).results
+        )
         if not (done or reported or more):
             return []
         return await self.backend.exchange(
@@ -515,7 +576,8 @@ class DmSession:
         """A large Results of this operation is still arriving."""
         chunk = self.chunk
         return chunk is not None and any(
-            ref == chunk[0] and sent.operation is running for (_, ref), sent in self.sent.items()
+            ref == chunk.cmd_ref and sent.operation is running
+            for (_, ref), sent in self.sent.items()
         )
 
     def _chunk_open(self, running: _Running) -> bool:

@@ -93,6 +93,7 @@ COMMAND_NOT_ALLOWED = 405
 OPTIONAL_FEATURE_NOT_SUPPORTED = 406
 MISSING_CREDENTIALS = 407
 INCOMPLETE_COMMAND = 412
+REQUEST_ENTITY_TOO_LARGE = 413
 CONFLICT_SERVER_WON = 419
 SIZE_MISMATCH = 424
 COMMAND_FAILED = 500
@@ -303,8 +304,24 @@ class _Datastore:
     run: DatastoreRun
     client_next: str
     server_next: str
-    #: A large object being received: (command, luid, parts, declared size, content type).
-    chunk: tuple[str, str, list[str], int | None, str | None] | None = None
+    #: A large object being received.
+    chunk: _Incoming | None = None
+
+
+@dataclass
+class _Incoming:
+    """A large object arriving in chunks (``received``: its bytes so far, kept under
+    ``limit``, the declared Size or the server's MaxObjSize, whichever is smaller)."""
+
+    command: str
+    luid: str
+    parts: list[str]
+    size: int | None
+    content_type: str | None
+    received: int
+    limit: int
+    #: The status that refused the object (413, 424): its further chunks are dropped.
+    refused: int | None = None
 
 
 @dataclass
@@ -544,15 +561,15 @@ class DsSession:
         if isinstance(data, Element):
             reply.item_status(command, item, BAD_REQUEST)
             return None
-        if store.chunk is not None and store.chunk[1] == luid:
-            name, _, parts, size, first_type = store.chunk
-            parts.append(data or "")
-            content_type = content_type or first_type
+        if store.chunk is not None and store.chunk.luid == luid:
+            incoming = store.chunk
         elif item.more_data:
             size = meta.size if meta else None
-            store.chunk = (command.name, luid, [data or ""], size, content_type)
-            reply.item_status(command, item, CHUNK_ACCEPTED)
-            return None
+            limit = min(size, SERVER_MAX_OBJ_SIZE) if size is not None else SERVER_MAX_OBJ_SIZE
+            incoming = _Incoming(command.name, luid, [], size, content_type, 0, limit)
+            if size is not None and size > SERVER_MAX_OBJ_SIZE:
+                incoming.refused = REQUEST_ENTITY_TOO_LARGE
+            store.chunk = incoming
         else:
             if store.chunk is not None:  # a new item while another was half sent: lost
                 store.chunk = None
@@ -560,18 +577,33 @@ class DsSession:
                 reply.item_status(command, item, INCOMPLETE_COMMAND)
                 return None
             return ClientChange(command.name, luid, data, content_type)
+        content_type = content_type or incoming.content_type
+        incoming.received += len((data or "").encode())
+        if incoming.refused is None and incoming.received > incoming.limit:
+            # More than declared (424) or than the server takes (413): the object is dropped.
+            too_large = incoming.size is None or incoming.size > SERVER_MAX_OBJ_SIZE
+            incoming.refused = REQUEST_ENTITY_TOO_LARGE if too_large else SIZE_MISMATCH
+        if incoming.refused is not None:
+            # Its chunks still to come get the same answer and are not kept.
+            incoming.parts.clear()
+            if not item.more_data:
+                store.chunk = None
+            reply.item_status(command, item, incoming.refused)
+            return None
+        incoming.parts.append(data or "")
         if item.more_data:
             reply.item_status(command, item, CHUNK_ACCEPTED)
             return None
         store.chunk = None
-        joined = "".join(parts)
+        joined = "".join(incoming.parts)
+        size = incoming.size
         if size is not None and size not in (
             len(joined.encode()),
             len(joined.replace("\r\n", "\n").replace("\n", "\r\n").encode()),
         ):
             reply.item_status(command, item, SIZE_MISMATCH)
             return None
-        return ClientChange(name, luid, joined, content_type)
+        return ClientChange(incoming.command, luid, joined, content_type)
 
     # ---------------------------------------------------------------- package 5: Map
 

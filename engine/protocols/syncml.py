@@ -929,7 +929,12 @@ def _item_data(element: Element) -> str | bytes | Element:
         language = wbxml.language_of(raw, DEVINF_LANGUAGES)
         if language is not None:
             try:
-                return wbxml.decode(raw, language=language, max_depth=MAX_DEPTH).root
+                # Its text is bounded by its own size: the documents a message embeds
+                # together decode to a few times the message at most.
+                limit = 4 * len(raw) + 4096
+                return wbxml.decode(
+                    raw, language=language, max_bytes=limit, max_depth=MAX_DEPTH
+                ).root
             except WbxmlError as exc:
                 raise _Missing(f"embedded DevInf: {exc}") from exc
         try:

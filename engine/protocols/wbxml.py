@@ -191,12 +191,22 @@ class Document:
 class _Reader:
     """Cursor over the body; every read checks the bounds."""
 
-    __slots__ = ("data", "end", "pos")
+    __slots__ = ("data", "end", "pos", "text_left")
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, text_limit: int = MAX_BODY_BYTES) -> None:
         self.data = data
         self.pos = 0
         self.end = len(data)
+        #: Characters of text the document may still decode to. A two-byte ``STR_T``
+        #: reference stands for a whole string-table entry, so without this bound a small
+        #: document could decode to gigabytes.
+        self.text_left = text_limit
+
+    def spend(self, text: str) -> str:
+        self.text_left -= len(text)
+        if self.text_left < 0:
+            raise WbxmlError("the document decodes to more text than allowed")
+        return text
 
     def byte(self) -> int:
         if self.pos >= self.end:
@@ -298,7 +308,7 @@ def decode(
     """
     if len(data) > max_bytes:
         raise WbxmlError(f"document of {len(data)} bytes exceeds the limit of {max_bytes}")
-    reader = _Reader(data)
+    reader = _Reader(data, max_bytes)
     version, public_id, public_text, charset, encoding, table = _read_header(reader)
     if language is None:
         for candidate in languages:
@@ -335,6 +345,9 @@ def _decode_body(
     stack: list[Element] = []
     root: Element | None = None
     budget = max_elements
+    #: Elements with adjacent text pieces, joined once at the end (joining as they come
+    #: would copy the growing text again for every piece).
+    pieced: dict[int, Element] = {}
     while pos < end:
         token = data[pos]
         pos += 1
@@ -379,10 +392,10 @@ def _decode_body(
                 children.append(reader.take(reader.mb_u_int32()))
                 pos = reader.pos
                 continue
+            reader.spend(text)
             if children and type(children[-1]) is str:
-                children[-1] += text  # adjacent STR_I, STR_T and ENTITY form one text node
-            else:
-                children.append(text)
+                pieced[id(stack[-1])] = stack[-1]
+            children.append(text)
             continue
         if token in _EXTENSIONS:
             raise WbxmlError(f"extension token {token:#04x} is not used by this language")
@@ -421,7 +434,26 @@ def _decode_body(
         raise WbxmlError(f"document ends early at byte {pos}: <{stack[-1].tag}> is not closed")
     if root is None:
         raise WbxmlError("document has no root element")
+    for element in pieced.values():
+        _join_text(element)
     return root
+
+
+def _join_text(element: Element) -> None:
+    """Adjacent STR_I, STR_T and ENTITY pieces form one text node, as in XML."""
+    joined: list[Element | str | bytes] = []
+    run: list[str] = []
+    for child in element.children:
+        if type(child) is str:
+            run.append(child)
+            continue
+        if run:
+            joined.append("".join(run))
+            run = []
+        joined.append(child)
+    if run:
+        joined.append("".join(run))
+    element.children = joined
 
 
 def _attributes(reader: _Reader, table: bytes, encoding: str) -> dict[str, str]:
@@ -442,9 +474,9 @@ def _attributes(reader: _Reader, table: bytes, encoding: str) -> dict[str, str]:
             name = _table_string(table, reader.mb_u_int32(), encoding)
             value = []
         elif token == STR_I and name is not None:
-            value.append(_text(reader.cstring(), encoding))
+            value.append(reader.spend(_text(reader.cstring(), encoding)))
         elif token == STR_T and name is not None:
-            value.append(_table_string(table, reader.mb_u_int32(), encoding))
+            value.append(reader.spend(_table_string(table, reader.mb_u_int32(), encoding)))
         elif token == ENTITY and name is not None:
             code = reader.mb_u_int32()
             if code > 0x10FFFF or 0xD800 <= code <= 0xDFFF:

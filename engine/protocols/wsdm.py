@@ -11,7 +11,8 @@ trio, no web. ``docs/wsdm.md`` shows an example of every message.
 
 Messages (device → service):
 
-* :class:`Enrolment` - an installation code and what the device says about itself.
+* :class:`Enrolment` - an installation code (or the owner's login), what the device says
+  about itself, and an ``enrolment_id`` that makes a retried enrolment a replay.
 * :class:`CheckIn` - state and inventory, locations, command results, the configuration
   hash it holds, and a ``checkin_id`` that makes a repeated check-in a replay.
 * :class:`Results` - command results on their own, as soon as a command is done.
@@ -41,6 +42,8 @@ MAX_LOCATIONS = 500
 MAX_RESULTS = 500
 MAX_TEXT = 255
 _ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+#: An enrolment's own id: chosen by the device, random enough that nobody else guesses it.
+_ENROLMENT_ID = re.compile(r"[A-Za-z0-9._:-]{16,64}")
 
 
 class ProtocolError(Exception):
@@ -76,6 +79,8 @@ def decode(body: bytes) -> dict[str, Any]:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise malformed(f"the body is not valid JSON: {exc}") from None
+    except RecursionError:  # nested deeper than the parser goes: no device sends that
+        raise malformed("the body is nested too deeply") from None
     if not isinstance(data, dict):
         raise malformed("the body must be a JSON object")
     version = data.get("version")
@@ -188,17 +193,25 @@ class OwnerLogin:
 
 @dataclass(frozen=True)
 class Enrolment:
-    """Exactly one of ``code`` and ``owner`` says who may enrol."""
+    """Exactly one of ``code`` and ``owner`` says who may enrol.
+
+    ``enrolment_id``, chosen by the device and sent again unchanged when it retries after a
+    lost answer, makes the retry a replay of the same enrolment rather than a second one.
+    """
 
     device: DeviceFacts
     code: str | None = None
     owner: OwnerLogin | None = None
+    enrolment_id: str | None = None
 
 
 def parse_enrolment(data: dict[str, Any]) -> Enrolment:
     reader = _Reader(data, "")
     reader.take("version", int)
     code = reader.text("code", limit=32)
+    enrolment_id = reader.take("enrolment_id", str)
+    if enrolment_id is not None and not _ENROLMENT_ID.fullmatch(enrolment_id):
+        raise malformed("enrolment_id: 16-64 letters, digits and ._:-")
     credentials = reader.take("login", dict)
     if (code is None) == (credentials is None):
         raise malformed("give either code or login")
@@ -226,7 +239,7 @@ def parse_enrolment(data: dict[str, Any]) -> Enrolment:
     )
     device.done()
     reader.done()
-    return Enrolment(facts, code, owner)
+    return Enrolment(facts, code, owner, enrolment_id)
 
 
 @dataclass(frozen=True)

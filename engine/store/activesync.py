@@ -203,3 +203,61 @@ def count_changes_after(
             },
         ).fetchone()[0]
     )
+
+
+# --------------------------------------------------------------------------- client ids
+
+#: The prefix of the id-map rows that remember a device's ClientIds (``client:<SyncKey>:<id>``)
+#: beside the item's ServerId, so an Add resent under the same SyncKey maps to the same item.
+CLIENT_PREFIX = "client:"
+
+
+def client_luid(sync_key: int, client_id: str) -> str:
+    return f"{CLIENT_PREFIX}{sync_key}:{client_id}"
+
+
+def put_client_mapping(
+    conn: sqlite3.Connection, device_id: str, collection_id: str, luid: str, item_id: int
+) -> None:
+    """Remember the ClientId of an Add beside the item's ServerId (a second row of the item)."""
+    conn.execute(
+        "INSERT INTO pim_id_map (device_id, collection_id, luid, item_id) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (device_id, collection_id, luid) DO UPDATE SET item_id = excluded.item_id",
+        (device_id, collection_id, luid, item_id),
+    )
+
+
+def forget_client_mappings(
+    conn: sqlite3.Connection, device_id: str, collection_id: str, sync_key: int
+) -> None:
+    """Forget the ClientIds of every SyncKey but ``sync_key``: once the device syncs with a
+    newer key, the Adds of older ones can no longer be resent."""
+    conn.execute(
+        "DELETE FROM pim_id_map WHERE device_id = ? AND collection_id = ?"
+        " AND substr(luid, 1, ?) = ? AND substr(luid, 1, ?) != ?",
+        (
+            device_id,
+            collection_id,
+            len(CLIENT_PREFIX),
+            CLIENT_PREFIX,
+            len(client_luid(sync_key, "")),
+            client_luid(sync_key, ""),
+        ),
+    )
+
+
+def server_ids_of_items(
+    conn: sqlite3.Connection, device_id: str, collection_id: str, item_ids: list[int]
+) -> dict[int, str]:
+    """The ServerIds the device knows items by (its ClientId rows left out)."""
+    found: dict[int, str] = {}
+    for start in range(0, len(item_ids), 500):
+        chunk = item_ids[start : start + 500]
+        marks = ", ".join("?" * len(chunk))
+        for row in conn.execute(
+            "SELECT item_id, luid FROM pim_id_map WHERE device_id = ? AND collection_id = ?"
+            f" AND item_id IN ({marks}) AND substr(luid, 1, ?) != ?",
+            (device_id, collection_id, *chunk, len(CLIENT_PREFIX), CLIENT_PREFIX),
+        ):
+            found[int(row[0])] = row[1]
+    return found

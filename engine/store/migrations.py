@@ -521,6 +521,8 @@ _WSDM = (
     # The WSDM side of a device (engine/wsdm.py): its device token as SHA-256 (the token
     # itself is shown once, at enrolment), its XMPP push identity, and its check-ins.
     # unenrolled_at: the token no longer works; a new enrolment replaces the row.
+    # enrolment_id (SHA-256 of the id the device chose) and enrolled_with (the code or
+    # account, JSON): a retried enrolment whose answer was lost is known by them.
     """CREATE TABLE wsdm_devices (
         device_id TEXT PRIMARY KEY REFERENCES devices(id),
         organisation_id TEXT NOT NULL REFERENCES organisations(id),
@@ -532,9 +534,12 @@ _WSDM = (
         checkins INTEGER NOT NULL DEFAULT 0,
         configuration_hash TEXT,
         overdue_since TEXT,
-        unenrolled_at TEXT
+        unenrolled_at TEXT,
+        enrolment_id TEXT,
+        enrolled_with TEXT NOT NULL DEFAULT '{}'
     )""",
     "CREATE INDEX wsdm_devices_org_checkin ON wsdm_devices (organisation_id, last_checkin_at)",
+    "CREATE INDEX wsdm_devices_enrolment ON wsdm_devices (organisation_id, enrolment_id)",
     # Locations the devices report; one per device and moment, so a repeated report is one.
     """CREATE TABLE wsdm_locations (
         id TEXT PRIMARY KEY,

@@ -20,8 +20,12 @@ MAX_VALUE = 64 * 1024
 
 
 def oma_dm_devices_with_id(conn: sqlite3.Connection, dm_id: str) -> list[Row]:
-    """OMA DM devices whose IMEI, serial number or UDID is the client's DevId (the SyncHdr
-    Source, ``IMEI:...`` or bare), with their owner and organisation."""
+    """Plain OMA DM devices whose IMEI, serial number or UDID is the client's DevId (the
+    SyncHdr Source, ``IMEI:...`` or bare), with their owner and organisation.
+
+    Windows devices speak OMA DM too, but only with the certificate their enrolment issued:
+    a device of platform ``windows`` or with a Windows enrolment is never one of these (a
+    certificate-less client must not drive it with its owner's password)."""
     bare = dm_id.split(":", 1)[1] if dm_id[:5].upper() in ("IMEI:", "MEID:") else dm_id
     return many(
         conn.execute(
@@ -31,7 +35,8 @@ def oma_dm_devices_with_id(conn: sqlite3.Connection, dm_id: str) -> list[Row]:
                FROM devices d
                JOIN organisations o ON o.id = d.organisation_id
                LEFT JOIN accounts a ON a.id = d.owner_id
-               WHERE d.protocol = 'oma_dm'
+               WHERE d.protocol = 'oma_dm' AND d.platform <> 'windows'
+                 AND NOT EXISTS (SELECT 1 FROM windows_enrolments w WHERE w.device_id = d.id)
                  AND (d.imei IN (?, ?) OR d.serial_number = ? OR d.udid = ?)""",
             (dm_id, bare, dm_id, dm_id),
         )

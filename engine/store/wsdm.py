@@ -15,9 +15,11 @@ def put_enrolment(conn: sqlite3.Connection, row: Row) -> None:
     """Record (or replace, on re-enrolment) a device's WSDM side with a fresh token hash."""
     conn.execute(
         "INSERT INTO wsdm_devices (device_id, organisation_id, token_hash, push_jid,"
-        " enrolled_at) VALUES (:device_id, :organisation_id, :token_hash, :push_jid,"
-        " :enrolled_at) ON CONFLICT (device_id) DO UPDATE SET token_hash = :token_hash,"
+        " enrolled_at, enrolment_id, enrolled_with) VALUES (:device_id, :organisation_id,"
+        " :token_hash, :push_jid, :enrolled_at, :enrolment_id, :enrolled_with)"
+        " ON CONFLICT (device_id) DO UPDATE SET token_hash = :token_hash,"
         " organisation_id = :organisation_id, push_jid = :push_jid, enrolled_at = :enrolled_at,"
+        " enrolment_id = :enrolment_id, enrolled_with = :enrolled_with,"
         " last_checkin_at = NULL, last_checkin_id = NULL, checkins = 0,"
         " configuration_hash = NULL, overdue_since = NULL, unenrolled_at = NULL",
         row,
@@ -45,6 +47,30 @@ def wsdm_device(conn: sqlite3.Connection, device_id: str) -> Row | None:
 
 def set_push_jid(conn: sqlite3.Connection, device_id: str, jid: str | None) -> None:
     conn.execute("UPDATE wsdm_devices SET push_jid = ? WHERE device_id = ?", (jid, device_id))
+
+
+def replace_token(conn: sqlite3.Connection, device_id: str, token_hash: str) -> None:
+    """A new token for the same enrolment: the previous one stops working."""
+    conn.execute(
+        "UPDATE wsdm_devices SET token_hash = ? WHERE device_id = ?", (token_hash, device_id)
+    )
+
+
+def enrolment_to_replay(
+    conn: sqlite3.Connection, organisation_id: str, enrolment_id_hash: str, since: str
+) -> Row | None:
+    """The organisation's WSDM enrolment made since ``since`` with this enrolment id, if the
+    device has not checked in since (it never got its token) and was not unenrolled; with
+    what (code or account) it was made with."""
+    return one(
+        conn.execute(
+            "SELECT device_id, enrolled_with FROM wsdm_devices"
+            " WHERE organisation_id = ? AND enrolment_id = ? AND enrolled_at >= ?"
+            " AND unenrolled_at IS NULL AND last_checkin_at IS NULL"
+            " ORDER BY enrolled_at DESC LIMIT 1",
+            (organisation_id, enrolment_id_hash, since),
+        )
+    )
 
 
 def mark_unenrolled(conn: sqlite3.Connection, device_id: str, at: str) -> int:
@@ -88,19 +114,26 @@ def insert_locations(conn: sqlite3.Connection, rows: Sequence[Row]) -> int:
 
 
 def locations_of_device(
-    conn: sqlite3.Connection, organisation_id: str, device_id: str, limit: int, offset: int
+    conn: sqlite3.Connection,
+    organisation_id: str,
+    device_id: str,
+    limit: int,
+    offset: int,
+    command_owner: str | None = None,
 ) -> tuple[list[Row], int]:
-    """A device's locations, newest first."""
-    total = conn.execute(
-        "SELECT count(*) FROM wsdm_locations WHERE organisation_id = ? AND device_id = ?",
-        (organisation_id, device_id),
-    ).fetchone()[0]
+    """A device's locations, newest first; with ``command_owner``, only those answering
+    commands that account queued (the count and the page alike)."""
+    where = "organisation_id = ? AND device_id = ?"
+    args: list[Any] = [organisation_id, device_id]
+    if command_owner is not None:
+        where += " AND command_id IN (SELECT id FROM commands WHERE device_id = ? AND owner_id = ?)"
+        args += [device_id, command_owner]
+    total = conn.execute(f"SELECT count(*) FROM wsdm_locations WHERE {where}", args).fetchone()[0]
     rows = many(
         conn.execute(
             "SELECT latitude, longitude, accuracy, recorded_at, received_at, command_id"
-            " FROM wsdm_locations WHERE organisation_id = ? AND device_id = ?"
-            " ORDER BY recorded_at DESC LIMIT ? OFFSET ?",
-            (organisation_id, device_id, limit, offset),
+            f" FROM wsdm_locations WHERE {where} ORDER BY recorded_at DESC LIMIT ? OFFSET ?",
+            [*args, limit, offset],
         )
     )
     return rows, total

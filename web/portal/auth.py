@@ -8,6 +8,7 @@ from engine import auth
 from engine.errors import DomainError, Forbidden, Unauthenticated
 
 from ..context import service
+from ..requests import client_address
 from .pages import ACTIONS, PortalAction, back_location, home_of, refused, render, safe_path
 from .session import (
     LOGIN_CSRF_COOKIE,
@@ -65,7 +66,7 @@ def register(blueprint: Blueprint) -> None:
                 organisation_code=form.get("organisation", "").strip() or None,
                 login_id=form.get("login", "").strip(),
                 password=form.get("password", ""),
-                source=request.remote_addr,
+                source=client_address(),
                 label="portal",
                 lifetime=SESSION_LIFETIME,
             )

@@ -26,6 +26,7 @@ from engine.errors import Forbidden, Unauthenticated
 from engine.principals import Principal
 
 from ..context import service
+from ..requests import client_address
 
 SESSION_COOKIE = "emm_session"
 LOGIN_CSRF_COOKIE = "emm_login_csrf"
@@ -71,7 +72,7 @@ async def session_principal(*, password_change: bool = False) -> Principal:
     token = session_token()
     if token is None:
         raise Unauthenticated("please sign in")
-    who = await authenticate(service().store, token, source=request.remote_addr)
+    who = await authenticate(service().store, token, source=client_address())
     if who.password_change_only and not password_change:
         raise Forbidden("change your one-time password first")
     return who
