@@ -55,8 +55,16 @@ class KeepAliveClient:
             self._stream = None
 
     async def put(self, url: str, *, content: bytes, headers: dict[str, str]) -> Response:
+        return await self.request("PUT", url, content=content, headers=headers)
+
+    async def post(self, url: str, *, content: bytes, headers: dict[str, str]) -> Response:
+        return await self.request("POST", url, content=content, headers=headers)
+
+    async def request(
+        self, method: str, url: str, *, content: bytes, headers: dict[str, str]
+    ) -> Response:
         path = urlsplit(url).path or "/"
-        head = [f"PUT {path} HTTP/1.1", f"Host: {self.host}:{self.port}"]
+        head = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}"]
         head += [f"{name}: {value}" for name, value in headers.items()]
         head.append(f"Content-Length: {len(content)}")
         request = ("\r\n".join(head) + "\r\n\r\n").encode() + content

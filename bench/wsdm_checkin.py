@@ -36,9 +36,7 @@ import sqlite3
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
-import h11
 import httpx
 import trio
 
@@ -57,6 +55,7 @@ from .common import (
 )
 from .device_list import running_service
 from .healthz import init_service
+from .http1 import HttpError, KeepAliveClient
 
 _SERVER_TIMING = re.compile(r"\bapp;dur=([\d.]+)")
 
@@ -115,42 +114,22 @@ class HttpxPoster:
 
 
 class RawPoster:
-    """Check-ins over bare HTTP/1.1 keep-alive connections (h11 on Trio streams), pooled:
+    """Check-ins over bare HTTP/1.1 keep-alive connections (``bench.http1``), pooled:
     what the service costs without httpx's layers on the client side."""
 
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        self.idle: list[tuple[trio.SocketStream, h11.Connection]] = []
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.idle: list[KeepAliveClient] = []
 
     async def post(self, path: str, body: bytes, headers: dict[str, str]) -> Posted:
-        if self.idle:
-            stream, conn = self.idle.pop()
-        else:
-            stream, conn = (
-                await trio.open_tcp_stream(self.host, self.port),
-                h11.Connection(h11.CLIENT),
-            )
-        fields = [("Host", self.host), ("Content-Length", str(len(body))), *headers.items()]
-        await stream.send_all(
-            conn.send(h11.Request(method="POST", target=path, headers=fields))
-            + conn.send(h11.Data(data=body))
-            + conn.send(h11.EndOfMessage())
+        client = self.idle.pop() if self.idle else KeepAliveClient(self.base_url)
+        try:
+            response = await client.post(path, content=body, headers=headers)
+        finally:
+            self.idle.append(client)  # it reopens its connection when the server closed it
+        return Posted(
+            response.status_code, response.headers.get("server-timing", ""), response.content
         )
-        status, timing, chunks = 0, "", []
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                conn.receive_data(await stream.receive_some(65536))
-            elif isinstance(event, h11.Response):
-                status = event.status_code
-                timing = dict(event.headers).get(b"server-timing", b"").decode()
-            elif isinstance(event, h11.Data):
-                chunks.append(bytes(event.data))
-            elif isinstance(event, h11.EndOfMessage):
-                break
-        conn.start_next_cycle()
-        self.idle.append((stream, conn))
-        return Posted(status, timing, b"".join(chunks))
 
 
 class Run:
@@ -175,7 +154,7 @@ class Run:
         started = time.perf_counter()
         try:
             response = await poster.post(f"{WSDM}/checkin", body.encode(), headers)
-        except (httpx.HTTPError, OSError, h11.ProtocolError):
+        except (httpx.HTTPError, OSError, HttpError):
             self.errors += 1
             return
         self.client_ms.append((time.perf_counter() - started) * 1000)
@@ -253,8 +232,7 @@ async def drive(
         simulator = Simulator(client)
         poster: HttpxPoster | RawPoster = HttpxPoster(client)
         if args.client == "raw":
-            address = urlsplit(url)
-            poster = RawPoster(address.hostname or "127.0.0.1", address.port or 80)
+            poster = RawPoster(url)
         warm = Run("warm-up")
         for device in devices[:20]:
             await warm.check_in(simulator, poster, device)
@@ -324,7 +302,7 @@ def main(argv: list[str] | None = None) -> None:
         "--client",
         choices=("httpx", "raw"),
         default="httpx",
-        help="the simulator's httpx pool, or bare HTTP/1.1 (h11) to spend less client CPU",
+        help="the simulator's httpx pool, or bare HTTP/1.1 (bench.http1) to spend less client CPU",
     )
     args = parser.parse_args(argv)
     exit_on_sigterm()
