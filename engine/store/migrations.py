@@ -453,9 +453,11 @@ _PIM = (
         updated_at TEXT NOT NULL
     )""",
     # Devices are found by the id their sync client sends.
-    "CREATE INDEX devices_imei ON devices (imei)",
-    "CREATE INDEX devices_serial_number ON devices (serial_number)",
-    "CREATE INDEX devices_udid ON devices (udid)",
+    # Partial: devices without the value are left out, so the planner's statistics describe
+    # only real values (with thousands of NULLs it would judge the index useless and scan).
+    "CREATE INDEX devices_imei ON devices (imei) WHERE imei IS NOT NULL",
+    "CREATE INDEX devices_serial_number ON devices (serial_number) WHERE serial_number IS NOT NULL",
+    "CREATE INDEX devices_udid ON devices (udid) WHERE udid IS NOT NULL",
 )
 
 _ACTIVESYNC = (
