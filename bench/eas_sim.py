@@ -34,8 +34,6 @@ from engine.ids import new_id
 from engine.passwords import hash_password
 from engine.pim import facts_of
 from engine.timestamps import now
-from tests.eas_client import EasClient
-from tests.eas_world import contact
 
 from .common import (
     MIB,
@@ -46,6 +44,7 @@ from .common import (
     rss_bytes,
     server_process,
 )
+from .eas_client import EasClient, contact
 from .healthz import init_service
 
 PASSWORD = "bench password"

@@ -48,11 +48,11 @@ from engine.organisations import NewOrganisation, create_organisation
 from engine.principals import AccountKind, Principal
 from engine.store import open_sqlite_store
 from engine.timestamps import now
-from tests.prosody import SERVICE_PASSWORD, Prosody
 
 from .common import environment, exit_on_sigterm, percentiles, print_table
 from .device_list import running_service
 from .healthz import init_service
+from .prosody import SERVICE_PASSWORD, Prosody
 
 ORGANISATION = "bench"
 MANAGER_PASSWORD = "bench manager password"

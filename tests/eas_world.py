@@ -11,16 +11,13 @@ from pathlib import Path
 
 import httpx
 
+from bench.eas_client import EasClient
 from engine.audit import audit_event
 from engine.ids import new_id
-from engine.protocols.activesync import el
-from engine.protocols.activesync_tables import AIRSYNCBASE, CONTACTS
-from engine.protocols.wbxml import Element
 from engine.service_settings import change_organisation_unit
 from engine.timestamps import now
 
 from .conftest import RunningService
-from .eas_client import EasClient
 from .omads_world import PASSWORD, DsWorld, database, make_world
 
 TABLES = ("pim_items", "pim_id_map", "eas_devices", "eas_folder_states", "devices", "commands")
@@ -111,16 +108,6 @@ class EasWorld:
 async def eas_world(running: RunningService, root: Path) -> AsyncIterator[EasWorld]:
     async with httpx.AsyncClient(base_url=running.http_url, timeout=30) as http:
         yield EasWorld(make_world(running, root), http)
-
-
-def contact(first: str, last: str, phone: str = "+44 20 7946 0000") -> list[Element]:
-    return [
-        el(AIRSYNCBASE, "Body", el(AIRSYNCBASE, "Type", "1"), el(AIRSYNCBASE, "Data", "a note")),
-        el(CONTACTS, "FileAs", f"{last}, {first}"),
-        el(CONTACTS, "FirstName", first),
-        el(CONTACTS, "LastName", last),
-        el(CONTACTS, "MobilePhoneNumber", phone),
-    ]
 
 
 async def ready(world: EasWorld, device_id: str, **kwargs: object) -> EasClient:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from bench.eas_client import EasFailure, contact
 from engine.activesync import Backend, EasCall, EasReply, EasSessionLogic
 from engine.actors.eas_pings import PingBoard
 from engine.ids import new_id
@@ -23,8 +24,7 @@ from engine.timestamps import now
 from engine.wakeups import Waiting
 
 from .conftest import RunningService
-from .eas_client import EasFailure
-from .eas_world import EasWorld, contact, eas_world, ready
+from .eas_world import EasWorld, eas_world, ready
 from .omads_world import database, make_world, vcard
 
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 import httpx
 import trio
 
+from bench.eas_client import EasClient
 from engine.principals import AccountKind
 from engine.protocols import activesync as eas
 from engine.protocols.activesync import child_text, el
 from engine.protocols.activesync_tables import FOLDER_HIERARCHY
 
 from .conftest import RunningService
-from .eas_client import EasClient
 from .portal_client import Portal
 from .test_api_commands import (
     API,

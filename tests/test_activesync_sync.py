@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from bench.eas_client import contact
 from engine.protocols import activesync as eas
 from engine.protocols.activesync import child_text, el
 from engine.protocols.activesync_tables import AIRSYNCBASE, CALENDAR, NOTES, TASKS
 
 from .conftest import RunningService
-from .eas_world import EasWorld, contact, eas_world, ready
+from .eas_world import EasWorld, eas_world, ready
 from .omads_world import database, vevent, vtodo
 from .syncevolution import require_client
 

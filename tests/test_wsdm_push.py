@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import trio
 
+from bench.prosody import Prosody, running_prosody
 from bench.wsdm_sim import WsdmError, answer_pushes, push_listeners
 
-from .prosody import Prosody, running_prosody
 from .wsdm_world import WsdmService, wsdm_service
 
 

@@ -13,13 +13,13 @@ from typing import Any
 import httpx
 import trio
 
+from bench.prosody import SERVICE_PASSWORD, Prosody
 from bench.wsdm_sim import Simulator
 from engine.config import Xmpp
 from engine.setup import initialise
 from web.service import run_service
 
 from .conftest import RunningService, bearer, supervisor_token
-from .prosody import SERVICE_PASSWORD, Prosody
 
 API = "/api/v1"
 MANAGER_PASSWORD = "manager password 1"

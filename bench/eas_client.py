@@ -15,7 +15,9 @@ from engine.protocols import activesync as eas
 from engine.protocols.activesync import child_text, el
 from engine.protocols.activesync_tables import (
     AIRSYNC,
+    AIRSYNCBASE,
     COMPOSE_MAIL,
+    CONTACTS,
     FOLDER_HIERARCHY,
     GET_ITEM_ESTIMATE,
     ITEM_OPERATIONS,
@@ -420,3 +422,13 @@ class EasClient:
         listed = root.find("Folders")
         changed = [f.text for f in listed.elements()] if listed is not None else []
         return int(child_text(root, "Status") or 0), changed, root
+
+
+def contact(first: str, last: str, phone: str = "+44 20 7946 0000") -> list[Element]:
+    return [
+        el(AIRSYNCBASE, "Body", el(AIRSYNCBASE, "Type", "1"), el(AIRSYNCBASE, "Data", "a note")),
+        el(CONTACTS, "FileAs", f"{last}, {first}"),
+        el(CONTACTS, "FirstName", first),
+        el(CONTACTS, "LastName", last),
+        el(CONTACTS, "MobilePhoneNumber", phone),
+    ]
