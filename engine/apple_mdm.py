@@ -49,10 +49,9 @@ from urllib.parse import urlsplit
 import trio
 from cryptography import x509
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from . import commands as command_model
@@ -103,14 +102,8 @@ class Sealer:
         self._aead = AESGCM(key)
 
     @classmethod
-    def from_ca_key(cls, key: PrivateKeyTypes) -> Sealer:
-        der = key.private_bytes(
-            serialization.Encoding.DER,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        derived = HKDF(hashes.SHA256(), 32, None, b"emm apple-mdm sealed secrets v1").derive(der)
-        return cls(derived)
+    def from_authority(cls, ca: CertificateAuthority) -> Sealer:
+        return cls(ca.derived_secret(b"emm apple-mdm sealed secrets v1"))
 
     def seal(self, value: bytes | None) -> str | None:
         if value is None:

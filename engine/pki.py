@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives.asymmetric.types import (
     CertificateIssuerPrivateKeyTypes,
     CertificatePublicKeyTypes,
 )
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 __all__ = [
@@ -285,6 +286,17 @@ class CertificateAuthority:
     def certificate_pem(self) -> str:
         """The root certificate as PEM text, e.g. for an enrolment profile's trust payload."""
         return self._certificate.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+    def derived_secret(self, info: bytes, length: int = 32) -> bytes:
+        """A secret derived from the CA key (HKDF-SHA256), distinct per ``info``: keys the
+        service needs across restarts without storing them, and without the CA key itself
+        leaving this object."""
+        der = self._private_key.private_bytes(
+            serialization.Encoding.DER,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        return HKDF(hashes.SHA256(), length, None, info).derive(der)
 
     # -- issuing ---------------------------------------------------------------------------
 

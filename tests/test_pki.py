@@ -271,3 +271,14 @@ def test_ensure_tls_files_refuses_half_a_pair(tmp_path: Path) -> None:
     with pytest.raises(PKIError, match="refusing to guess"):
         ensure_tls_files(files)
     assert not files.ca_key.exists()  # nothing regenerated behind the operator's back
+
+
+def test_derived_secrets_follow_the_key_and_the_purpose(
+    ca: CertificateAuthority, other_ca: CertificateAuthority, tmp_path: Path
+) -> None:
+    ca.save(tmp_path / "ca.pem", tmp_path / "ca.key")
+    again = CertificateAuthority.load(tmp_path / "ca.pem", tmp_path / "ca.key")
+    secret = ca.derived_secret(b"purpose one")
+    assert len(secret) == 32 and again.derived_secret(b"purpose one") == secret  # survives
+    assert ca.derived_secret(b"purpose two") != secret
+    assert other_ca.derived_secret(b"purpose one") != secret

@@ -30,14 +30,13 @@ from engine.actors.apns import ApnsNotifier, ClientIdentity, Push
 from engine.config import Bootstrap
 from engine.errors import DomainError
 from engine.installation_codes import InstallationCodeRefused
-from engine.pki import CertificateAuthority
 from engine.protocols import apple_mdm as protocol
 from engine.protocols import mobileconfig
 from engine.timestamps import format_time
 from engine.wakeups import Waiting
 
 from .client_cert import ClientCertHeaderError, request_client_certificate
-from .context import ServiceContext, service
+from .context import ServiceContext, authority, service
 from .edge import ask_device_session
 from .requests import client_address
 
@@ -161,8 +160,7 @@ def profile_response(profile: bytes) -> Response:
 
 def _load_mdm(context: ServiceContext, bootstrap: Bootstrap) -> domain.AppleMdm:
     tls = bootstrap.tls
-    ca = CertificateAuthority.load(tls.ca_certificate, tls.ca_private_key)
-    ca_key = serialization.load_pem_private_key(tls.ca_private_key.read_bytes(), None)
+    ca = authority(context)
     signer = x509.load_pem_x509_certificate(tls.certificate.read_bytes())
     signer_key = serialization.load_pem_private_key(tls.private_key.read_bytes(), None)
     return domain.AppleMdm(
@@ -171,7 +169,7 @@ def _load_mdm(context: ServiceContext, bootstrap: Bootstrap) -> domain.AppleMdm:
         ca=ca,
         signer=signer,
         signer_key=signer_key,
-        sealer=domain.Sealer.from_ca_key(ca_key),
+        sealer=domain.Sealer.from_authority(ca),
     )
 
 

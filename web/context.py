@@ -29,12 +29,18 @@ class ServiceContext:
     listeners: dict[str, Listener] = field(default_factory=dict)
     #: Told after a command is queued; the protocols' push notifiers subscribe.
     wakeups: Wakeups = field(default_factory=Wakeups)
-    #: The service's own CA (issues device certificates); loaded by the protocols needing it.
+    #: The service's own CA (issues and recognises device certificates), loaded at start.
     certificate_authority: CertificateAuthority | None = None
     #: Apple MDM's keys and store access, once its starter ran.
     apple_mdm: AppleMdm | None = None
     #: The XMPP notifier, which also creates devices' push accounts (None: push is off).
     xmpp: PushAccounts | None = None
+
+
+def authority(context: ServiceContext) -> CertificateAuthority:
+    if context.certificate_authority is None:
+        raise RuntimeError("the service CA is not loaded")
+    return context.certificate_authority
 
 
 def service() -> ServiceContext:

@@ -33,14 +33,13 @@ from engine.omadm import (
     record_wakeups,
     refuse_unknown,
 )
-from engine.pki import CertificateAuthority
 from engine.protocols import omadm as dm
 from engine.protocols import syncml
 from engine.wakeups import Waiting
 from engine.windows_enrolment import WindowsEnrolment
 
 from .client_cert import request_client_certificate
-from .context import ServiceContext, service
+from .context import ServiceContext, authority, service
 from .edge import ask_device_session
 from .omads import parse_syncml
 
@@ -73,11 +72,9 @@ async def omadm() -> Response:
     certificate = request_client_certificate(request, context.trusted_proxies)
     device = None
     if certificate is not None:
-        ca = context.certificate_authority
-        if ca is not None:
-            device = await WindowsEnrolment(
-                context.store, context.deployment, ca
-            ).device_of_certificate(certificate)
+        device = await WindowsEnrolment(
+            context.store, context.deployment, authority(context)
+        ).device_of_certificate(certificate)
         if device is None:
             refused = error_message(message.header, dm.FORBIDDEN)
             return Response(
@@ -112,10 +109,6 @@ async def start(nursery: trio.Nursery, context: ServiceContext, bootstrap: Boots
     """Start the OMA DM listener (one DeviceSession actor per device) and the task that
     records wake-ups for OMA DM devices."""
     store = context.store
-    if context.certificate_authority is None:
-        context.certificate_authority = await trio.to_thread.run_sync(
-            CertificateAuthority.load, bootstrap.tls.ca_certificate, bootstrap.tls.ca_private_key
-        )
     # A DM session lasts seconds and the device is back hours later: its actor need not
     # wait long for it (what must last is in the store).
     context.listeners[PROTOCOL] = await start_listener(

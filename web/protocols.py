@@ -18,14 +18,12 @@ from engine.config import Bootstrap
 from . import activesync, omadm, omads
 from .apple_mdm import start_apple_mdm
 from .context import ServiceContext
-from .windows_enrolment import start_windows_enrolment
 from .wsdm import start_wsdm
 
 ProtocolStarter = Callable[[trio.Nursery, ServiceContext, Bootstrap], Awaitable[None]]
 
 #: One starter per protocol, started in this order.
 STARTERS: tuple[ProtocolStarter, ...] = (
-    start_windows_enrolment,
     start_apple_mdm,
     omads.start,
     activesync.start,

@@ -19,6 +19,7 @@ import trio
 from engine import __version__
 from engine.actors.memory import tune_garbage_collector
 from engine.config import Bootstrap
+from engine.pki import CertificateAuthority
 from engine.service_settings import Deployment
 from engine.store import open_sqlite_store
 
@@ -64,6 +65,11 @@ async def run_service(
             version=__version__,
             started_at=time.monotonic(),
             trusted_proxies=bootstrap.tls.trusted_proxies,
+            certificate_authority=await trio.to_thread.run_sync(
+                CertificateAuthority.load,
+                bootstrap.tls.ca_certificate,
+                bootstrap.tls.ca_private_key,
+            ),
         )
         app = create_app(context, max_body=bootstrap.limits.max_request_body)
         tune_garbage_collector()

@@ -15,17 +15,14 @@ from __future__ import annotations
 import html
 import logging
 
-import trio
 from quart import Blueprint, Response, request
 from werkzeug.exceptions import HTTPException
 
-from engine.config import Bootstrap
-from engine.pki import CertificateAuthority
 from engine.protocols import windows_enrolment as wire
 from engine.windows_enrolment import Answer, WindowsEnrolment
 
 from .client_cert import request_client_certificate
-from .context import ServiceContext, service
+from .context import authority, service
 from .requests import client_address
 
 log = logging.getLogger(__name__)
@@ -36,23 +33,9 @@ SOAP_TYPE = "application/soap+xml; charset=utf-8"
 _SIGN_IN_FORM_LIMIT = 8 * 1024
 
 
-async def start_windows_enrolment(
-    nursery: trio.Nursery, context: ServiceContext, bootstrap: Bootstrap
-) -> None:
-    """Load the service CA the enrolment signs device certificates with (no actors: each
-    enrolment request stands alone, its state lives in the store)."""
-    del nursery
-    if context.certificate_authority is None:
-        context.certificate_authority = await trio.to_thread.run_sync(
-            CertificateAuthority.load, bootstrap.tls.ca_certificate, bootstrap.tls.ca_private_key
-        )
-
-
 def _enrolment() -> WindowsEnrolment:
     context = service()
-    if context.certificate_authority is None:
-        raise RuntimeError("the service CA is not loaded")
-    return WindowsEnrolment(context.store, context.deployment, context.certificate_authority)
+    return WindowsEnrolment(context.store, context.deployment, authority(context))
 
 
 def _soap(answer: Answer) -> Response:
