@@ -54,7 +54,7 @@ from .activesync_items import (
 )
 from .actors import Reply
 from .audit import audit_event
-from .auth import claim_sign_in_attempt, sign_in_name
+from .auth import claim_sign_in_attempt, login_readings, sign_in_name
 from .commands import RefusedTransition, State, mark_sent_unit, record_result_unit
 from .devices import LicenceLimit, check_room, may_connect
 from .errors import Invalid
@@ -239,21 +239,8 @@ def status_reply(query: EasQuery, status: int) -> EasReply:
 # --------------------------------------------------------------------------- who is calling
 
 
-def split_user(user: str) -> list[tuple[str, str]]:
-    """The (organisation code, login id) readings of an ActiveSync user name."""
-    readings: list[tuple[str, str]] = []
-    for sep in ("\\", "/"):
-        if sep in user:
-            code, _, login = user.partition(sep)
-            readings.append((code, login))
-    if "@" in user:
-        login, _, code = user.rpartition("@")
-        readings.append((code, login))
-    return [(c.strip(), lg.strip()) for c, lg in readings if c.strip() and lg.strip()]
-
-
 def _account_unit(conn: sqlite3.Connection, user: str) -> dict[str, Any] | None:
-    for code, login in split_user(user):
+    for code, login in login_readings(user):
         organisation = organisation_by_code(conn, code)
         if organisation is None:
             continue

@@ -145,6 +145,31 @@ async def login(
     return IssuedToken(secret, token["id"], expires, change_only)
 
 
+def qualified_logins(organisation_code: str, login_id: str) -> set[str]:
+    """The user names a device protocol accepts for this account: the login id alone or
+    qualified with the organisation code (``code/login``, ``code\\login``, ``login@code``)."""
+    return {
+        login_id,
+        f"{organisation_code}/{login_id}",
+        f"{organisation_code}\\{login_id}",
+        f"{login_id}@{organisation_code}",
+    }
+
+
+def login_readings(user: str) -> list[tuple[str, str]]:
+    """The (organisation code, login id) readings of a qualified user name, most likely
+    first: ``code\\login``, ``code/login``, ``login@code``."""
+    readings: list[tuple[str, str]] = []
+    for sep in ("\\", "/"):
+        if sep in user:
+            code, _, login = user.partition(sep)
+            readings.append((code, login))
+    if "@" in user:
+        login, _, code = user.rpartition("@")
+        readings.append((code, login))
+    return [(c.strip(), lg.strip()) for c, lg in readings if c.strip() and lg.strip()]
+
+
 def sign_in_name(organisation_code: str | None, login_id: str) -> str:
     """What sign-in attempts are counted by: the organisation code and the login id."""
     return f"{organisation_code or ''}/{login_id}"

@@ -42,7 +42,7 @@ from typing import Any
 import trio
 
 from .audit import audit_event
-from .auth import claim_sign_in_attempt, sign_in_name
+from .auth import claim_sign_in_attempt, qualified_logins, sign_in_name
 from .commands import State, mark_sent_unit, public, record_result_unit
 from .devices import may_connect
 from .errors import Invalid, NotFound
@@ -122,11 +122,6 @@ def windows_peer(device: dict[str, Any], mode: str | None = None) -> Peer:
     return Peer(device["id"], device["organisation_id"], "windows", windows=True, mode=mode)
 
 
-def _usernames(row: dict[str, Any]) -> set[str]:
-    login, code = row["owner_login"], row["organisation_code"]
-    return {login, f"{code}/{login}", f"{code}\\{login}", f"{login}@{code}"}
-
-
 def _new_nonce() -> str:
     return base64.b64encode(secrets.token_bytes(16)).decode()
 
@@ -156,7 +151,9 @@ class OmadmBackend:
             status = dm.MISSING_CREDENTIALS if credentials.kind is None else dm.INVALID_CREDENTIALS
             return dm.Authentication(status, challenge=(dm.AUTH_BASIC, None))
         name = sign_in_name(device["organisation_code"], device["owner_login"])
-        if credentials.kind != dm.AUTH_BASIC or credentials.username not in _usernames(device):
+        if credentials.kind != dm.AUTH_BASIC or credentials.username not in qualified_logins(
+            device["organisation_code"], device["owner_login"]
+        ):
             code = dm.MISSING_CREDENTIALS if credentials.kind is None else dm.INVALID_CREDENTIALS
             return await self._refuse(device, code)
         wait = await self.store.write(claim_sign_in_attempt, name)
@@ -400,7 +397,11 @@ def _device_of(rows: list[Row], username: str | None) -> Row | None:
         and row["owner_kind"] == AccountKind.USER
         and may_connect(row, {"active": row["organisation_active"]})
     ]
-    named = [row for row in usable if username in _usernames(row)]
+    named = [
+        row
+        for row in usable
+        if username in qualified_logins(row["organisation_code"], row["owner_login"])
+    ]
     if len(named) == 1:
         return named[0]
     return usable[0] if len(usable) == 1 and username is None else None

@@ -31,7 +31,7 @@ from typing import Any
 
 import trio
 
-from .auth import claim_sign_in_attempt, sign_in_name
+from .auth import claim_sign_in_attempt, qualified_logins, sign_in_name
 from .devices import may_connect
 from .passwords import verify_password
 from .pim import DEFAULT_POLICY, FEATURES, CollectionSync, collection_unit
@@ -82,11 +82,6 @@ class Peer:
     policy: str = DEFAULT_POLICY
 
 
-def _usernames(row: dict[str, Any]) -> set[str]:
-    login, code = row["owner_login"], row["organisation_code"]
-    return {login, f"{code}/{login}", f"{code}\\{login}", f"{login}@{code}"}
-
-
 def _md5_b64(data: bytes) -> str:
     return base64.b64encode(hashlib.md5(data).digest()).decode()
 
@@ -111,7 +106,12 @@ class OmadsBackend:
             and row["owner_kind"] == AccountKind.USER
             and may_connect(row, {"active": row["organisation_active"]})
         ]
-        named = [row for row in usable if credentials.username in _usernames(row)]
+        named = [
+            row
+            for row in usable
+            if credentials.username
+            in qualified_logins(row["organisation_code"], row["owner_login"])
+        ]
         device = named[0] if len(named) == 1 else None
         credential = await self.store.read(db.credential_of, device["owner_id"]) if device else None
         if credential is not None and credential["updated_at"] < device["owner_updated_at"]:

@@ -45,7 +45,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from .audit import audit_event
-from .auth import claim_sign_in_attempt, sign_in_name
+from .auth import claim_sign_in_attempt, login_readings, sign_in_name
 from .devices import check_room, may_connect
 from .errors import AlreadyExists, NotFound
 from .ids import new_id
@@ -110,12 +110,8 @@ def thumbprint(certificate: x509.Certificate) -> str:
 
 def split_user_name(name: str) -> tuple[str, str] | None:
     """``login@organisation`` or ``organisation\\login`` → (organisation code, login)."""
-    if "\\" in name:
-        code, _, login = name.partition("\\")
-    else:
-        login, _, code = name.rpartition("@")
-    code, login = code.strip().lower(), login.strip()
-    return (code, login) if code and login else None
+    readings = login_readings(name)
+    return (readings[0][0].lower(), readings[0][1]) if readings else None
 
 
 def service_urls(discovery_url: str) -> dict[str, str]:
