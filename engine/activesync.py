@@ -294,7 +294,7 @@ def _caller_unit(
     """The request's device with its ActiveSync row, settings and pending wipe; an unknown
     device is created when the organisation lets devices enrol at first contact. A refusal
     (``{"refused": 401 or 403}``) writes nothing."""
-    account = one_account(conn, account_id)
+    account = db.account_with_organisation(conn, account_id)
     if account is None or not _usable(account) or account["password_hash"] != password_hash:
         return {"refused": 401}  # deactivated, or the password changed, since it was checked
     device = db.device_for_eas_id(conn, account_id, query.device_id)
@@ -380,15 +380,6 @@ def _caller_unit(
         "settings": settings,
         "wipe": wipe,
     }
-
-
-def one_account(conn: sqlite3.Connection, account_id: str) -> dict[str, Any] | None:
-    row = conn.execute(
-        "SELECT a.*, o.active AS organisation_active, o.features AS organisation_features"
-        " FROM accounts a JOIN organisations o ON o.id = a.organisation_id WHERE a.id = ?",
-        (account_id,),
-    ).fetchone()
-    return dict(row) if row else None
 
 
 def _usable(account: dict[str, Any]) -> bool:

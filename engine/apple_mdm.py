@@ -1034,11 +1034,7 @@ def _enrolment_view(
     enrolment = units.enrolment_of_device(conn, device_id)
     if enrolment is None:
         return {"device_id": device_id, "enrolment": None}
-    users = conn.execute(
-        "SELECT user_id, user_short_name, state FROM apple_mdm_enrolments WHERE parent_id = ?"
-        " ORDER BY user_id",
-        (enrolment["id"],),
-    ).fetchall()
+    users = units.user_channels_of(conn, enrolment["id"])
     token_state = "none"
     if enrolment["push_token"] is not None:
         token_state = "refused" if enrolment["token_bad_at"] else "good"
@@ -1056,7 +1052,10 @@ def _enrolment_view(
             "has_bootstrap_token": enrolment["bootstrap_token"] is not None,
             "last_push_at": enrolment["last_push_at"],
             "enrolled_at": device["enrolled_at"],
-            "user_channels": [{"user_id": u[0], "short_name": u[1], "state": u[2]} for u in users],
+            "user_channels": [
+                {"user_id": u["user_id"], "short_name": u["user_short_name"], "state": u["state"]}
+                for u in users
+            ],
         },
     }
 

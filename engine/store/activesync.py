@@ -261,3 +261,14 @@ def server_ids_of_items(
         ):
             found[int(row[0])] = row[1]
     return found
+
+
+def account_with_organisation(conn: sqlite3.Connection, account_id: str) -> Row | None:
+    """An account with its organisation's state and features."""
+    return one(
+        conn.execute(
+            "SELECT a.*, o.active AS organisation_active, o.features AS organisation_features"
+            " FROM accounts a JOIN organisations o ON o.id = a.organisation_id WHERE a.id = ?",
+            (account_id,),
+        )
+    )

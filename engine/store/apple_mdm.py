@@ -124,3 +124,14 @@ def record_pushes(conn: sqlite3.Connection, enrolment_ids: Sequence[str], at: st
 
 def certificate_by_id(conn: sqlite3.Connection, certificate_id: str) -> Row | None:
     return one(conn.execute("SELECT * FROM certificates WHERE id = ?", (certificate_id,)))
+
+
+def user_channels_of(conn: sqlite3.Connection, device_channel: str) -> list[Row]:
+    """The user channels of a device channel, by user id."""
+    return many(
+        conn.execute(
+            "SELECT user_id, user_short_name, state FROM apple_mdm_enrolments"
+            " WHERE parent_id = ? ORDER BY user_id",
+            (device_channel,),
+        )
+    )
