@@ -41,7 +41,7 @@ from engine.windows_enrolment import WindowsEnrolment
 from .client_cert import request_client_certificate
 from .context import ServiceContext, authority, service
 from .edge import ask_device_session
-from .omads import parse_syncml
+from .syncml_http import answer_errors_in_plain_text, parse_syncml, plain_text
 
 log = logging.getLogger(__name__)
 
@@ -52,22 +52,21 @@ MAX_BODY = 1024 * 1024
 SESSION_IDLE = 60.0
 
 
-def _text(status: int, text: str) -> Response:
-    return Response(text + "\n", status=status, content_type="text/plain; charset=utf-8")
+answer_errors_in_plain_text(blueprint, "OMA DM")
 
 
 @blueprint.post("/omadm")
 async def omadm() -> Response:
     content_type = request.headers.get("Content-Type", "")
     if (request.content_length or 0) > MAX_BODY:
-        return _text(413, "SyncML status 413: the message is too large")
+        return plain_text(413, "SyncML status 413: the message is too large")
     try:
         wbxml = syncml.is_wbxml(content_type)
         body = await request.get_data(as_text=False)
         message = await parse_syncml(body, content_type, MAX_BODY)
     except syncml.SyncmlError as exc:
         status = {syncml.UNSUPPORTED_MEDIA_TYPE: 415, syncml.REQUEST_ENTITY_TOO_LARGE: 413}
-        return _text(status.get(exc.status, 400), f"SyncML status {exc.status}: {exc}")
+        return plain_text(status.get(exc.status, 400), f"SyncML status {exc.status}: {exc}")
     context = service()
     certificate = request_client_certificate(request, context.trusted_proxies)
     device = None

@@ -10,21 +10,19 @@ message whose content type is not SyncML gets 415.
 
 from __future__ import annotations
 
-import functools
 import logging
 
 import trio
 from quart import Blueprint, Response, request
-from werkzeug.exceptions import HTTPException
 
-from engine.actors import ActorError, MailboxFull, start_listener
+from engine.actors import start_listener
 from engine.config import Bootstrap
 from engine.omads import DsRequest, DsResponse, OmadsSessionLogic, known_sync_id, refuse_unknown
 from engine.protocols import syncml
 
 from .context import ServiceContext, service
 from .edge import ask_device_session
-from .problems import RETRY_AFTER_BUSY
+from .syncml_http import answer_errors_in_plain_text, parse_syncml, plain_text
 
 PROTOCOL = "oma_ds"
 
@@ -32,47 +30,7 @@ blueprint = Blueprint("omads", __name__)
 log = logging.getLogger(__name__)
 
 
-#: Bodies larger than this are parsed in a worker thread: parsing happens before anyone is
-#: authenticated, and a few megabytes of XML would hold the event loop for a noticeable
-#: time (every other request of the service waits meanwhile).
-PARSE_ON_LOOP_BYTES = 64 * 1024
-
-
-async def parse_syncml(
-    body: bytes, content_type: str, max_bytes: int = syncml.MAX_MESSAGE_BYTES
-) -> syncml.Message:
-    """:func:`engine.protocols.syncml.parse_message`, off the event loop for large bodies."""
-    parse = functools.partial(syncml.parse_message, body, content_type, max_bytes=max_bytes)
-    if len(body) <= PARSE_ON_LOOP_BYTES:
-        return parse()
-    return await trio.to_thread.run_sync(parse)
-
-
-def _text(status: int, text: str) -> Response:
-    return Response(text + "\n", status=status, content_type="text/plain; charset=utf-8")
-
-
-# Errors before a SyncML header could be read have no SyncML answer: a plain HTTP status
-# with a short text, which sync clients log, rather than the REST API's problem+json.
-
-
-@blueprint.errorhandler(HTTPException)
-async def http_error(exc: HTTPException) -> Response:
-    return _text(exc.code or 400, exc.description or exc.name)
-
-
-@blueprint.errorhandler(MailboxFull)
-@blueprint.errorhandler(trio.TooSlowError)
-async def busy(exc: Exception) -> Response:
-    response = _text(503, "the service is busy; try again shortly")
-    response.headers["Retry-After"] = str(RETRY_AFTER_BUSY)
-    return response
-
-
-@blueprint.errorhandler(ActorError)
-async def failed(exc: ActorError) -> Response:
-    log.error("OMA DS request failed inside the service: %r", exc)
-    return _text(500, "the sync session failed; start a new one")
+answer_errors_in_plain_text(blueprint, "OMA DS")
 
 
 @blueprint.post("/omads")
@@ -86,7 +44,7 @@ async def omads() -> Response:
         status = 415 if exc.status == syncml.UNSUPPORTED_MEDIA_TYPE else 400
         if exc.status == syncml.REQUEST_ENTITY_TOO_LARGE:
             status = 413
-        return _text(status, f"SyncML status {exc.status}: {exc}")
+        return plain_text(status, f"SyncML status {exc.status}: {exc}")
     base_url = request.base_url.rstrip("/")
     if request.headers.get("X-Forwarded-Proto") is None and request.scheme:
         base_url = f"{request.scheme}://{request.host}{request.path}"
