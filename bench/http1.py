@@ -31,6 +31,10 @@ class Response:
             raise HttpError(f"{self.status_code}: {self.content[:200]!r}")
 
 
+class _ClosedBeforeAnswer(HttpError):
+    """The connection ended before any byte of the answer arrived."""
+
+
 class KeepAliveClient:
     """One connection, reopened when the server closes it; one request at a time."""
 
@@ -69,14 +73,27 @@ class KeepAliveClient:
         head.append(f"Content-Length: {len(content)}")
         request = ("\r\n".join(head) + "\r\n\r\n").encode() + content
         with trio.fail_after(self.timeout):
-            if self._stream is None:
-                self._stream = await trio.open_tcp_stream(self.host, self.port)
-                self._buffer.clear()
-            await self._stream.send_all(request)
-            response = await self._response()
+            reused = self._stream is not None
+            try:
+                response = await self._exchange(request)
+            except (_ClosedBeforeAnswer, trio.BrokenResourceError):
+                if not reused:
+                    raise HttpError("the server closed the connection mid-answer") from None
+                # The server closed an idle keep-alive connection as the request went out:
+                # nothing of it was answered, so it is sent again on a new connection, as
+                # HTTP clients do (RFC 9112, section 9.3.1).
+                await self.aclose()
+                response = await self._exchange(request)
         if response.headers.get("connection", "").lower() == "close":
             await self.aclose()
         return response
+
+    async def _exchange(self, request: bytes) -> Response:
+        if self._stream is None:
+            self._stream = await trio.open_tcp_stream(self.host, self.port)
+            self._buffer.clear()
+        await self._stream.send_all(request)
+        return await self._response()
 
     async def _response(self) -> Response:
         end = self._buffer.find(b"\r\n\r\n")
@@ -103,6 +120,9 @@ class KeepAliveClient:
         assert self._stream is not None
         data = await self._stream.receive_some(65536)
         if not data:
+            nothing_yet = not self._buffer
             await self.aclose()
+            if nothing_yet:
+                raise _ClosedBeforeAnswer
             raise HttpError("the server closed the connection mid-answer")
         self._buffer += data

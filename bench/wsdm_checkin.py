@@ -140,10 +140,17 @@ class Run:
         self.client_ms: list[float] = []
         self.server_ms: list[float] = []
         self.errors = 0
+        #: What the first failed check-in got, printed under the table.
+        self.first_error: str | None = None
         self.commands = 0
         self.seconds = 0.0
         self.cpu = 0.0
         self.client_cpu = 0.0
+
+    def _failed(self, what: str) -> None:
+        self.errors += 1
+        if self.first_error is None:
+            self.first_error = what
 
     async def check_in(
         self, simulator: Simulator, poster: HttpxPoster | RawPoster, device: SimulatedDevice
@@ -154,15 +161,15 @@ class Run:
         started = time.perf_counter()
         try:
             response = await poster.post(f"{WSDM}/checkin", body.encode(), headers)
-        except (httpx.HTTPError, OSError, HttpError):
-            self.errors += 1
+        except (httpx.HTTPError, OSError, HttpError) as exc:
+            self._failed(repr(exc))
             return
         self.client_ms.append((time.perf_counter() - started) * 1000)
         timing = _SERVER_TIMING.search(response.server_timing)
         if timing:
             self.server_ms.append(float(timing.group(1)))
         if response.status != 200:
-            self.errors += 1
+            self._failed(f"{response.status} {response.body[:200]!r}")
             return
         answer = json.loads(response.body)
         if "configuration" in answer:
@@ -288,6 +295,7 @@ def report(runs: list[Run], args: argparse.Namespace) -> None:
             f"target >= 1,000 check-ins/s at full speed: {verdict(rate >= 1000)} ({rate:,.0f}/s)",
             f"target p99 < 100 ms at {args.rate:g}/s: {verdict(p99 < 100)} ({p99:.1f} ms)",
             "(client and service on the same machine; server CPU % 100 = one core busy)",
+            *(f"first error, {run.name}: {run.first_error}" for run in runs if run.first_error),
         ],
     )
 
@@ -295,7 +303,7 @@ def report(runs: list[Run], args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--devices", type=int, default=10_000)
-    parser.add_argument("--concurrency", type=int, default=64, help="clients at full speed")
+    parser.add_argument("--concurrency", type=int, default=256, help="clients at full speed")
     parser.add_argument("--rate", type=float, default=500.0, help="check-ins/s when paced")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the paced phase")
     parser.add_argument(

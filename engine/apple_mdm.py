@@ -797,7 +797,7 @@ class AppleSession:
             self.not_now.clear()  # a new session: NotNow commands may be offered again
         elif report.command_uuid is not None:
             command_id = protocol.split_uuid(report.command_uuid)[0]
-        channel, answered, rows = await store.read(
+        channel, answered, rows = await store.lookup(
             _report_state, report.channel.device, request.identity, command_id
         )
         self.device_id = channel.device["id"]

@@ -143,7 +143,7 @@ class OmadmBackend:
                 return dm.Authentication(outcome.status, challenge=(dm.AUTH_BASIC, None))
             peer = _peer(outcome.device) if outcome.status == dm.AUTHENTICATION_ACCEPTED else None
             return dm.Authentication(outcome.status, peer, outcome.challenge)
-        rows = await self.store.read(db.oma_dm_devices_with_id, credentials.device_id)
+        rows = await self.store.lookup(db.oma_dm_devices_with_id, credentials.device_id)
         device = _device_of(rows, credentials.username)
         if device is None:
             if credentials.kind == dm.AUTH_BASIC:  # the same work as a wrong password
@@ -850,7 +850,7 @@ def error_message(header: SyncHdr, code: int) -> Message:
 async def known_dm_id(store: Store, dm_id: str) -> bool:
     """Whether a plain OMA DM device of the inventory has this DevId: for any other, the
     route answers without activating a session actor (:func:`refuse_unknown`)."""
-    return bool(await store.read(db.oma_dm_devices_with_id, dm_id))
+    return bool(await store.lookup(db.oma_dm_devices_with_id, dm_id))
 
 
 async def refuse_unknown(store: Store, request: DmRequest) -> DmResponse:

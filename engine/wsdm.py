@@ -137,7 +137,7 @@ async def authenticate_device(
     remembered = _IDENTITIES.get(hashed)
     if remembered is not None and remembered[0] > time.monotonic():
         return remembered[1]
-    row = await store.read(units.device_by_token, hashed)
+    row = await store.lookup(units.device_by_token, hashed)
     if row is None:
         raise ProtocolError("unauthenticated", "unknown device token", 401)
     identity = DeviceIdentity(

@@ -455,6 +455,9 @@ class _SessionStore:
     async def read(self, unit: object, *args: object) -> object:
         return self.state
 
+    async def lookup(self, unit: object, *args: object) -> object:
+        return self.state
+
     async def write(self, unit: object, *args: object) -> object:
         raise AssertionError(f"unexpected write {unit!r}")
 

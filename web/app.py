@@ -20,6 +20,7 @@ from . import (
     wsdm,
 )
 from .context import ServiceContext
+from .device_edge import DeviceEdge
 
 
 def create_app(context: ServiceContext, *, max_body: int = 16 * 1024 * 1024) -> QuartTrio:
@@ -57,5 +58,11 @@ def create_app(context: ServiceContext, *, max_body: int = 16 * 1024 * 1024) -> 
     app.register_blueprint(omads.blueprint)
     app.register_blueprint(omadm.blueprint)
     app.register_blueprint(activesync.blueprint)
-    app.register_blueprint(wsdm.blueprint)
     return app
+
+
+def create_service_app(context: ServiceContext, *, max_body: int) -> DeviceEdge:
+    """What Hypercorn serves: the device protocols' hot routes beneath Quart
+    (``web/device_edge.py``), every other request to the Quart app."""
+    app = create_app(context, max_body=max_body)
+    return DeviceEdge(app, context, (*wsdm.ROUTES, *apple_mdm.ROUTES))

@@ -3,7 +3,8 @@
 * ``PUT /mdm/checkin`` (``application/x-apple-aspen-mdm-checkin``) and ``PUT /mdm/server``
   (``application/x-apple-aspen-mdm``): the body is parsed here (sans-IO), the sender's
   identity proven (``Mdm-Signature`` or the TLS client certificate), and the message handed
-  to the device's session, which answers.
+  to the device's session, which answers. Served by ``web/device_edge.py`` beneath Quart:
+  every poll and acknowledgement of a fleet comes through them.
 * ``GET``/``POST /mdm/enrol``: a person types an installation code and gets the signed
   enrolment profile (``application/x-apple-aspen-config``).
 
@@ -35,8 +36,9 @@ from engine.protocols import mobileconfig
 from engine.timestamps import format_time
 from engine.wakeups import Waiting
 
-from .client_cert import ClientCertHeaderError, request_client_certificate
+from .client_cert import ClientCertHeaderError
 from .context import ServiceContext, authority, service
+from .device_edge import DeviceRoute, EdgeRequest, EdgeResponse, Handler
 from .edge import ask_device_session
 from .requests import client_address
 
@@ -52,67 +54,89 @@ class _BadRequest(Exception):
     pass
 
 
-@blueprint.errorhandler(protocol.ProtocolError)
-@blueprint.errorhandler(domain.Refused)
-@blueprint.errorhandler(DomainError)
-@blueprint.errorhandler(_BadRequest)
-@blueprint.errorhandler(ClientCertHeaderError)
-async def _refused(exc: Exception) -> Response:
-    # 400, never 401: a 401 makes the device remove its enrolment.
-    log.info("apple mdm: refused %s: %s", request.path, exc)
-    return Response(f"{exc}\n", 400, content_type="text/plain; charset=utf-8")
+def _text(status: int, reason: str, headers: tuple[tuple[str, str], ...] = ()) -> EdgeResponse:
+    return EdgeResponse(status, f"{reason}\n".encode(), "text/plain; charset=utf-8", headers)
 
 
-@blueprint.errorhandler(domain.Gone)
-async def _gone(exc: domain.Gone) -> Response:
-    return Response("", 410)
+def _refuse(status: int, reason: str) -> EdgeResponse:
+    """What the edge refuses by itself: an oversized message is a 400 like every other bad
+    message (never 401, never a status a device could take for "unenrol")."""
+    if status == 413:
+        return _text(400, "message too large")
+    if status == 503:
+        return _text(503, reason, (("Retry-After", "1"),))
+    return _text(status, reason)
 
 
-def _mdm() -> domain.AppleMdm:
-    mdm = service().apple_mdm
+def _mdm(request: EdgeRequest) -> domain.AppleMdm:
+    mdm = request.context.apple_mdm
     if mdm is None:
         raise _BadRequest("Apple MDM is not running")
     return mdm
 
 
-async def _message(content_type: str) -> tuple[bytes, str]:
-    given = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
-    if given != content_type:
+def _identity(request: EdgeRequest, content_type: str) -> str:
+    if request.media_type != content_type:
         raise _BadRequest(f"Content-Type must be {content_type}")
-    body = await request.get_data(cache=False)
-    if len(body) > protocol.MAX_MESSAGE_BYTES:
-        raise _BadRequest("message too large")
-    certificate = request_client_certificate(request, service().trusted_proxies)
-    identity = domain.identity_of(_mdm(), request.headers.get("Mdm-Signature"), body, certificate)
-    return body, identity
+    signature = request.header(b"mdm-signature")
+    certificate = None if signature is not None else request.client_certificate()
+    return domain.identity_of(_mdm(request), signature, request.body, certificate)
 
 
-def _answer(answer: domain.Answer) -> Response:
+def _answer(request: EdgeRequest, answer: domain.Answer) -> EdgeResponse:
     if answer.status != 200:
         log.info("apple mdm: refused %s: %s", request.path, answer.body[:200])
     if not answer.body:
-        return Response(b"", answer.status)
-    return Response(answer.body, answer.status, content_type=answer.content_type)
+        return EdgeResponse(answer.status)
+    return EdgeResponse(answer.status, answer.body, answer.content_type)
 
 
-@blueprint.route("/mdm/checkin", methods=["PUT"])
-async def check_in() -> Response:
-    body, identity = await _message(protocol.CHECK_IN_CONTENT_TYPE)
-    message = protocol.parse_check_in(body)
+async def check_in(request: EdgeRequest) -> EdgeResponse:
+    identity = _identity(request, protocol.CHECK_IN_CONTENT_TYPE)
+    message = protocol.parse_check_in(request.body)
     answer = await ask_device_session(
-        domain.PROTOCOL, message.channel.device, domain.CheckInRequest(message, identity)
+        domain.PROTOCOL,
+        message.channel.device,
+        domain.CheckInRequest(message, identity),
+        request.context,
     )
-    return _answer(answer)
+    return _answer(request, answer)
 
 
-@blueprint.route("/mdm/server", methods=["PUT"])
-async def command_queue() -> Response:
-    body, identity = await _message(protocol.SERVER_CONTENT_TYPE)
-    report = protocol.parse_report(body)
+async def command_queue(request: EdgeRequest) -> EdgeResponse:
+    identity = _identity(request, protocol.SERVER_CONTENT_TYPE)
+    report = protocol.parse_report(request.body)
     answer = await ask_device_session(
-        domain.PROTOCOL, report.channel.device, domain.ReportRequest(report, identity)
+        domain.PROTOCOL,
+        report.channel.device,
+        domain.ReportRequest(report, identity),
+        request.context,
     )
-    return _answer(answer)
+    return _answer(request, answer)
+
+
+def _route(path: str, handler: Handler) -> DeviceRoute:
+    async def answer(request: EdgeRequest) -> EdgeResponse:
+        try:
+            return await handler(request)
+        except (
+            protocol.ProtocolError,
+            domain.Refused,
+            DomainError,
+            _BadRequest,
+            ClientCertHeaderError,
+        ) as exc:
+            # 400, never 401: a 401 makes the device remove its enrolment.
+            log.info("apple mdm: refused %s: %s", request.path, exc)
+            return _text(400, str(exc))
+        except domain.Gone:
+            return EdgeResponse(410)
+
+    return DeviceRoute(path, frozenset({"PUT"}), answer, _refuse, protocol.MAX_MESSAGE_BYTES)
+
+
+#: The check-in and command-queue routes, served by ``web.device_edge``.
+ROUTES = (_route("/mdm/checkin", check_in), _route("/mdm/server", command_queue))
 
 
 _ENROL_PAGE = """<!doctype html>
@@ -138,8 +162,11 @@ async def enrol_page() -> Response:
 async def enrol() -> Response:
     form = await request.form
     code = form.get("code", "")
+    mdm = service().apple_mdm
+    if mdm is None:
+        return Response("Apple MDM is not running\n", 503, content_type="text/plain")
     try:
-        profile = await domain.profile_for_code(_mdm(), code, client_address())
+        profile = await domain.profile_for_code(mdm, code, client_address())
     except (InstallationCodeRefused, DomainError) as exc:
         problem = f"<p role='alert'>{html.escape(str(exc))}</p>"
         return Response(

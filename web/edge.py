@@ -16,12 +16,16 @@ import trio
 
 from engine.actors import DeviceRequest
 
-from .context import service
+from .context import ServiceContext, service
 
 #: How long a device request may wait for its session before the client is told to retry.
 DEVICE_REQUEST_DEADLINE = 30.0
 
 
-async def ask_device_session(protocol: str, device_key: str, body: Any) -> Any:
+async def ask_device_session(
+    protocol: str, device_key: str, body: Any, context: ServiceContext | None = None
+) -> Any:
+    """The device session's answer; ``context`` for routes served outside Quart."""
+    listener = (context or service()).listeners[protocol]
     with trio.fail_after(DEVICE_REQUEST_DEADLINE):
-        return await service().listeners[protocol].ref.ask(DeviceRequest(device_key, body))
+        return await listener.ref.ask(DeviceRequest(device_key, body))

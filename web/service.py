@@ -23,7 +23,7 @@ from engine.pki import CertificateAuthority
 from engine.service_settings import Deployment
 from engine.store import open_sqlite_store
 
-from .app import create_app
+from .app import create_service_app
 from .context import ServiceContext
 from .protocols import start_protocols, stop_protocols
 from .server import BoundAddress, hypercorn_config, serve
@@ -71,7 +71,7 @@ async def run_service(
                 bootstrap.tls.ca_private_key,
             ),
         )
-        app = create_app(context, max_body=bootstrap.limits.max_request_body)
+        app = create_service_app(context, max_body=bootstrap.limits.max_request_body)
         tune_garbage_collector()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_watch_signals, stop, nursery.cancel_scope)

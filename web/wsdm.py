@@ -6,8 +6,9 @@ included, is a WSDM JSON message (``engine/protocols/wsdm.py``), not problem+jso
 therefore not in the OpenAPI document of the account API; ``docs/wsdm.md`` documents them.
 
 Check-ins, results and unenrolment go through the device's session actor (one at a time
-per device); enrolment has no device yet and calls the domain directly. The protocol's
-actors (listener, XMPP notifier, scheduler) are started by :func:`start_wsdm`.
+per device); enrolment has no device yet and calls the domain directly. The routes are
+served by ``web/device_edge.py`` beneath Quart (the check-in is the fleet's hot path). The
+protocol's actors (listener, XMPP notifier, scheduler) are started by :func:`start_wsdm`.
 """
 
 from __future__ import annotations
@@ -18,11 +19,9 @@ from functools import partial
 from typing import Any
 
 import trio
-from quart import Blueprint, Response, request
-from werkzeug.exceptions import HTTPException
 
 from engine import wsdm, wsdm_schedules
-from engine.actors import ActorError, MailboxFull, start_listener
+from engine.actors import start_listener
 from engine.actors.scheduler import Scheduler, node_name
 from engine.actors.xmpp import XmppAccount, XmppNotifier, run_notifier
 from engine.config import Bootstrap
@@ -30,109 +29,107 @@ from engine.protocols import wsdm as protocol
 from engine.protocols.wsdm import ProtocolError
 from engine.wakeups import Waiting
 
-from .context import ServiceContext, service
+from .context import ServiceContext
+from .device_edge import DeviceRoute, EdgeRequest, EdgeResponse, Handler
 from .edge import ask_device_session
-from .requests import client_address
 
 log = logging.getLogger(__name__)
 
 PREFIX = "/api/v1/wsdm"
-blueprint = Blueprint("wsdm", __name__, url_prefix=PREFIX)
 
 
-def _answer(body: dict[str, Any], status: int = 200) -> Response:
-    return Response(protocol.encode(body), status=status, content_type=protocol.MEDIA_TYPE)
+def _answer(body: dict[str, Any], status: int = 200) -> EdgeResponse:
+    return EdgeResponse(status, protocol.encode(body), protocol.MEDIA_TYPE)
 
 
-def _error(error: ProtocolError) -> Response:
-    response = Response(
-        protocol.error_body(error), status=error.status, content_type=protocol.MEDIA_TYPE
-    )
+def _error(error: ProtocolError) -> EdgeResponse:
+    headers: tuple[tuple[str, str], ...] = ()
     if error.status == 401:
-        response.headers["WWW-Authenticate"] = 'Bearer realm="wsdm"'
-    if error.status == 503:
-        response.headers["Retry-After"] = "1"
-    return response
+        headers = (("WWW-Authenticate", 'Bearer realm="wsdm"'),)
+    elif error.status == 503:
+        headers = (("Retry-After", "1"),)
+    return EdgeResponse(error.status, protocol.error_body(error), protocol.MEDIA_TYPE, headers)
 
 
-@blueprint.errorhandler(ProtocolError)
-async def protocol_error(exc: ProtocolError) -> Response:
-    return _error(exc)
+#: What the edge refuses by itself, in WSDM's words.
+_REFUSALS = {405: "method_not_allowed", 413: "too_large", 500: "internal", 503: "busy"}
 
 
-@blueprint.errorhandler(MailboxFull)
-@blueprint.errorhandler(trio.TooSlowError)
-async def busy(exc: Exception) -> Response:
-    return _error(ProtocolError("busy", "the service is busy; try again shortly", 503))
+def _refuse(status: int, reason: str) -> EdgeResponse:
+    return _error(ProtocolError(_REFUSALS.get(status, "malformed"), reason, status))
 
 
-@blueprint.errorhandler(ActorError)
-async def failed(exc: Exception) -> Response:
-    log.error("WSDM request failed inside the service: %r", exc)
-    return _error(ProtocolError("internal", "the request could not be completed", 500))
-
-
-@blueprint.errorhandler(HTTPException)
-async def http_error(exc: HTTPException) -> Response:
-    code = exc.code or 500
-    name = {413: "too_large", 405: "method_not_allowed"}.get(code, "malformed")
-    return _error(ProtocolError(name, exc.description or exc.name, code))
-
-
-async def _message() -> dict[str, Any]:
-    """The request body as a versioned WSDM object.
-
-    An oversized body is read (up to the service's own request limit) before it is refused:
-    answering while an HTTP/1.1 client is still sending would leave both sides waiting.
-    """
-    if request.mimetype != protocol.MEDIA_TYPE:
+def _message(request: EdgeRequest) -> dict[str, Any]:
+    """The request body as a versioned WSDM object."""
+    if request.media_type != protocol.MEDIA_TYPE:
         raise ProtocolError("malformed", "send the body as application/json", 415)
-    return protocol.decode(await request.get_data(as_text=False))
+    return protocol.decode(request.body)
 
 
-async def _device() -> wsdm.DeviceIdentity:
-    context = service()
+async def _device(request: EdgeRequest) -> wsdm.DeviceIdentity:
+    context = request.context
     return await wsdm.authenticate_device(
-        context.store, request.headers.get("Authorization"), context.xmpp
+        context.store, request.header(b"authorization"), context.xmpp
     )
 
 
-async def _in_session(action: str, device: wsdm.DeviceIdentity, message: Any) -> Any:
-    request_ = wsdm.SessionRequest(action, device, message, client_address())
-    result = await ask_device_session(wsdm.PROTOCOL, device.device_id, request_)
+async def _in_session(
+    request: EdgeRequest, action: str, device: wsdm.DeviceIdentity, message: Any
+) -> Any:
+    request_ = wsdm.SessionRequest(action, device, message, request.client_address())
+    result = await ask_device_session(wsdm.PROTOCOL, device.device_id, request_, request.context)
     return result.unwrap()
 
 
-@blueprint.post("/enrol")
-async def enrol() -> Response:
-    message = protocol.parse_enrolment(await _message())
-    context = service()
+async def enrol(request: EdgeRequest) -> EdgeResponse:
+    message = protocol.parse_enrolment(_message(request))
+    context = request.context
     answer = await wsdm.enrol(
-        context.store, context.deployment, context.xmpp, message, source=client_address()
+        context.store,
+        context.deployment,
+        context.xmpp,
+        message,
+        source=request.client_address(),
     )
     return _answer(answer, 201)
 
 
-@blueprint.post("/checkin")
-async def check_in() -> Response:
-    device = await _device()
-    message = protocol.parse_check_in(await _message())
-    return _answer(await _in_session("check_in", device, message))
+async def check_in(request: EdgeRequest) -> EdgeResponse:
+    device = await _device(request)
+    message = protocol.parse_check_in(_message(request))
+    return _answer(await _in_session(request, "check_in", device, message))
 
 
-@blueprint.post("/results")
-async def results() -> Response:
-    device = await _device()
-    message = protocol.parse_results(await _message())
-    return _answer(await _in_session("results", device, message))
+async def results(request: EdgeRequest) -> EdgeResponse:
+    device = await _device(request)
+    message = protocol.parse_results(_message(request))
+    return _answer(await _in_session(request, "results", device, message))
 
 
-@blueprint.post("/unenrol")
-async def unenrol() -> Response:
-    device = await _device()
-    message = protocol.parse_unenrolment(await _message())
-    await _in_session("unenrol", device, message)
+async def unenrol(request: EdgeRequest) -> EdgeResponse:
+    device = await _device(request)
+    message = protocol.parse_unenrolment(_message(request))
+    await _in_session(request, "unenrol", device, message)
     return _answer({"unenrolled": True})
+
+
+def _route(path: str, handler: Handler) -> DeviceRoute:
+    async def answer(request: EdgeRequest) -> EdgeResponse:
+        try:
+            return await handler(request)
+        except ProtocolError as exc:
+            return _error(exc)
+
+    return DeviceRoute(PREFIX + path, frozenset({"POST"}), answer, _refuse, protocol.MAX_BODY)
+
+
+#: WSDM's routes, served by ``web.device_edge``.
+ROUTES = (
+    _route("/enrol", enrol),
+    _route("/checkin", check_in),
+    _route("/results", results),
+    _route("/unenrol", unenrol),
+)
 
 
 # --------------------------------------------------------------------------- actors

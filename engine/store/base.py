@@ -3,7 +3,8 @@
 Domain operations never see a database connection. They hand the store a *unit of work*: a
 plain synchronous function from :mod:`engine.store` (where all SQL lives) that takes a
 connection and arguments. Writes go to one writer that commits many units together; reads
-run on reader connections in worker threads. Both backends (SQLite now, PostgreSQL later)
+run on reader connections in worker threads, except point reads (:meth:`Store.lookup`),
+which are cheaper to run than to hand over. Both backends (SQLite now, PostgreSQL later)
 run the same units, which is why the SQL in them is kept plain.
 """
 
@@ -42,4 +43,13 @@ class Store(Protocol):
 
     async def read(self, unit: Callable[..., T], /, *args: Any) -> T:
         """Run ``unit(connection, *args)`` on a reader connection (a consistent snapshot)."""
+        ...
+
+    async def lookup(self, unit: Callable[..., T], /, *args: Any) -> T:
+        """Like :meth:`read`, for a *point* read: a few lookups by a unique index.
+
+        Such a unit takes microseconds, less than handing it to a worker thread and back,
+        so it may run at once on the caller's thread. A unit that may scan, sort or read
+        many rows goes through :meth:`read`, which never blocks the event loop.
+        """
         ...

@@ -186,11 +186,13 @@ class SQLiteStore:
         readers: trio.MemoryReceiveChannel[sqlite3.Connection],
         give_back: trio.MemorySendChannel[sqlite3.Connection],
         stats: WriteStats,
+        point: sqlite3.Connection,
     ) -> None:
         self.stats = stats
         self._writer = writer
         self._readers = readers
         self._give_back = give_back
+        self._point = point
 
     @property
     def alive(self) -> bool:
@@ -207,6 +209,17 @@ class SQLiteStore:
             return await trio.to_thread.run_sync(_read, conn, unit, args)
         finally:
             self._give_back.send_nowait(conn)
+
+    async def lookup(self, unit: Callable[..., T], /, *args: Any) -> T:
+        # On the event loop's own connection, never shared with a thread. In WAL mode a
+        # reader does not wait for the writer; should the file still be busy (a recovery
+        # after a crash), the connection gives up at once and a worker thread waits instead.
+        try:
+            return _read(self._point, unit, args)
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                raise
+        return await self.read(unit, *args)
 
 
 def _read(conn: sqlite3.Connection, unit: Callable[..., T], args: tuple[Any, ...]) -> T:
@@ -249,9 +262,11 @@ async def open_sqlite_store(
         ]
         for conn in conns:
             give_back.send_nowait(conn)
+        point = await trio.to_thread.run_sync(lambda: connect(path, readonly=True))
+        point.execute("PRAGMA busy_timeout = 0")
         try:
-            yield SQLiteStore(writer, pool, give_back, stats)
+            yield SQLiteStore(writer, pool, give_back, stats, point)
         finally:
             writer.stop()
-            for conn in conns:
+            for conn in (*conns, point):
                 conn.close()
