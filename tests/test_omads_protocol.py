@@ -474,9 +474,9 @@ async def test_an_unknown_device_id_gets_its_refusal_without_a_session_actor(
     for module in (web.omads, web.omadm):
         ask = module.ask_device_session
 
-        async def recorded(protocol: str, key: str, body: object, ask=ask) -> object:  # type: ignore[no-untyped-def]
+        async def recorded(protocol: str, key: str, *args: object, ask=ask) -> object:  # type: ignore[no-untyped-def]
             asked.append(key)
-            return await ask(protocol, key, body)
+            return await ask(protocol, key, *args)
 
         monkeypatch.setattr(module, "ask_device_session", recorded)
     world.add_device("raw-known")

@@ -55,8 +55,6 @@ def create_app(context: ServiceContext, *, max_body: int = 16 * 1024 * 1024) -> 
     app.register_blueprint(portal.blueprint)
     app.register_blueprint(windows_enrolment.blueprint)
     app.register_blueprint(apple_mdm.blueprint)
-    app.register_blueprint(omads.blueprint)
-    app.register_blueprint(omadm.blueprint)
     app.register_blueprint(activesync.blueprint)
     return app
 
@@ -65,4 +63,4 @@ def create_service_app(context: ServiceContext, *, max_body: int) -> DeviceEdge:
     """What Hypercorn serves: the device protocols' hot routes beneath Quart
     (``web/device_edge.py``), every other request to the Quart app."""
     app = create_app(context, max_body=max_body)
-    return DeviceEdge(app, context, (*wsdm.ROUTES, *apple_mdm.ROUTES))
+    return DeviceEdge(app, context, (*wsdm.ROUTES, *apple_mdm.ROUTES, *omads.ROUTES, *omadm.ROUTES))

@@ -28,6 +28,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qs
 
 import trio
 from cryptography import x509
@@ -62,6 +63,20 @@ class EdgeRequest:
     @property
     def path(self) -> str:
         return self.scope["path"]
+
+    @property
+    def url(self) -> str:
+        """The URL the request was sent to, without its query: ``scheme://host/path``."""
+        host = self.header(b"host")
+        if host is None:
+            server = self.scope.get("server") or ("localhost", None)
+            host = server[0] if server[1] is None else f"{server[0]}:{server[1]}"
+        return f"{self.scope['scheme']}://{host}{self.path}"
+
+    def query(self, name: str) -> str | None:
+        """The first value of the query parameter ``name``, if present."""
+        values = parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get(name)
+        return values[0] if values else None
 
     def header(self, name: bytes) -> str | None:
         """The first value of the header ``name`` (lower-case bytes), if sent."""

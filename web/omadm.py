@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 
 import trio
-from quart import Blueprint, Response, request
 
 from engine.actors import start_listener
 from engine.config import Bootstrap
@@ -38,37 +37,22 @@ from engine.protocols import syncml
 from engine.wakeups import Waiting
 from engine.windows_enrolment import WindowsEnrolment
 
-from .client_cert import request_client_certificate
-from .context import ServiceContext, authority, service
+from .context import ServiceContext, authority
+from .device_edge import EdgeRequest, EdgeResponse
 from .edge import ask_device_session
-from .syncml_http import answer_errors_in_plain_text, parse_syncml, plain_text
+from .syncml_http import parse_syncml, syncml_route
 
 log = logging.getLogger(__name__)
 
-blueprint = Blueprint("omadm", __name__)
-
-HMAC_HEADER = "x-syncml-hmac"
+HMAC_HEADER = b"x-syncml-hmac"
 MAX_BODY = 1024 * 1024
 SESSION_IDLE = 60.0
 
 
-answer_errors_in_plain_text(blueprint, "OMA DM")
-
-
-@blueprint.post("/omadm")
-async def omadm() -> Response:
-    content_type = request.headers.get("Content-Type", "")
-    if (request.content_length or 0) > MAX_BODY:
-        return plain_text(413, "SyncML status 413: the message is too large")
-    try:
-        wbxml = syncml.is_wbxml(content_type)
-        body = await request.get_data(as_text=False)
-        message = await parse_syncml(body, content_type, MAX_BODY)
-    except syncml.SyncmlError as exc:
-        status = {syncml.UNSUPPORTED_MEDIA_TYPE: 415, syncml.REQUEST_ENTITY_TOO_LARGE: 413}
-        return plain_text(status.get(exc.status, 400), f"SyncML status {exc.status}: {exc}")
-    context = service()
-    certificate = request_client_certificate(request, context.trusted_proxies)
+async def omadm(request: EdgeRequest) -> EdgeResponse:
+    message, wbxml = await parse_syncml(request, MAX_BODY)
+    context = request.context
+    certificate = request.client_certificate()
     device = None
     if certificate is not None:
         device = await WindowsEnrolment(
@@ -76,32 +60,32 @@ async def omadm() -> Response:
         ).device_of_certificate(certificate)
         if device is None:
             refused = error_message(message.header, dm.FORBIDDEN)
-            return Response(
-                syncml.encode_message(refused, wbxml),
-                status=403,
-                content_type=syncml.content_type(wbxml, dm=True),
+            return EdgeResponse(
+                403, syncml.encode_message(refused, wbxml), syncml.content_type(wbxml, dm=True)
             )
-    base_url = f"{request.scheme}://{request.host}{request.path}"
     dm_id = message.header.source.loc_uri
     dm_request = DmRequest(
         message,
-        body,
+        request.body,
         wbxml,
-        None if device is not None else request.args.get("s"),
-        base_url,
-        hmac=dm.parse_hmac_header(request.headers.get(HMAC_HEADER)),
+        None if device is not None else request.query("s"),
+        request.url,
+        hmac=dm.parse_hmac_header(request.header(HMAC_HEADER)),
         device=device,
-        mode=request.args.get("mode"),
+        mode=request.query("mode"),
     )
     if device is not None:
-        reply: DmResponse = await ask_device_session(
-            PROTOCOL, f"windows:{device['id']}", dm_request
-        )
+        key = f"windows:{device['id']}"
+        reply: DmResponse = await ask_device_session(PROTOCOL, key, dm_request, context)
     elif await known_dm_id(context.store, dm_id):
-        reply = await ask_device_session(PROTOCOL, f"dm:{dm_id}", dm_request)
+        reply = await ask_device_session(PROTOCOL, f"dm:{dm_id}", dm_request, context)
     else:  # a DevId nobody knows: no actor is started for it
         reply = await refuse_unknown(context.store, dm_request)
-    return Response(reply.body, status=200, content_type=syncml.content_type(reply.wbxml, dm=True))
+    return EdgeResponse(200, reply.body, syncml.content_type(reply.wbxml, dm=True))
+
+
+#: The OMA DM service URL, served by ``web.device_edge``.
+ROUTES = (syncml_route("/omadm", omadm, MAX_BODY),)
 
 
 async def start(nursery: trio.Nursery, context: ServiceContext, bootstrap: Bootstrap) -> None:

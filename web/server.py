@@ -97,6 +97,7 @@ def hypercorn_config(
     client_certificates: ClientCertificates = "none",
     max_body: int = 16 * 1024 * 1024,
     graceful_timeout: float = 5.0,
+    keep_alive_timeout: float = 75.0,
     ssl_handshake_timeout: float = 10.0,
     server_header: bool = False,
 ) -> Config:
@@ -113,6 +114,12 @@ def hypercorn_config(
     holding any client certificate may prompt their user when asked for one, which is a
     reason to give portals and device endpoints separate listeners.
 
+    ``keep_alive_timeout``: how long an idle keep-alive connection stays open. It must be
+    longer than clients keep idle connections in their pools (httpx: 5 s; phone HTTP stacks
+    tens of seconds): a server that closes first races with the client's next request on
+    that connection, which then fails with no answer at all. Hypercorn's 5 s default equals
+    httpx's, and lost requests under load showed it.
+
     ``ssl_handshake_timeout`` is shorter than Hypercorn's 60 s default: a handshake holds a
     connection slot, and a device that cannot finish one in 10 s will retry anyway.
     """
@@ -120,6 +127,7 @@ def hypercorn_config(
         raise ValueError("nothing to listen on: give http_binds and/or https_binds")
     config = Config()
     config.graceful_timeout = graceful_timeout
+    config.keep_alive_timeout = keep_alive_timeout
     config.ssl_handshake_timeout = ssl_handshake_timeout
     config.include_server_header = server_header
     config.wsgi_max_body_size = max_body  # applied to ASGI requests too, by serve()
