@@ -16,8 +16,10 @@ it is answered 142 (no key), 144 (unknown key) or 143 (the policy changed) — o
 protocol 12.1. A queued wipe turns every command into 140 (or 449) until the device has
 fetched it with Provision; its acknowledgement is the command's result.
 
-Items (``engine.activesync_items``): each PIM kind the organisation enables is one folder
-(Contacts, Calendar, Tasks, Notes) backed by the owner's collection in the PIM store.
+Items (``engine.activesync_items``): each PIM kind the organisation enables is one default
+folder (Contacts, Calendar, Tasks, Notes) backed by the owner's default collection in the
+PIM store; folders the owner makes, and MoveItems between them, are
+``engine.activesync_folders``.
 There is no mail transport yet: Sent Items holds what the owner's devices send with
 SendMail; Inbox, Drafts, Deleted Items and Outbox exist and stay empty.
 """

@@ -1,6 +1,11 @@
 """Exchange ActiveSync folders and items: the folder hierarchy, and the units of work of
 FolderSync, Sync, GetItemEstimate, ItemOperations, Ping and SendMail on the PIM store.
 
+The hierarchy is the service's default folders, then the owner's own (see
+``engine.activesync_folders``); a device's ``eas_devices.folders`` says what it was told of
+each, so FolderSync sends Add, Update and Delete. Sync honours FilterType
+(``engine.protocols.activesync_filter``), remembered per device and folder.
+
 Each Sync collection is one write unit: the device's Add, Change and Delete go through
 :class:`engine.pim.CollectionSync` (the conflict rules OMA DS follows too), then the
 service's changes after the change number the device has seen go out, a window at a time.
@@ -125,23 +130,23 @@ def folder_of(
 ) -> tuple[Folder, dict[str, Any] | None] | None:
     """The folder a ServerId names in the caller's hierarchy and the PIM collection behind
     it (None for the mail folders that hold nothing); None: no such folder."""
-    found = next(
-        (
-            f
-            for f in hierarchy(conn, caller.account["id"], caller.features)
-            if f.server_id == server_id
-        ),
-        None,
-    )
-    if found is None:
+    folders = hierarchy(conn, caller.account["id"], caller.features)
+    found = next((f for f in folders if f.server_id == server_id), None)
+    return (found, collection_for(conn, caller, found)) if found is not None else None
+
+
+def collection_for(
+    conn: sqlite3.Connection, caller: Caller, folder: Folder
+) -> dict[str, Any] | None:
+    """The PIM collection behind a folder of the caller's hierarchy (None: a mail folder
+    that holds nothing)."""
+    if folder.kind is None:
         return None
-    if found.kind is None:
-        return found, None
-    if found.default:
-        return found, collection_unit(
-            conn, caller.device["organisation_id"], caller.account["id"], found.kind
+    if folder.default:
+        return collection_unit(
+            conn, caller.device["organisation_id"], caller.account["id"], folder.kind
         )
-    return found, pim_db.folder_collection(conn, caller.account["id"], server_id)
+    return pim_db.folder_collection(conn, caller.account["id"], folder.server_id)
 
 
 def held_folders(row: dict[str, Any]) -> dict[str, list[Any] | None]:
@@ -706,11 +711,11 @@ def ping_unit(
     )
     watched: dict[str, tuple[str, int]] = {}
     changed: list[str] = []
+    shown = {f.server_id: f for f in hierarchy(conn, caller.account["id"], caller.features)}
     for folder in folders:
-        found = folder_of(conn, caller, folder)
-        if found is None or found[1] is None:
+        collection = collection_for(conn, caller, shown[folder]) if folder in shown else None
+        if collection is None:
             continue
-        collection = found[1]
         state = db.folder_state(conn, device_id, folder)
         seen = state["seen_version"] if state else 0
         reset = state["reset_version"] if state else 0
