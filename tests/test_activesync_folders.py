@@ -20,7 +20,7 @@ from engine.store.sqlite import connect, migrate
 
 from .conftest import RunningService
 from .eas_world import EasWorld, eas_world, ready
-from .omads_world import database
+from .omads_world import database, make_world
 
 CONTACTS_FOLDER = 14
 
@@ -129,12 +129,25 @@ async def test_move_items_between_contact_folders_is_seen_by_another_device(
 
 
 async def test_default_folders_are_protected_and_refusals_change_nothing(
-    world: EasWorld,
+    world: EasWorld, tmp_path: Path
 ) -> None:
     phone = await ready(world, "GUARDPHONE")
     _, mine = await phone.folder_create("Mine", CONTACTS_FOLDER)
     _, inner = await phone.folder_create("Inner", CONTACTS_FOLDER, parent=mine or "")
     assert mine and inner
+    await phone.sync_all(mine)
+    await phone.sync(mine, adds={"c1": contact("Alan", "Turing")})
+    (card,) = phone.items[mine]
+    # Another organisation's user, knowing the ids, finds nothing of them.
+    stranger_world = EasWorld(make_world(world.running, tmp_path / "other", "globex"), world.http)
+    stranger = await ready(stranger_world, "STRANGERPHONE", user="globex\\alice")
+    before = _counts(world)
+    assert await stranger.folder_delete(mine) == 4
+    assert await stranger.folder_update(mine, "Taken") == 4
+    assert (await stranger.folder_create("X", CONTACTS_FOLDER, parent=mine))[0] == 5
+    assert [a[1] for a in await stranger.move_items([(card, mine, "contacts")])] == [1]
+    assert (await stranger.sync(mine)).status == 8
+    assert _counts(world) == before
     before = _counts(world)
     key = phone.folder_key
     assert await phone.folder_delete("contacts") == 3  # a default folder: not deleted
