@@ -25,7 +25,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .activesync_items import ROOT, Folder, folder_of, held_folders, hierarchy, hold
+from .activesync_items import ROOT, Folder, collection_for, held_folders, hierarchy, hold
 from .ids import new_id
 from .pim import FEATURES
 from .protocols import activesync as eas
@@ -323,24 +323,28 @@ def move_unit(
     """Every Move of a MoveItems in one write unit; the collections that changed."""
     outcomes: list[MoveOutcome] = []
     changed: set[str] = set()
+    shown = {f.server_id: f for f in hierarchy(conn, caller.account["id"], caller.features)}
     for move in moves:
-        outcome = _move(conn, caller, move)
+        outcome = _move(conn, caller, shown, move)
         outcomes.append(outcome)
         changed |= set(outcome.collections or ())
     return outcomes, changed
 
 
-def _move(conn: sqlite3.Connection, caller: Caller, move: Move) -> MoveOutcome:
+def _move(
+    conn: sqlite3.Connection, caller: Caller, shown: dict[str, Folder], move: Move
+) -> MoveOutcome:
     device_id = caller.device["id"]
-    source = folder_of(conn, caller, move.src_fld_id)
-    if source is None or source[1] is None:
+    source_folder = shown.get(move.src_fld_id)
+    source = collection_for(conn, caller, source_folder) if source_folder else None
+    if source_folder is None or source is None:
         return MoveOutcome(move.src_msg_id, MOVE_BAD_SOURCE)
-    destination = folder_of(conn, caller, move.dst_fld_id)
-    if destination is None:
+    destination_folder = shown.get(move.dst_fld_id)
+    if destination_folder is None:
         return MoveOutcome(move.src_msg_id, MOVE_BAD_DESTINATION)
     if move.src_fld_id == move.dst_fld_id:
         return MoveOutcome(move.src_msg_id, MOVE_SAME_FOLDER)
-    source_id = source[1]["id"]
+    source_id = source["id"]
     item_id = (
         None
         if move.src_msg_id.startswith(db.CLIENT_PREFIX)
@@ -349,9 +353,10 @@ def _move(conn: sqlite3.Connection, caller: Caller, move: Move) -> MoveOutcome:
     item = pim_db.item_in(conn, source_id, item_id) if item_id is not None else None
     if item is None or item["deleted"]:
         return MoveOutcome(move.src_msg_id, MOVE_BAD_SOURCE)  # not there, or moved already
-    if destination[1] is None or destination[0].kind != source[0].kind:
+    destination = collection_for(conn, caller, destination_folder)
+    if destination is None or destination_folder.kind != source_folder.kind:
         return MoveOutcome(move.src_msg_id, MOVE_FAILED)  # another kind of item
-    destination_id = destination[1]["id"]
+    destination_id = destination["id"]
     at = now()
     moved = pim_db.insert_item(
         conn,
