@@ -1,7 +1,8 @@
 """ActiveSync folders of the owner's own through the running service: FolderCreate,
 FolderUpdate and FolderDelete reaching the owner's other devices, items in such folders,
 MoveItems between them, default folders protected, refusals that change nothing, FilterType
-on calendar and tasks; and a database of before these folders migrating in place."""
+on calendar and tasks; the folders in the device's state (REST API and device page); and a
+database of before these folders migrating in place."""
 
 from __future__ import annotations
 
@@ -10,17 +11,23 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 
 from bench.eas_client import EasClient, contact
+from engine.ids import new_id
+from engine.principals import AccountKind
 from engine.protocols.activesync import child_text, el
 from engine.protocols.activesync_tables import CALENDAR, FOLDER_HIERARCHY, TASKS
 from engine.store.migrations import MIGRATIONS
 from engine.store.sqlite import connect, migrate
+from engine.timestamps import now
 
 from .conftest import RunningService
 from .eas_world import EasWorld, eas_world, ready
 from .omads_world import database, make_world
+from .portal_client import Portal
+from .test_api_commands import API, PASSWORD, add_account, new_organisation, sign_in_supervisor
 
 CONTACTS_FOLDER = 14
 
@@ -339,3 +346,52 @@ def test_a_database_of_before_migrates_in_place(tmp_path: Path) -> None:
     )
     assert conn.execute("SELECT max(id) FROM pim_items").fetchone()[0] == 4
     conn.close()
+
+
+async def test_user_folders_show_over_the_api_and_on_the_device_page(
+    running: RunningService,
+) -> None:
+    async with running.client() as client:
+        supervisor = await sign_in_supervisor(running, client)
+        org = await new_organisation(client, supervisor, "easfolders")
+        user = await add_account(running, client, org, "dave", AccountKind.USER)
+        device_row = new_id()
+        with database(running) as conn:
+            conn.execute(
+                "INSERT INTO devices (id, organisation_id, owner_id, name, platform, protocol,"
+                " state, udid, created_at, updated_at) VALUES (?, ?, ?, 'phone', 'ios', 'eas',"
+                " 'enrolled', 'SHOWDEVICE', ?, ?)",
+                (device_row, org.id, user.id, now(), now()),
+            )
+        async with httpx.AsyncClient(base_url=running.http_url, timeout=30) as http:
+            phone = EasClient(http, "easfolders\\dave", PASSWORD, "SHOWDEVICE")
+            await phone.provision()
+            await phone.folder_sync()
+            _, suppliers = await phone.folder_create("Suppliers", CONTACTS_FOLDER)
+            assert suppliers
+            await phone.sync_all(suppliers)
+            await phone.sync(suppliers, adds={"c1": contact("Ada", "Lovelace")})
+        base = f"{API}/organisations/{org.code}/devices/{device_row}/activesync"
+        state = (await client.get(base, headers=org.admin)).json()
+        assert state["user_folders"] == [
+            {
+                "id": suppliers,
+                "name": "Suppliers",
+                "type": CONTACTS_FOLDER,
+                "parent_id": "0",
+                "items": 1,
+            }
+        ]
+        (folder,) = state["folders"]
+        assert (folder["id"], folder["name"], folder["type"]) == (
+            suppliers,
+            "Suppliers",
+            CONTACTS_FOLDER,
+        )
+        async with running.client() as browser:
+            portal = Portal(browser)
+            await portal.sign_in("admin", PASSWORD, org.code)
+            page = await portal.page(f"/admin/o/{org.code}/devices/{device_row}")
+            assert (
+                "Folders the owner made" in page and "<td>Suppliers</td><td>contacts</td>" in page
+            )
