@@ -8,15 +8,27 @@ Journal folders (16) are not kept: there are no journal items. The default folde
 (Contacts, Calendar, …, the ones OMA DS synchronises too) cannot be renamed, moved (2) or
 deleted (3).
 
+Statuses, as MS-ASCMD 2.2.3.177.3/.4/.6 give them: 10 for a request lacking SyncKey,
+ServerId, ParentId, DisplayName (or one longer than 256 characters) or a FolderCreate Type
+other than 1 and 12 to 17; 9 for a SyncKey that is not the device's current hierarchy key;
+FolderCreate 2 (a sibling of that name, case-insensitive), 5 (no such parent), 6 (a journal
+folder, or a kind the organisation switched off); FolderUpdate 2 (a default folder, or a
+sibling of that name), 4 (no such folder), 5 (no such parent, or the folder itself or one
+below it); FolderDelete 3 (a default folder), 4 (no such folder). Another account's folders
+are "no such folder".
+
 Each command carries the device's folder hierarchy SyncKey; a success takes the next key,
 and what the device now holds is recorded, so its next FolderSync does not repeat its own
 change while every other device of the owner gets it (Add, Update or Delete). Deleting a
 folder deletes the folders under it and leaves tombstones of their items. A refused command
 changes nothing.
 
-MoveItems moves an item between two folders of the same kind: the item becomes a tombstone
-in its source and a new item (a new ServerId, DstMsgId) in its destination, both as the
-moving device's change, so other devices' Syncs report Delete and Add, not this device's.
+MoveItems (statuses of 2.2.3.177.10: 1 no such source folder or item in it, 2 no such
+destination, 4 source and destination the same, 5 a destination of another kind or one that
+holds nothing; 7, locked, never happens) moves an item between two folders of the same
+kind: the item becomes a tombstone in its source and a new item (a new ServerId, DstMsgId)
+in its destination, both as the moving device's change, so other devices' Syncs report
+Delete and Add, not this device's.
 """
 
 from __future__ import annotations
