@@ -1,7 +1,8 @@
 """An Exchange ActiveSync client of the tests' own, speaking WBXML over httpx the way the
 well-known phone clients do: OPTIONS, Provision in two phases (and again when told 142, 143
 or 144, or HTTP 449), FolderSync, Sync from SyncKey 0 with a window and MoreAvailable,
-Ping, and acknowledging a remote wipe."""
+Ping, folders of the user's own (FolderCreate, FolderUpdate, FolderDelete), MoveItems,
+FilterType, and acknowledging a remote wipe."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from engine.protocols.activesync_tables import (
     FOLDER_HIERARCHY,
     GET_ITEM_ESTIMATE,
     ITEM_OPERATIONS,
+    MOVE,
     PING,
     PROVISION,
     SETTINGS,
@@ -62,6 +64,8 @@ class EasClient:
     policy_key: str | None = None
     folder_key: str = "0"
     folders: dict[str, tuple[str, int]] = field(default_factory=dict)
+    #: The parent of each folder (ServerId -> ParentId, "0": the root).
+    parents: dict[str, str] = field(default_factory=dict)
     sync_keys: dict[str, str] = field(default_factory=dict)
     #: The items the client holds per folder: ServerId -> ApplicationData.
     items: dict[str, dict[str, Element]] = field(default_factory=dict)
@@ -221,14 +225,99 @@ class EasClient:
         changes = root.find("Changes")
         for change in changes.elements() if changes is not None else []:
             server_id = child_text(change, "ServerId") or ""
-            if change.tag == "Add":
+            if change.tag in ("Add", "Update"):
                 self.folders[server_id] = (
                     child_text(change, "DisplayName") or "",
                     int(child_text(change, "Type") or 0),
                 )
+                self.parents[server_id] = child_text(change, "ParentId") or "0"
             elif change.tag == "Delete":
                 self.folders.pop(server_id, None)
+                self.parents.pop(server_id, None)
         return self.folders
+
+    async def folder_command(self, command: str, *parts: Element) -> Element:
+        """FolderCreate, FolderUpdate or FolderDelete under the client's hierarchy SyncKey
+        (unless ``parts`` bring their own); a new SyncKey answered is the client's next."""
+        if not any(p.tag == "SyncKey" for p in parts):
+            parts = (el(FOLDER_HIERARCHY, "SyncKey", self.folder_key), *parts)
+        root = await self.call(command, el(FOLDER_HIERARCHY, command, *parts))
+        assert root is not None
+        if child_text(root, "Status") == "1":
+            self.folder_key = child_text(root, "SyncKey") or self.folder_key
+        return root
+
+    async def folder_create(
+        self, name: str, folder_type: int, parent: str = "0"
+    ) -> tuple[int, str | None]:
+        """FolderCreate: its Status and the new folder's ServerId."""
+        root = await self.folder_command(
+            "FolderCreate",
+            el(FOLDER_HIERARCHY, "ParentId", parent),
+            el(FOLDER_HIERARCHY, "DisplayName", name),
+            el(FOLDER_HIERARCHY, "Type", str(folder_type)),
+        )
+        server_id = child_text(root, "ServerId")
+        if server_id is not None:
+            self.folders[server_id] = (name, folder_type)
+            self.parents[server_id] = parent
+        return int(child_text(root, "Status") or 0), server_id
+
+    async def folder_update(self, server_id: str, name: str, parent: str = "0") -> int:
+        root = await self.folder_command(
+            "FolderUpdate",
+            el(FOLDER_HIERARCHY, "ServerId", server_id),
+            el(FOLDER_HIERARCHY, "ParentId", parent),
+            el(FOLDER_HIERARCHY, "DisplayName", name),
+        )
+        status = int(child_text(root, "Status") or 0)
+        if status == 1:
+            self.folders[server_id] = (name, self.folders[server_id][1])
+            self.parents[server_id] = parent
+        return status
+
+    async def folder_delete(self, server_id: str) -> int:
+        root = await self.folder_command(
+            "FolderDelete", el(FOLDER_HIERARCHY, "ServerId", server_id)
+        )
+        status = int(child_text(root, "Status") or 0)
+        if status == 1:
+            self.folders.pop(server_id, None)
+        return status
+
+    async def move_items(
+        self, moves: list[tuple[str, str, str]]
+    ) -> list[tuple[str, int, str | None]]:
+        """MoveItems of (SrcMsgId, SrcFldId, DstFldId): (SrcMsgId, Status, DstMsgId) each;
+        a moved item goes from the client's source folder to its destination."""
+        root = await self.call(
+            "MoveItems",
+            el(
+                MOVE,
+                "MoveItems",
+                *(
+                    el(
+                        MOVE,
+                        "Move",
+                        el(MOVE, "SrcMsgId", item),
+                        el(MOVE, "SrcFldId", source),
+                        el(MOVE, "DstFldId", destination),
+                    )
+                    for item, source, destination in moves
+                ),
+            ),
+        )
+        assert root is not None
+        answers = []
+        for (item, source, destination), response in zip(moves, root.elements(), strict=True):
+            status = int(child_text(response, "Status") or 0)
+            moved = child_text(response, "DstMsgId")
+            if status == 3 and moved is not None:
+                data = self.items.get(source, {}).pop(item, None)
+                if data is not None:
+                    self.items.setdefault(destination, {})[moved] = data
+            answers.append((child_text(response, "SrcMsgId") or "", status, moved))
+        return answers
 
     def folder_of_type(self, folder_type: int) -> str:
         return next(sid for sid, (_, kind) in self.folders.items() if kind == folder_type)
@@ -245,15 +334,19 @@ class EasClient:
         window: int | None = None,
         key: str | None = None,
         heartbeat: int | None = None,
+        filter_type: int | None = None,
     ) -> SyncOutcome:
         """One Sync of one folder; ``adds`` by ClientId, ``changes`` by ServerId;
-        ``heartbeat``: the Sync may wait that long for changes (an empty answer: none)."""
+        ``heartbeat``: the Sync may wait that long for changes (an empty answer: none);
+        ``filter_type``: Options' FilterType."""
         key = key if key is not None else self.sync_keys.get(folder, "0")
         parts: list[Element] = [el(AIRSYNC, "SyncKey", key), el(AIRSYNC, "CollectionId", folder)]
         if key != "0":
             parts.append(el(AIRSYNC, "GetChanges"))
         if window is not None:
             parts.append(el(AIRSYNC, "WindowSize", str(window)))
+        if filter_type is not None:
+            parts.append(el(AIRSYNC, "Options", el(AIRSYNC, "FilterType", str(filter_type))))
         commands: list[Element] = []
         for client_id, data in (adds or {}).items():
             commands.append(
@@ -323,18 +416,20 @@ class EasClient:
             held.pop(server_id, None)
         return outcome
 
-    async def sync_all(self, folder: str, window: int | None = None) -> list[SyncOutcome]:
+    async def sync_all(
+        self, folder: str, window: int | None = None, filter_type: int | None = None
+    ) -> list[SyncOutcome]:
         """Sync until nothing more is available (SyncKey 0 first when new)."""
         outcomes = []
         if self.sync_keys.get(folder, "0") == "0":
-            outcomes.append(await self.sync(folder))
+            outcomes.append(await self.sync(folder, filter_type=filter_type))
         while True:
-            outcome = await self.sync(folder, window=window)
+            outcome = await self.sync(folder, window=window, filter_type=filter_type)
             outcomes.append(outcome)
             if not outcome.more:
                 return outcomes
 
-    async def estimate(self, folder: str) -> tuple[int, int | None]:
+    async def estimate(self, folder: str, filter_type: int | None = None) -> tuple[int, int | None]:
         root = await self.call(
             "GetItemEstimate",
             el(
@@ -348,6 +443,11 @@ class EasClient:
                         "Collection",
                         el(AIRSYNC, "SyncKey", self.sync_keys.get(folder, "0")),
                         el(GET_ITEM_ESTIMATE, "CollectionId", folder),
+                        *(
+                            [el(AIRSYNC, "Options", el(AIRSYNC, "FilterType", str(filter_type)))]
+                            if filter_type is not None
+                            else []
+                        ),
                     ),
                 ),
             ),

@@ -16,8 +16,10 @@ it is answered 142 (no key), 144 (unknown key) or 143 (the policy changed) — o
 protocol 12.1. A queued wipe turns every command into 140 (or 449) until the device has
 fetched it with Provision; its acknowledgement is the command's result.
 
-Items (``engine.activesync_items``): each PIM kind the organisation enables is one folder
-(Contacts, Calendar, Tasks, Notes) backed by the owner's collection in the PIM store.
+Items (``engine.activesync_items``): each PIM kind the organisation enables is one default
+folder (Contacts, Calendar, Tasks, Notes) backed by the owner's default collection in the
+PIM store; folders the owner makes, and MoveItems between them, are
+``engine.activesync_folders``.
 There is no mail transport yet: Sent Items holds what the owner's devices send with
 SendMail; Inbox, Drafts, Deleted Items and Outbox exist and stay empty.
 """
@@ -38,13 +40,22 @@ from typing import Any
 
 import trio
 
+from .activesync_folders import (
+    folder_change_unit,
+    folder_response,
+    move_response,
+    move_unit,
+    read_moves,
+    read_request,
+)
 from .activesync_items import (
-    FOLDER_KINDS,
+    Folder,
     SyncWork,
     estimate_unit,
     fetch_unit,
     folder_sync_unit,
-    folders_for,
+    held_folders,
+    hierarchy,
     ping_unit,
     repeatable,
     save_sent_unit,
@@ -63,7 +74,7 @@ from .passwords import verify_password
 from .pim import DEFAULT_POLICY, FEATURES
 from .principals import AccountKind
 from .protocols import activesync as eas
-from .protocols import eas_pim
+from .protocols import activesync_filter, eas_pim
 from .protocols.activesync import EasError, EasQuery, child_text, el, integer
 from .protocols.activesync_tables import (
     AIRSYNC,
@@ -631,54 +642,61 @@ class EasSessionLogic:
         key = child_text(root, "SyncKey")
         if key is None:
             raise EasError("FolderSync without SyncKey", eas.INVALID_XML)
-        current = folders_for(caller.features)
-        result = await self.backend.store.write(folder_sync_unit, caller, key, current)
+        result = await self.backend.store.write(folder_sync_unit, caller, key)
         if result is None:
             return status_reply(call.query, 9)
-        new_key, added, removed = result
-        changes = [el(FOLDER_HIERARCHY, "Count", str(len(added) + len(removed)))]
+        count = len(result.added) + len(result.updated) + len(result.deleted)
+        changes = [el(FOLDER_HIERARCHY, "Count", str(count))]
         changes += [
-            el(FOLDER_HIERARCHY, "Delete", el(FOLDER_HIERARCHY, "ServerId", sid)) for sid in removed
+            el(FOLDER_HIERARCHY, "Delete", el(FOLDER_HIERARCHY, "ServerId", sid))
+            for sid in result.deleted
         ]
         changes += [
             el(
                 FOLDER_HIERARCHY,
-                "Add",
-                el(FOLDER_HIERARCHY, "ServerId", sid),
-                el(FOLDER_HIERARCHY, "ParentId", "0"),
-                el(FOLDER_HIERARCHY, "DisplayName", name),
-                el(FOLDER_HIERARCHY, "Type", str(kind_type)),
+                tag,
+                el(FOLDER_HIERARCHY, "ServerId", folder.server_id),
+                el(FOLDER_HIERARCHY, "ParentId", folder.parent_id),
+                el(FOLDER_HIERARCHY, "DisplayName", folder.name),
+                el(FOLDER_HIERARCHY, "Type", str(folder.type)),
             )
-            for sid, name, kind_type in added
+            for tag, folders in (("Update", result.updated), ("Add", result.added))
+            for folder in folders
         ]
         return wbxml_reply(
             el(
                 FOLDER_HIERARCHY,
                 "FolderSync",
                 el(FOLDER_HIERARCHY, "Status", "1"),
-                el(FOLDER_HIERARCHY, "SyncKey", str(new_key)),
+                el(FOLDER_HIERARCHY, "SyncKey", str(result.sync_key)),
                 el(FOLDER_HIERARCHY, "Changes", *changes),
             )
         )
 
-    async def _folder_change(
-        self, call: EasCall, caller: Caller, tag: str, status: str
-    ) -> EasReply:
-        root = eas.expect_root(_body(call), FOLDER_HIERARCHY, tag)
-        key = child_text(root, "SyncKey")
-        if key is None or key != str(caller.eas["folder_sync_key"]):
-            status = "9"
-        return wbxml_reply(el(FOLDER_HIERARCHY, tag, el(FOLDER_HIERARCHY, "Status", status)))
+    async def _folder_change(self, call: EasCall, caller: Caller) -> EasReply:
+        """FolderCreate, FolderUpdate, FolderDelete (``engine.activesync_folders``)."""
+        command = call.query.command
+        request = read_request(call.body, command)
+        if request is None:
+            return wbxml_reply(el(FOLDER_HIERARCHY, command, el(FOLDER_HIERARCHY, "Status", "10")))
+        outcome = await self.backend.store.write(folder_change_unit, caller, request)
+        for collection_id in outcome.changed:
+            self.backend.board.changed(collection_id, exclude=caller.device["id"])
+        return wbxml_reply(folder_response(command, outcome))
 
     async def _cmd_FolderCreate(self, call: EasCall, caller: Caller) -> EasReply:
-        # The hierarchy is the service's: one folder per kind, no folders of the user's own.
-        return await self._folder_change(call, caller, "FolderCreate", "6")
+        return await self._folder_change(call, caller)
 
     async def _cmd_FolderDelete(self, call: EasCall, caller: Caller) -> EasReply:
-        return await self._folder_change(call, caller, "FolderDelete", "3")
+        return await self._folder_change(call, caller)
 
     async def _cmd_FolderUpdate(self, call: EasCall, caller: Caller) -> EasReply:
-        return await self._folder_change(call, caller, "FolderUpdate", "2")
+        return await self._folder_change(call, caller)
+
+    async def _folders(self, caller: Caller) -> dict[str, Folder]:
+        """The owner's folder hierarchy by ServerId."""
+        folders = await self.backend.store.read(hierarchy, caller.account["id"], caller.features)
+        return {folder.server_id: folder for folder in folders}
 
     # ------------------------------------------------------------------ Sync
 
@@ -775,10 +793,15 @@ class EasSessionLogic:
         folder = child_text(collection, "CollectionId")
         if key is None or folder is None:
             raise EasError("a Sync Collection needs SyncKey and CollectionId", eas.INVALID_XML)
-        known = {sid for sid, _, _ in folders_for(caller.features)}
+        found = (await self._folders(caller)).get(folder)
         head = [el(AIRSYNC, "SyncKey", key), el(AIRSYNC, "CollectionId", folder)]
-        if folder not in known:
-            return el(AIRSYNC, "Collection", *head, el(AIRSYNC, "Status", "8"))
+        if found is None:
+            # A folder deleted since the device's FolderSync: 12, sync the hierarchy.
+            status = "12" if folder in held_folders(caller.eas) else "8"
+            return el(AIRSYNC, "Collection", *head, el(AIRSYNC, "Status", status))
+        filter_type = _filter_type(collection.find("Options"))
+        if filter_type is not None and not activesync_filter.accepts(found.kind or "", filter_type):
+            return el(AIRSYNC, "Collection", *head, el(AIRSYNC, "Status", "4"))
         repeated = self.last_answers.get(folder)
         if repeated is not None and repeated[0] == key and key != "0":
             return repeated[1]
@@ -788,13 +811,15 @@ class EasSessionLogic:
         work = SyncWork(
             caller=caller,
             folder=folder,
-            kind=FOLDER_KINDS[folder],
+            kind=found.kind,
             key=key,
             window=window or default_window,
             get_changes=get_changes != "0",
             commands=commands.elements() if commands is not None else [],
             policy=self.backend.policy,
             store=self.backend.store,
+            collection_id=None if found.default else found.server_id,
+            filter_type=filter_type,
         )
         result = await self.backend.store.write(sync_unit, work)
         if result.changed_collection is not None:
@@ -822,18 +847,21 @@ class EasSessionLogic:
         collections = root.find("Collections")
         if collections is None:
             raise EasError("GetItemEstimate without Collections", eas.INVALID_XML)
-        known = {sid for sid, _, _ in folders_for(caller.features)}
+        known = await self._folders(caller)
         responses: list[Element] = []
         for collection in collections.elements():
             folder = child_text(collection, "CollectionId", "") or ""
             key = child_text(collection, "SyncKey", None)
             if key is None:  # 12.1 has the SyncKey in the AirSync namespace, same tag
                 key = next((c.text for c in collection.elements() if c.tag == "SyncKey"), None)
+            # FilterType: in Options from 14.0 on, in the Collection itself in 12.1.
+            options = collection.find("Options")
+            filter_type = _filter_type(options if options is not None else collection)
             if folder not in known:
                 status, estimate = "2", None
             else:
                 status, estimate = await self.backend.store.read(
-                    estimate_unit, caller.device["id"], caller.account["id"], folder, key
+                    estimate_unit, caller, folder, key, filter_type
                 )
             children = [el(GET_ITEM_ESTIMATE, "CollectionId", folder)]
             if estimate is not None:
@@ -879,7 +907,7 @@ class EasSessionLogic:
                     el(PING, "MaxFolders", str(settings["max_ping_folders"])),
                 )
             )
-        known = {sid for sid, _, _ in folders_for(caller.features)}
+        known = await self._folders(caller)
         if any(f not in known for f in folders):
             return wbxml_reply(el(PING, "Ping", el(PING, "Status", "7")))
         self.last_answers.clear()  # a pinging device has its answers: keep parked ones small
@@ -946,12 +974,7 @@ class EasSessionLogic:
                 continue
             folder = child_text(fetch, "CollectionId", "") or ""
             server_id = child_text(fetch, "ServerId", "") or ""
-            kind = FOLDER_KINDS.get(folder)
-            found = None
-            if kind is not None:
-                found = await self.backend.store.read(
-                    fetch_unit, caller.device["id"], caller.account["id"], kind, server_id
-                )
+            found = await self.backend.store.read(fetch_unit, caller, folder, server_id)
             if found is None:
                 responses.append(
                     el(
@@ -963,7 +986,8 @@ class EasSessionLogic:
                     )
                 )
                 continue
-            data = eas_pim.application_data(kind, found)
+            kind, text = found
+            data = eas_pim.application_data(kind, text)
             responses.append(
                 el(
                     ITEM_OPERATIONS,
@@ -987,19 +1011,11 @@ class EasSessionLogic:
     # ------------------------------------------------------------------ MoveItems
 
     async def _cmd_MoveItems(self, call: EasCall, caller: Caller) -> EasReply:
-        # One folder per kind: there is nowhere an item could move to.
         root = eas.expect_root(_body(call), MOVE, "MoveItems")
-        responses = [
-            el(
-                MOVE,
-                "Response",
-                el(MOVE, "SrcMsgId", child_text(move, "SrcMsgId", "") or ""),
-                el(MOVE, "Status", "1"),
-            )
-            for move in root.elements()
-            if move.tag == "Move"
-        ]
-        return wbxml_reply(el(MOVE, "MoveItems", *responses))
+        outcomes, changed = await self.backend.store.write(move_unit, caller, read_moves(root))
+        for collection_id in changed:
+            self.backend.board.changed(collection_id, exclude=caller.device["id"])
+        return wbxml_reply(move_response(outcomes))
 
     # ------------------------------------------------------------------ SendMail
 
@@ -1036,6 +1052,12 @@ def ping_changes(folders: list[str]) -> EasReply:
             el(PING, "Folders", *(el(PING, "Folder", f) for f in folders)),
         )
     )
+
+
+def _filter_type(parent: Element | None) -> int | None:
+    """The FilterType under ``parent`` (None: not given)."""
+    text = child_text(parent, "FilterType") if parent is not None else None
+    return integer(text, "FilterType", 0, 9) if text is not None else None
 
 
 def _body(call: EasCall) -> Element:

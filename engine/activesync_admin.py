@@ -1,6 +1,7 @@
 """What managers see and set of Exchange ActiveSync: the organisation's ActiveSync settings
 (the device policy sent in Provision, the Ping heartbeat bounds, enrolment at first
-contact) and each ActiveSync device's state (policy key, wipe, folders, last sync).
+contact) and each ActiveSync device's state (policy key, wipe, folders, last sync), with
+the folders its owner made (FolderCreate) beside the default ones.
 
 Reading needs only sight of the organisation (every manager sees all of it; a device owner
 sees their own devices); changing the settings needs the configuration right. A change
@@ -15,7 +16,7 @@ import sqlite3
 from typing import Any
 
 from .activesync import check_settings, settings_from_row
-from .activesync_items import FOLDERS
+from .activesync_items import hierarchy
 from .audit import audit_event
 from .devices import get_device
 from .organisations import visible_organisation
@@ -25,8 +26,6 @@ from .store import activesync as db
 from .store import pim as pim_db
 from .store.audit import insert_event
 from .timestamps import now
-
-_FOLDER_NAMES = {server_id: name for server_id, name, _, _ in FOLDERS}
 
 
 async def organisation_settings(
@@ -76,7 +75,7 @@ async def device_state(
 def _state_unit(conn: sqlite3.Connection, device_id: str) -> dict[str, Any]:
     row = db.eas_device(conn, device_id)
     if row is None:
-        return {"enrolled": False, "policy": "none", "folders": []}
+        return {"enrolled": False, "policy": "none", "folders": [], "user_folders": []}
     settings = settings_from_row(db.settings_of(conn, row["organisation_id"]))
     if row["wiped_at"]:
         policy = "wiped"
@@ -89,13 +88,17 @@ def _state_unit(conn: sqlite3.Connection, device_id: str) -> dict[str, Any]:
     else:
         policy = "current"
     syncs = {s["datastore"]: s for s in pim_db.sync_states_of_device(conn, device_id)}
+    features = pim_db.features_of_organisation(conn, device_id)
+    shown = {f.server_id: f for f in hierarchy(conn, row["account_id"], features)}
     folders = []
     for state in db.folder_states(conn, device_id):
         sync = syncs.get(f"eas:{state['folder']}")
+        folder = shown.get(state["folder"])
         folders.append(
             {
                 "id": state["folder"],
-                "name": _FOLDER_NAMES.get(state["folder"], state["folder"]),
+                "name": folder.name if folder else state["folder"],
+                "type": folder.type if folder else None,
                 "sync_key": str(state["sync_key"]),
                 "items_on_device": sync["device_items"] if sync else 0,
                 "items": sync["items"] if sync else 0,
@@ -118,4 +121,15 @@ def _state_unit(conn: sqlite3.Connection, device_id: str) -> dict[str, Any]:
         "last_sync_at": row["last_sync_at"],
         "device_information": json.loads(row["device_information"] or "{}"),
         "folders": folders,
+        "user_folders": [
+            {
+                "id": folder.server_id,
+                "name": folder.name,
+                "type": folder.type,
+                "parent_id": folder.parent_id,
+                "items": pim_db.count_live_items(conn, folder.server_id),
+            }
+            for folder in shown.values()
+            if not folder.default
+        ],
     }

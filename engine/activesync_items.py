@@ -1,6 +1,11 @@
 """Exchange ActiveSync folders and items: the folder hierarchy, and the units of work of
 FolderSync, Sync, GetItemEstimate, ItemOperations, Ping and SendMail on the PIM store.
 
+The hierarchy is the service's default folders, then the owner's own (see
+``engine.activesync_folders``); a device's ``eas_devices.folders`` says what it was told of
+each, so FolderSync sends Add, Update and Delete. Sync honours FilterType
+(``engine.protocols.activesync_filter``), remembered per device and folder.
+
 Each Sync collection is one write unit: the device's Add, Change and Delete go through
 :class:`engine.pim.CollectionSync` (the conflict rules OMA DS follows too), then the
 service's changes after the change number the device has seen go out, a window at a time.
@@ -18,11 +23,13 @@ import json
 import logging
 import sqlite3
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from .pim import FEATURES, CollectionSync, collection_unit, facts_of
 from .protocols import eas_pim
 from .protocols.activesync import EasError, child_text, el
+from .protocols.activesync_filter import admits, applies
 from .protocols.activesync_tables import AIRSYNC
 from .protocols.omads import ClientChange, DatastoreState
 from .protocols.wbxml import Element
@@ -54,6 +61,7 @@ FOLDER_KINDS = {server_id: kind for server_id, _, _, kind in FOLDERS}
 
 
 def folders_for(features: dict[str, bool]) -> list[tuple[str, str, int]]:
+    """The service's own folders (ServerId, name, type) the organisation's features show."""
     return [
         (server_id, name, kind_type)
         for server_id, name, kind_type, kind in FOLDERS
@@ -61,51 +69,146 @@ def folders_for(features: dict[str, bool]) -> list[tuple[str, str, int]]:
     ]
 
 
+#: The root of the hierarchy as a ParentId.
+ROOT = "0"
+
+
+@dataclass(frozen=True)
+class Folder:
+    """One folder of the owner's hierarchy: a default one (its ServerId is a name, its
+    collection the account's default of its kind) or one the owner made (its ServerId is its
+    collection's id)."""
+
+    server_id: str
+    parent_id: str
+    name: str
+    type: int
+    kind: str | None
+    default: bool
+
+    @property
+    def shown(self) -> list[Any]:
+        """What FolderSync says of the folder: [ParentId, DisplayName, Type]."""
+        return [self.parent_id, self.name, self.type]
+
+
+def hierarchy(conn: sqlite3.Connection, account_id: str, features: dict[str, bool]) -> list[Folder]:
+    """The owner's folders: the service's, then the owner's own in creation order; folders of
+    a kind the organisation switched off are left out (and so are the folders under them)."""
+    folders = [
+        Folder(sid, ROOT, name, kind_type, FOLDER_KINDS[sid], True)
+        for sid, name, kind_type in folders_for(features)
+    ]
+    shown = {f.server_id for f in folders} | {ROOT}
+    own = [
+        row
+        for row in pim_db.folder_collections(conn, account_id)
+        if features.get(FEATURES.get(row["kind"], ""), True)
+    ]
+    while own:  # parents before children, whatever order they were made in
+        ready = [row for row in own if row["parent_id"] in shown]
+        if not ready:
+            break  # the rest hang under folders that are not shown
+        for row in ready:
+            folders.append(
+                Folder(
+                    row["id"],
+                    row["parent_id"],
+                    row["display_name"],
+                    row["folder_type"],
+                    row["kind"],
+                    False,
+                )
+            )
+            shown.add(row["id"])
+        own = [row for row in own if row["id"] not in shown]
+    return folders
+
+
+def folder_of(
+    conn: sqlite3.Connection, caller: Caller, server_id: str
+) -> tuple[Folder, dict[str, Any] | None] | None:
+    """The folder a ServerId names in the caller's hierarchy and the PIM collection behind
+    it (None for the mail folders that hold nothing); None: no such folder."""
+    folders = hierarchy(conn, caller.account["id"], caller.features)
+    found = next((f for f in folders if f.server_id == server_id), None)
+    return (found, collection_for(conn, caller, found)) if found is not None else None
+
+
+def collection_for(
+    conn: sqlite3.Connection, caller: Caller, folder: Folder
+) -> dict[str, Any] | None:
+    """The PIM collection behind a folder of the caller's hierarchy (None: a mail folder
+    that holds nothing)."""
+    if folder.kind is None:
+        return None
+    if folder.default:
+        return collection_unit(
+            conn, caller.device["organisation_id"], caller.account["id"], folder.kind
+        )
+    return pim_db.folder_collection(conn, caller.account["id"], folder.server_id)
+
+
+def held_folders(row: dict[str, Any]) -> dict[str, list[Any] | None]:
+    """The folders a device holds (ServerId -> what it was told of them); a device of
+    before folders of the owner's own is known to hold only ServerIds."""
+    held = json.loads(row["folders"] or "[]")
+    if isinstance(held, list):
+        return {sid: None for sid in held}
+    return dict(held)
+
+
+def hold(conn: sqlite3.Connection, device_id: str, held: dict[str, Any], key: int) -> None:
+    db.update_eas_device(
+        conn,
+        device_id,
+        {"folder_sync_key": key, "folders": json.dumps(held, sort_keys=True), "updated_at": now()},
+    )
+
+
 # --------------------------------------------------------------------------- units: folders
 
 
-def folder_sync_unit(
-    conn: sqlite3.Connection, caller: Caller, key: str, current: list[tuple[str, str, int]]
-) -> tuple[int, list[tuple[str, str, int]], list[str]] | None:
-    """The new folder SyncKey and the folders added and removed since ``key`` (None when
-    the key is not the device's). SyncKey 0 starts the device over: every folder's sync
-    state and the device's ids of items go."""
+@dataclass
+class HierarchyChanges:
+    """FolderSync's answer: the new key and the folders added, changed and deleted."""
+
+    sync_key: int
+    added: list[Folder] = field(default_factory=list)
+    updated: list[Folder] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+
+
+def folder_sync_unit(conn: sqlite3.Connection, caller: Caller, key: str) -> HierarchyChanges | None:
+    """The new folder SyncKey and the folders added, renamed or moved, and deleted since
+    ``key`` (None when the key is not the device's). SyncKey 0 starts the device over: every
+    folder's sync state and the device's ids of items go."""
     device_id = caller.device["id"]
     row = db.eas_device(conn, device_id)
     assert row is not None
+    current = hierarchy(conn, caller.account["id"], caller.features)
     if key == "0":
         db.forget_folder_states(conn, device_id)
         for collection in pim_db.collections_of_account(conn, caller.account["id"]):
             pim_db.clear_mappings(conn, device_id, collection["id"])
         new_key = row["folder_sync_key"] + 1
-        db.update_eas_device(
-            conn,
-            device_id,
-            {
-                "folder_sync_key": new_key,
-                "folders": json.dumps([f[0] for f in current]),
-                "updated_at": now(),
-            },
-        )
-        return new_key, current, []
+        hold(conn, device_id, {f.server_id: f.shown for f in current}, new_key)
+        return HierarchyChanges(new_key, added=current)
     if key != str(row["folder_sync_key"]) or row["folder_sync_key"] == 0:
         return None
-    held = set(json.loads(row["folders"]))
-    added = [f for f in current if f[0] not in held]
-    removed = sorted(held - {f[0] for f in current})
-    new_key = row["folder_sync_key"]
-    if added or removed:
-        new_key += 1
-        db.update_eas_device(
-            conn,
-            device_id,
-            {
-                "folder_sync_key": new_key,
-                "folders": json.dumps([f[0] for f in current]),
-                "updated_at": now(),
-            },
-        )
-    return new_key, added, removed
+    held = held_folders(row)
+    now_shown = {f.server_id: f for f in current}
+    changes = HierarchyChanges(row["folder_sync_key"])
+    changes.deleted = sorted(sid for sid in held if sid not in now_shown)
+    for folder in current:
+        if folder.server_id not in held:
+            changes.added.append(folder)
+        elif held[folder.server_id] not in (None, folder.shown):
+            changes.updated.append(folder)
+    if changes.added or changes.updated or changes.deleted:
+        changes.sync_key += 1
+        hold(conn, device_id, {f.server_id: f.shown for f in current}, changes.sync_key)
+    return changes
 
 
 # --------------------------------------------------------------------------- units: Sync
@@ -124,6 +227,10 @@ class SyncWork:
     commands: list[Element]
     policy: str
     store: Store
+    #: The folder's collection when the owner made the folder (None: the kind's default).
+    collection_id: str | None = None
+    #: The FilterType of the request's Options (None: the one the folder has).
+    filter_type: int | None = None
 
 
 @dataclass
@@ -144,11 +251,14 @@ def sync_unit(conn: sqlite3.Connection, work: SyncWork) -> SyncResult:
     device_id = work.caller.device["id"]
     organisation_id = work.caller.device["organisation_id"]
     state = _sync_state(conn, work)
-    collection = (
-        collection_unit(conn, organisation_id, work.caller.account["id"], work.kind)
-        if work.kind is not None
-        else None
-    )
+    if work.kind is None:
+        collection = None
+    elif work.collection_id is not None:
+        collection = pim_db.folder_collection(conn, work.caller.account["id"], work.collection_id)
+        if collection is None:  # deleted since the device's FolderSync
+            return SyncResult(work.key, status=12)
+    else:
+        collection = collection_unit(conn, organisation_id, work.caller.account["id"], work.kind)
     at = now()
     if work.key == "0":
         reset_version = pim_db.collection_version(conn, collection["id"]) if collection else 0
@@ -167,6 +277,7 @@ def sync_unit(conn: sqlite3.Connection, work: SyncWork) -> SyncResult:
                 "previous_version": None,
                 "reset_version": reset_version,
                 "updated_at": at,
+                "filter_type": work.filter_type or 0,
             },
         )
         return SyncResult("1")
@@ -182,6 +293,7 @@ def sync_unit(conn: sqlite3.Connection, work: SyncWork) -> SyncResult:
     else:
         return SyncResult(work.key, status=3)
     result = SyncResult(str(key + 1))
+    filter_type = state["filter_type"] if work.filter_type is None else work.filter_type
     if collection is None:  # mail folders: empty, and nothing may be added
         for command in work.commands:
             result.responses.append(_refused_command(command, "6"))
@@ -190,7 +302,16 @@ def sync_unit(conn: sqlite3.Connection, work: SyncWork) -> SyncResult:
         _apply_commands(conn, work, collection["id"], seen, result)
         new_seen = seen
         if work.get_changes:
-            new_seen = _outgoing(conn, work, collection["id"], seen, state["reset_version"], result)
+            # Another FilterType: every change is weighed again (Add what came inside the
+            # window, SoftDelete what left it), not only those after ``seen``.
+            refilter = filter_type != state["filter_type"]
+            new_seen = _outgoing(
+                conn,
+                work,
+                Window(collection["id"], 0 if refilter else seen, seen, filter_type),
+                state["reset_version"],
+                result,
+            )
         else:
             new_seen = max(seen, 0)
         if not result.more and work.get_changes:
@@ -223,6 +344,7 @@ def sync_unit(conn: sqlite3.Connection, work: SyncWork) -> SyncResult:
             "previous_version": seen,
             "reset_version": state["reset_version"],
             "updated_at": at,
+            "filter_type": filter_type,
         },
     )
     db.update_eas_device(conn, device_id, {"last_sync_at": at})
@@ -368,20 +490,33 @@ def _mapped_live_item(
     return item if _live(item) else None
 
 
+@dataclass(frozen=True)
+class Window:
+    """What of a collection a Sync sends: the changes after ``after``, by ``filter_type``;
+    changes up to ``seen`` the device has had (only their place in the filter is new)."""
+
+    collection_id: str
+    after: int
+    seen: int
+    filter_type: int
+
+
 def _outgoing(
     conn: sqlite3.Connection,
     work: SyncWork,
-    collection_id: str,
-    seen: int,
+    window: Window,
     reset_version: int,
     result: SyncResult,
 ) -> int:
-    """The service's changes after ``seen``, at most a window of them; the change number
-    the device has seen once it has them."""
+    """The service's changes after ``window.after``, at most a window of them; the change
+    number the device has seen once it has them. An item outside the FilterType is not sent
+    (or, if the device holds it, SoftDeleted: it stays in the store)."""
     device_id = work.caller.device["id"]
+    collection_id = window.collection_id
     kind = work.kind
     assert kind is not None
-    last = seen
+    moment = datetime.now(UTC)
+    last = window.after
     emitted = 0
     while True:
         rows = db.changes_page(conn, collection_id, last, device_id, reset_version, 500)
@@ -398,6 +533,13 @@ def _outgoing(
                     pim_db.drop_mapping(conn, device_id, collection_id, luid)
                     result.commands.append(el(AIRSYNC, "Delete", el(AIRSYNC, "ServerId", luid)))
                     emitted += 1
+            elif not admits(kind, window.filter_type, row["data"] or "", moment):
+                if luid is not None:
+                    pim_db.drop_mapping(conn, device_id, collection_id, luid)
+                    result.commands.append(el(AIRSYNC, "SoftDelete", el(AIRSYNC, "ServerId", luid)))
+                    emitted += 1
+            elif luid is not None and row["version"] <= window.seen:
+                pass  # held and unchanged: still inside the filter
             else:
                 try:
                     data = eas_pim.application_data(kind, row["data"] or "")
@@ -421,8 +563,16 @@ def _outgoing(
 
 
 def estimate_unit(
-    conn: sqlite3.Connection, device_id: str, account_id: str, folder: str, key: str | None
+    conn: sqlite3.Connection,
+    caller: Caller,
+    folder: str,
+    key: str | None,
+    filter_type: int | None,
 ) -> tuple[str, int | None]:
+    """GetItemEstimate of one folder: how many changes its next Sync would bring, by the
+    FilterType given (else the folder's): deletions counted whether held or not, and with
+    another FilterType every item inside it (an estimate, never fewer than come)."""
+    device_id = caller.device["id"]
     state = db.folder_state(conn, device_id, folder)
     if state is None or key in (None, "0"):
         return "3", None  # the folder's sync state is not primed
@@ -430,19 +580,35 @@ def estimate_unit(
         return "4", None
     if state["collection_id"] is None:
         return "1", 0
-    return "1", db.count_changes_after(
-        conn, state["collection_id"], state["seen_version"], device_id, state["reset_version"]
-    )
+    found = folder_of(conn, caller, folder)
+    kind = found[0].kind if found else None
+    chosen = state["filter_type"] if filter_type is None else filter_type
+    if kind is None or not applies(kind, chosen):
+        return "1", db.count_changes_after(
+            conn, state["collection_id"], state["seen_version"], device_id, state["reset_version"]
+        )
+    moment = datetime.now(UTC)
+    after = 0 if chosen != state["filter_type"] else state["seen_version"]
+    count = 0
+    while rows := db.changes_page(
+        conn, state["collection_id"], after, device_id, state["reset_version"], 500
+    ):
+        for row in rows:
+            if row["deleted"] or admits(kind, chosen, row["data"] or "", moment):
+                count += 1
+        after = rows[-1]["version"]
+    return "1", count
 
 
 def fetch_unit(
-    conn: sqlite3.Connection, device_id: str, account_id: str, kind: str, server_id: str
-) -> str | None:
-    collection = pim_db.collection_of(conn, account_id, kind)
-    if collection is None:
+    conn: sqlite3.Connection, caller: Caller, folder: str, server_id: str
+) -> tuple[str, str] | None:
+    """The kind and stored text of an item the device holds in ``folder``."""
+    found = folder_of(conn, caller, folder)
+    if found is None or found[1] is None or found[0].kind is None:
         return None
-    item = _mapped_live_item(conn, device_id, collection["id"], server_id)
-    return item["data"] if item else None
+    item = _mapped_live_item(conn, caller.device["id"], found[1]["id"], server_id)
+    return (found[0].kind, item["data"]) if item else None
 
 
 def save_sent_unit(conn: sqlite3.Connection, caller: Caller, text: str) -> str:
@@ -545,14 +711,12 @@ def ping_unit(
     )
     watched: dict[str, tuple[str, int]] = {}
     changed: list[str] = []
+    shown = {f.server_id: f for f in hierarchy(conn, caller.account["id"], caller.features)}
     for folder in folders:
-        kind = FOLDER_KINDS.get(folder)
-        if kind is None:
+        collection = collection_for(conn, caller, shown[folder]) if folder in shown else None
+        if collection is None:
             continue
         state = db.folder_state(conn, device_id, folder)
-        collection = collection_unit(
-            conn, caller.device["organisation_id"], caller.account["id"], kind
-        )
         seen = state["seen_version"] if state else 0
         reset = state["reset_version"] if state else 0
         watched[collection["id"]] = (folder, seen)

@@ -871,3 +871,98 @@ def item_text(kind: str, data: Element, keep: str | None = None) -> str:
         if isinstance(exc, EasError):
             raise
         raise EasError(f"the item cannot be read: {exc}", INVALID_CONTENT) from exc
+
+
+# --------------------------------------------------------------------------- FilterType dates
+
+#: The longest one step of each RRULE FREQ can take, to bound a series' last occurrence.
+_FREQ_STEP = {
+    "SECONDLY": timedelta(seconds=1),
+    "MINUTELY": timedelta(minutes=1),
+    "HOURLY": timedelta(hours=1),
+    "DAILY": timedelta(days=1),
+    "WEEKLY": timedelta(weeks=1),
+    "MONTHLY": timedelta(days=31),
+    "YEARLY": timedelta(days=366),
+}
+
+
+def dated(kind: str, text: str) -> tuple[datetime | None, bool]:
+    """What Sync's FilterType (MS-ASCMD 2.2.3.68.2) weighs of a stored item: its date, and
+    for tasks whether it is complete.
+
+    - calendar: the end of its last occurrence (DTEND, else DTSTART and DURATION, else
+      DTSTART, a day later for an all-day event); a series ends at its RRULE UNTIL, or after
+      COUNT steps of its FREQ counted at their longest (a month as 31 days); a series
+      without an end is None, as is an event without DTSTART (both are always sent);
+    - mail: its Date header (None when absent or unreadable: always sent);
+    - tasks: no date (None); complete when STATUS is COMPLETED or COMPLETED is set;
+    - contacts and notes: (None, False).
+    """
+    if kind == "sent_mail":
+        message = message_from_string(text, policy=compat32)
+        try:
+            sent = parsedate_to_datetime(message["Date"]) if message["Date"] else None
+        except (TypeError, ValueError):
+            return None, False
+        if sent is None:
+            return None, False
+        return (sent.astimezone(UTC) if sent.tzinfo else sent.replace(tzinfo=UTC)), False
+    if kind == "tasks":
+        lines, _ = _component(text, "VTODO")
+        names = {line.name: line for line in lines}
+        status = names["STATUS"].value.strip().upper() if "STATUS" in names else ""
+        return None, status == "COMPLETED" or "COMPLETED" in names
+    if kind != "calendar":
+        return None, False
+    lines, _ = _component(text, "VEVENT")
+    by_name: dict[str, ContentLine] = {}
+    for line in lines:
+        by_name.setdefault(line.name, line)
+    if "DTSTART" not in by_name:
+        return None, False
+    try:
+        start, all_day = ical_datetime(by_name["DTSTART"])
+        if "DTEND" in by_name:
+            end, _ = ical_datetime(by_name["DTEND"])
+        else:
+            end = start + (timedelta(days=1) if all_day else _duration(by_name.get("DURATION")))
+    except ValueError:
+        return None, False
+    if "RRULE" not in by_name:
+        return end, False
+    parts = dict(p.split("=", 1) for p in by_name["RRULE"].value.upper().split(";") if "=" in p)
+    if "UNTIL" in parts:
+        try:
+            until = eas_datetime(
+                parts["UNTIL"] if len(parts["UNTIL"]) > 8 else parts["UNTIL"] + "T235959Z"
+            )
+        except EasError:
+            return None, False
+        return max(end, until + (end - start)), False
+    if "COUNT" in parts and parts["COUNT"].isdigit():
+        step = _FREQ_STEP.get(parts.get("FREQ", ""), timedelta(days=366))
+        interval = int(parts["INTERVAL"]) if parts.get("INTERVAL", "").isdigit() else 1
+        return end + step * interval * max(int(parts["COUNT"]) - 1, 0), False
+    return None, False
+
+
+def _duration(line: ContentLine | None) -> timedelta:
+    """An iCalendar DURATION (RFC 5545 3.3.6); zero when absent or unreadable."""
+    if line is None:
+        return timedelta(0)
+    found = re.fullmatch(
+        r"([+-]?)P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?",
+        line.value.strip().upper(),
+    )
+    if found is None:
+        return timedelta(0)
+    sign, weeks, days, hours, minutes, seconds = found.groups()
+    length = timedelta(
+        weeks=int(weeks or 0),
+        days=int(days or 0),
+        hours=int(hours or 0),
+        minutes=int(minutes or 0),
+        seconds=int(seconds or 0),
+    )
+    return -length if sign == "-" else length

@@ -115,6 +115,12 @@ def forget_folder_states(conn: sqlite3.Connection, device_id: str) -> None:
     conn.execute("DELETE FROM eas_folder_states WHERE device_id = ?", (device_id,))
 
 
+def forget_folder_state(conn: sqlite3.Connection, device_id: str, folder: str) -> None:
+    conn.execute(
+        "DELETE FROM eas_folder_states WHERE device_id = ? AND folder = ?", (device_id, folder)
+    )
+
+
 # --------------------------------------------------------------------------- commands
 
 

@@ -619,6 +619,115 @@ _OMA_DM = (
     "CREATE INDEX omadm_settings_device ON omadm_settings (device_id, state, created_at)",
 )
 
+_EAS_FOLDERS = (
+    # Several collections per account and kind: the *default* one (is_default = 1, one per
+    # account and kind: the one OMA DS synchronises and ActiveSync shows as Contacts,
+    # Calendar, ...) and folders the owner made over ActiveSync (FolderCreate), with their
+    # display name, parent folder (ActiveSync ServerId, '0' the root) and ActiveSync folder
+    # type. A deleted folder keeps its row (deleted_at) as its items keep their tombstones.
+    # SQLite cannot drop a table's UNIQUE constraint, so the table is made again; the
+    # tables that refer to it are made again with it (children first dropped, then every
+    # new table renamed: the references follow the renames), all in this one transaction.
+    """CREATE TABLE pim_collections_m13 (
+        id TEXT PRIMARY KEY,
+        organisation_id TEXT NOT NULL REFERENCES organisations(id),
+        account_id TEXT NOT NULL REFERENCES accounts(id),
+        kind TEXT NOT NULL,
+        version INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL,
+        is_default INTEGER NOT NULL DEFAULT 1,
+        display_name TEXT,
+        parent_id TEXT,
+        folder_type INTEGER,
+        updated_at TEXT,
+        deleted_at TEXT
+    )""",
+    "INSERT INTO pim_collections_m13 (id, organisation_id, account_id, kind, version,"
+    " created_at, is_default) SELECT id, organisation_id, account_id, kind, version,"
+    " created_at, 1 FROM pim_collections",
+    """CREATE TABLE pim_items_m13 (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        collection_id TEXT NOT NULL REFERENCES pim_collections_m13(id),
+        organisation_id TEXT NOT NULL REFERENCES organisations(id),
+        version INTEGER NOT NULL,
+        origin TEXT,
+        content_type TEXT NOT NULL,
+        data TEXT,
+        uid TEXT,
+        fingerprint TEXT,
+        deleted INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    )""",
+    "INSERT INTO pim_items_m13 (id, collection_id, organisation_id, version, origin,"
+    " content_type, data, uid, fingerprint, deleted, created_at, updated_at)"
+    " SELECT id, collection_id, organisation_id, version, origin, content_type, data, uid,"
+    " fingerprint, deleted, created_at, updated_at FROM pim_items",
+    """CREATE TABLE pim_sync_states_m13 (
+        device_id TEXT NOT NULL REFERENCES devices(id),
+        collection_id TEXT NOT NULL REFERENCES pim_collections_m13(id),
+        organisation_id TEXT NOT NULL REFERENCES organisations(id),
+        datastore TEXT NOT NULL,
+        client_anchor TEXT,
+        server_anchor TEXT,
+        seen_version INTEGER NOT NULL DEFAULT 0,
+        last_sync_at TEXT,
+        last_mode TEXT,
+        refresh_requested INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (device_id, collection_id)
+    )""",
+    "INSERT INTO pim_sync_states_m13 (device_id, collection_id, organisation_id, datastore,"
+    " client_anchor, server_anchor, seen_version, last_sync_at, last_mode, refresh_requested)"
+    " SELECT device_id, collection_id, organisation_id, datastore, client_anchor,"
+    " server_anchor, seen_version, last_sync_at, last_mode, refresh_requested"
+    " FROM pim_sync_states",
+    """CREATE TABLE pim_id_map_m13 (
+        device_id TEXT NOT NULL REFERENCES devices(id),
+        collection_id TEXT NOT NULL REFERENCES pim_collections_m13(id),
+        luid TEXT NOT NULL,
+        item_id INTEGER NOT NULL REFERENCES pim_items_m13(id),
+        PRIMARY KEY (device_id, collection_id, luid)
+    )""",
+    "INSERT INTO pim_id_map_m13 (device_id, collection_id, luid, item_id)"
+    " SELECT device_id, collection_id, luid, item_id FROM pim_id_map",
+    # filter_type: the Sync FilterType the device last asked for in this folder (0: none).
+    """CREATE TABLE eas_folder_states_m13 (
+        device_id TEXT NOT NULL REFERENCES devices(id),
+        folder TEXT NOT NULL,
+        organisation_id TEXT NOT NULL REFERENCES organisations(id),
+        collection_id TEXT REFERENCES pim_collections_m13(id),
+        sync_key INTEGER NOT NULL,
+        seen_version INTEGER NOT NULL DEFAULT 0,
+        previous_key INTEGER,
+        previous_version INTEGER,
+        reset_version INTEGER NOT NULL DEFAULT 0,
+        updated_at TEXT NOT NULL,
+        filter_type INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (device_id, folder)
+    )""",
+    "INSERT INTO eas_folder_states_m13 (device_id, folder, organisation_id, collection_id,"
+    " sync_key, seen_version, previous_key, previous_version, reset_version, updated_at)"
+    " SELECT device_id, folder, organisation_id, collection_id, sync_key, seen_version,"
+    " previous_key, previous_version, reset_version, updated_at FROM eas_folder_states",
+    "DROP TABLE eas_folder_states",
+    "DROP TABLE pim_id_map",
+    "DROP TABLE pim_sync_states",
+    "DROP TABLE pim_items",
+    "DROP TABLE pim_collections",
+    "ALTER TABLE pim_collections_m13 RENAME TO pim_collections",
+    "ALTER TABLE pim_items_m13 RENAME TO pim_items",
+    "ALTER TABLE pim_sync_states_m13 RENAME TO pim_sync_states",
+    "ALTER TABLE pim_id_map_m13 RENAME TO pim_id_map",
+    "ALTER TABLE eas_folder_states_m13 RENAME TO eas_folder_states",
+    "CREATE UNIQUE INDEX pim_collections_default ON pim_collections (account_id, kind)"
+    " WHERE is_default = 1",
+    "CREATE INDEX pim_collections_account ON pim_collections (account_id, kind)",
+    "CREATE INDEX pim_items_changes ON pim_items (collection_id, version)",
+    "CREATE INDEX pim_items_fingerprint ON pim_items (collection_id, fingerprint)",
+    "CREATE INDEX pim_items_uid ON pim_items (collection_id, uid)",
+    "CREATE INDEX pim_id_map_item ON pim_id_map (device_id, collection_id, item_id)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", _INITIAL),
     Migration(2, "tenancy", _TENANCY),
@@ -632,4 +741,5 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(10, "windows enrolment", _WINDOWS_ENROLMENT),
     Migration(11, "oma dm", _OMA_DM),
     Migration(12, "exchange activesync", _ACTIVESYNC),
+    Migration(13, "activesync folders", _EAS_FOLDERS),
 )

@@ -19,10 +19,41 @@ from .rows import Row, insert, many, one
 
 
 def collection_of(conn: sqlite3.Connection, account_id: str, kind: str) -> Row | None:
+    """The account's default collection of ``kind`` (the one OMA DS synchronises)."""
     return one(
         conn.execute(
-            "SELECT * FROM pim_collections WHERE account_id = ? AND kind = ?", (account_id, kind)
+            "SELECT * FROM pim_collections WHERE account_id = ? AND kind = ? AND is_default = 1",
+            (account_id, kind),
         )
+    )
+
+
+def folder_collections(conn: sqlite3.Connection, account_id: str) -> list[Row]:
+    """The account's live collections that are folders of its own (not a default one)."""
+    return many(
+        conn.execute(
+            "SELECT * FROM pim_collections WHERE account_id = ? AND is_default = 0"
+            " AND deleted_at IS NULL ORDER BY id",
+            (account_id,),
+        )
+    )
+
+
+def folder_collection(conn: sqlite3.Connection, account_id: str, collection_id: str) -> Row | None:
+    """One live folder of the account's own, by id."""
+    return one(
+        conn.execute(
+            "SELECT * FROM pim_collections WHERE id = ? AND account_id = ? AND is_default = 0"
+            " AND deleted_at IS NULL",
+            (collection_id, account_id),
+        )
+    )
+
+
+def update_collection(conn: sqlite3.Connection, collection_id: str, values: dict[str, Any]) -> None:
+    assignments = ", ".join(f"{name} = :{name}" for name in values)
+    conn.execute(
+        f"UPDATE pim_collections SET {assignments} WHERE id = :id", {**values, "id": collection_id}
     )
 
 
@@ -120,6 +151,28 @@ def live_items(conn: sqlite3.Connection, collection_id: str) -> list[Row]:
             (collection_id,),
         )
     )
+
+
+def delete_live_items(
+    conn: sqlite3.Connection, collection_id: str, origin: str | None, at: str
+) -> int:
+    """Leave a tombstone of every live item, each under its own change number (so a page of
+    changes never splits one number), as a deletion by ``origin``."""
+    deleted = 0
+    for item_id in live_item_ids(conn, collection_id):
+        update_item(
+            conn,
+            item_id,
+            {
+                "version": next_version(conn, collection_id),
+                "origin": origin,
+                "data": None,
+                "deleted": 1,
+                "updated_at": at,
+            },
+        )
+        deleted += 1
+    return deleted
 
 
 def live_item_ids(conn: sqlite3.Connection, collection_id: str) -> list[int]:
@@ -246,7 +299,7 @@ def sync_states_of_device(conn: sqlite3.Connection, device_id: str) -> list[Row]
     """The device's datastores with their collection's kind and live item count."""
     return many(
         conn.execute(
-            """SELECT s.*, c.kind,
+            """SELECT s.*, c.kind, c.display_name,
                    (SELECT count(*) FROM pim_items i
                      WHERE i.collection_id = s.collection_id AND i.deleted = 0) AS items,
                    (SELECT count(*) FROM pim_id_map m

@@ -51,6 +51,9 @@ _FOLDER = obj(
     {
         "id": string(),
         "name": string(),
+        "type": nullable(
+            integer(description="MS-ASCMD folder type; null: the folder is gone from the hierarchy")
+        ),
         "sync_key": string(),
         "items_on_device": integer(),
         "items": integer(),
@@ -58,10 +61,25 @@ _FOLDER = obj(
     },
     "id",
     "name",
+    "type",
     "sync_key",
     "items_on_device",
     "items",
     "last_sync_at",
+)
+_USER_FOLDER = obj(
+    {
+        "id": string(description="the folder's ServerId"),
+        "name": string(),
+        "type": integer(description="12-17 (MS-ASCMD 2.2.3.186.3), or 1"),
+        "parent_id": string(description="the parent's ServerId, 0: the root"),
+        "items": integer(),
+    },
+    "id",
+    "name",
+    "type",
+    "parent_id",
+    "items",
 )
 EAS_DEVICE = component(
     "ActiveSyncDevice",
@@ -84,10 +102,14 @@ EAS_DEVICE = component(
             "last_sync_at": nullable(timestamp()),
             "device_information": {"type": "object"},
             "folders": array(_FOLDER),
+            "user_folders": array(
+                _USER_FOLDER, description="the folders the owner made on any of their devices"
+            ),
         },
         "enrolled",
         "policy",
         "folders",
+        "user_folders",
     ),
 )
 
