@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .pim import FEATURES, CollectionSync, collection_unit, facts_of
-from .protocols import eas_pim
+from .protocols import eas_bodies, eas_pim
 from .protocols.activesync import EasError, child_text, el
 from .protocols.activesync_tables import AIRSYNC
 from .protocols.omads import ClientChange, DatastoreState
@@ -124,6 +124,8 @@ class SyncWork:
     commands: list[Element]
     policy: str
     store: Store
+    #: How the device wants bodies (the collection's Options), None: whole, as plain text.
+    bodies: eas_bodies.BodyPreferences | None = None
 
 
 @dataclass
@@ -275,7 +277,7 @@ def _apply_commands(
                         "Fetch",
                         el(AIRSYNC, "ServerId", server_id),
                         el(AIRSYNC, "Status", "1"),
-                        eas_pim.application_data(kind, item["data"]),
+                        eas_pim.application_data(kind, item["data"], work.bodies),
                     )
                 )
             continue
@@ -400,7 +402,7 @@ def _outgoing(
                     emitted += 1
             else:
                 try:
-                    data = eas_pim.application_data(kind, row["data"] or "")
+                    data = eas_pim.application_data(kind, row["data"] or "", work.bodies)
                 except (EasError, ValueError, KeyError):
                     log.warning("item %s cannot be shown over ActiveSync", row["id"])
                     last = row["version"]
