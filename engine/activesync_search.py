@@ -105,9 +105,7 @@ def _message_text(data: str) -> str:
     texts = []
     for part in parts:
         if part.get_content_maintype() == "text":
-            payload = part.get_payload(decode=True)
-            if isinstance(payload, bytes):
-                texts.append(payload.decode(part.get_content_charset() or "utf-8", "replace"))
+            texts.append(eas_bodies.part_text(part))
     return (heads + " " + " ".join(texts)).lower()
 
 

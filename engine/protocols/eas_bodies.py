@@ -139,11 +139,20 @@ def preferences_of(
 # --------------------------------------------------------------------------- content
 
 
-def _decoded(part: Message) -> str:
-    payload = part.get_payload(decode=True)
-    if not isinstance(payload, bytes):
+def part_text(part: Message) -> str:
+    """The text of a MIME part: decoded from its transfer encoding and charset, or as it
+    stands when it is unencoded (a stored message is text already: 8-bit UTF-8 survives)."""
+    encoding = (part.get("Content-Transfer-Encoding") or "").strip().lower()
+    payload = part.get_payload()
+    if encoding in ("", "7bit", "8bit", "binary") and isinstance(payload, str):
+        return payload
+    data = part.get_payload(decode=True)
+    if not isinstance(data, bytes):
         return ""
-    return payload.decode(part.get_content_charset() or "utf-8", "replace")
+    try:
+        return data.decode(part.get_content_charset() or "utf-8", "replace")
+    except LookupError:
+        return data.decode("utf-8", "replace")
 
 
 def html_of_text(text: str) -> str:
@@ -171,7 +180,7 @@ def mail_content(stored: str, plain: str) -> Content:
     signed = message.get_content_type() in ("multipart/signed", "application/pkcs7-mime")
     return Content(
         plain=plain,
-        html=_decoded(html_part) if html_part is not None else html_of_text(plain),
+        html=part_text(html_part) if html_part is not None else html_of_text(plain),
         mime=mime_of(stored),
         native=HTML if html_part is not None else PLAIN,
         signed=signed,

@@ -19,6 +19,7 @@ from email.utils import format_datetime, getaddresses, make_msgid
 
 from .activesync import EasError
 from .contentline import unfold
+from .eas_bodies import part_text
 
 #: MS-ASCMD common statuses of ComposeMail commands.
 INVALID_COMBINATION_OF_IDS = 105
@@ -45,9 +46,7 @@ def _plain_text(message: Message) -> str:
     parts = message.walk() if message.is_multipart() else [message]
     for part in parts:
         if part.get_content_type() == "text/plain" and not part.get_filename():
-            payload = part.get_payload(decode=True)
-            if isinstance(payload, bytes):
-                return payload.decode(part.get_content_charset() or "utf-8", "replace")
+            return part_text(part)
     return ""
 
 
@@ -147,10 +146,7 @@ def meeting_request(text: str) -> str | None:
     for part in parts:
         if part.get_content_type() != "text/calendar":
             continue
-        payload = part.get_payload(decode=True)
-        if not isinstance(payload, bytes):
-            continue
-        calendar = payload.decode(part.get_content_charset() or "utf-8", "replace")
+        calendar = part_text(part)
         lines = [line.upper() for line in unfold(calendar)]
         method = (part.get_param("method") or "").upper()
         if ("METHOD:REQUEST" in lines or method == "REQUEST") and "BEGIN:VEVENT" in lines:

@@ -783,12 +783,7 @@ def _plain_text(message: Message) -> str:
     texts = [part for part in parts if part.get_content_maintype() == "text"]
     chosen = next((p for p in texts if p.get_content_subtype() == "plain"), None)
     chosen = chosen or (texts[0] if texts else None)
-    if chosen is None:
-        return ""
-    payload = chosen.get_payload(decode=True)
-    if not isinstance(payload, bytes):
-        return ""
-    return payload.decode(chosen.get_content_charset() or "utf-8", "replace")
+    return eas_bodies.part_text(chosen) if chosen is not None else ""
 
 
 def _has_html(message: Message) -> bool:
