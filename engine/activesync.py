@@ -991,6 +991,11 @@ class EasSessionLogic:
             if fetch.tag != "Fetch":
                 responses.append(el(ITEM_OPERATIONS, fetch.tag, el(ITEM_OPERATIONS, "Status", "2")))
                 continue
+            if activesync_mail.long_id_of(fetch) is not None:  # an item a Search found
+                responses.append(
+                    await activesync_mail.fetch_long_id(self.backend, call, caller, fetch)
+                )
+                continue
             folder = child_text(fetch, "CollectionId", "") or ""
             server_id = child_text(fetch, "ServerId", "") or ""
             kind = FOLDER_KINDS.get(folder)

@@ -28,9 +28,15 @@ from typing import TYPE_CHECKING, Any
 from .activesync_items import FOLDER_KINDS, save_sent_unit
 from .pim import collection_unit, facts_of
 from .protocols import activesync as eas
-from .protocols import eas_compose, eas_pim
+from .protocols import eas_bodies, eas_compose, eas_pim
 from .protocols.activesync import EasError, child_text, el, integer
-from .protocols.activesync_tables import COMPOSE_MAIL, MEETING_RESPONSE, SEARCH
+from .protocols.activesync_tables import (
+    AIRSYNC,
+    COMPOSE_MAIL,
+    ITEM_OPERATIONS,
+    MEETING_RESPONSE,
+    SEARCH,
+)
 from .protocols.wbxml import Element
 from .store import activesync as eas_db
 from .store import pim as pim_db
@@ -95,6 +101,43 @@ def find_item(
         return None
     found = _item_of_server_id(conn, caller, folder, server_id)
     return (folder, found) if found is not None else None
+
+
+def long_id_of(parent: Element) -> str | None:
+    """The ``search:LongId`` a request element names an item by, if any."""
+    return next((c.text for c in parent.elements() if c.tag == "LongId" and c.ns == SEARCH), None)
+
+
+def _long_id_unit(
+    conn: sqlite3.Connection, caller: Caller, value: str
+) -> tuple[str, dict[str, Any]] | None:
+    return find_item(conn, caller, None, None, value)
+
+
+async def fetch_long_id(backend: Backend, call: EasCall, caller: Caller, fetch: Element) -> Element:
+    """An ItemOperations Fetch of an item by the LongId a Search gave (MS-ASCMD 2.2.3.97):
+    status 6 when it names nothing of the owner's."""
+    value = long_id_of(fetch) or ""
+    found = await backend.store.read(_long_id_unit, caller, value)
+    if found is None:
+        return el(
+            ITEM_OPERATIONS,
+            "Fetch",
+            el(ITEM_OPERATIONS, "Status", "6"),
+            el(SEARCH, "LongId", value),
+        )
+    folder, item = found
+    kind = FOLDER_KINDS[folder] or ""
+    bodies = eas_bodies.preferences_of(fetch, call.query.version)
+    data = eas_pim.application_data(kind, item["data"] or "", bodies)
+    return el(
+        ITEM_OPERATIONS,
+        "Fetch",
+        el(ITEM_OPERATIONS, "Status", "1"),
+        el(SEARCH, "LongId", value),
+        el(AIRSYNC, "Class", eas_pim.CLASSES[kind]),
+        Element("Properties", ITEM_OPERATIONS, data.children),
+    )
 
 
 # --------------------------------------------------------------------------- SmartReply/Forward
@@ -227,9 +270,7 @@ def meeting_requests_of(root: Element, version: str) -> list[MeetingRequest | No
             response = integer(child_text(request, "UserResponse"), "UserResponse", 1, 3)
         except EasError:
             response = None
-        long = next(
-            (c.text for c in request.elements() if c.tag == "LongId" and c.ns == SEARCH), None
-        )
+        long = long_id_of(request)
         request_id = child_text(request, "RequestId")
         if response is None or (long is None and request_id is None):
             requests.append(None)

@@ -456,6 +456,7 @@ async def resolve_recipients(backend: Backend, call: EasCall, caller: Caller) ->
     except EasError:
         return refused()
     availability = options.find("Availability") if options is not None else None
+    picture = options is not None and options.find("Picture") is not None
     span = None
     if availability is not None:
         start = _when(option("StartTime", availability))
@@ -493,6 +494,14 @@ async def resolve_recipients(backend: Backend, call: EasCall, caller: Caller) ->
                         "Availability",
                         el(RESOLVE_RECIPIENTS, "Status", "1"),
                         el(RESOLVE_RECIPIENTS, "MergedFreeBusy", free_busy[row["id"]]),
+                    )
+                )
+            if status == 1 and picture:
+                children.append(
+                    el(
+                        RESOLVE_RECIPIENTS,
+                        "Picture",
+                        el(RESOLVE_RECIPIENTS, "Status", NO_PICTURE),
                     )
                 )
             if status == 1 and retrieval in (2, 3):

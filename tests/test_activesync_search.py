@@ -27,6 +27,7 @@ from engine.protocols.activesync_tables import (
     COMPOSE_MAIL,
     FIND,
     GAL,
+    ITEM_OPERATIONS,
     RESOLVE_RECIPIENTS,
     SEARCH,
     VALIDATE_CERT,
@@ -208,6 +209,7 @@ async def test_gal_search_find_and_resolve_stay_in_the_organisation(
             RESOLVE_RECIPIENTS,
             "Options",
             el(RESOLVE_RECIPIENTS, "CertificateRetrieval", "2"),
+            el(RESOLVE_RECIPIENTS, "Picture"),
             el(
                 RESOLVE_RECIPIENTS,
                 "Availability",
@@ -225,6 +227,7 @@ async def test_gal_search_find_and_resolve_stay_in_the_organisation(
     assert child_text(recipient, "DisplayName") == "Bob Jones"
     assert child_text(recipient.find("Availability"), "MergedFreeBusy") == "002200"  # type: ignore[arg-type]
     assert child_text(recipient.find("Certificates"), "Status") == "7"  # type: ignore[arg-type]
+    assert child_text(recipient.find("Picture"), "Status") == "173"  # type: ignore[arg-type]
     assert child_text(many, "Status") == "2" and child_text(many, "RecipientCount") == "2"
     assert [child_text(r, "EmailAddress") for r in many.elements() if r.tag == "Recipient"] == [
         "bob@acme.test",
@@ -317,6 +320,23 @@ async def test_mailbox_search_and_find(world: EasWorld) -> None:
         [el(COMPOSE_MAIL, "LongId", long_id)],
     )
     assert forwarded.status_code == 200 and forwarded.content == b""
+    # ItemOperations fetches a result by its LongId, whole this time.
+    for value, status in ((long_id, "1"), ("sent:999999", "6"), ("contacts:x", "6")):
+        fetched = await phone.call(
+            "ItemOperations",
+            el(
+                ITEM_OPERATIONS,
+                "ItemOperations",
+                el(
+                    ITEM_OPERATIONS,
+                    "Fetch",
+                    el(ITEM_OPERATIONS, "Store", "Mailbox"),
+                    el(SEARCH, "LongId", value),
+                ),
+            ),
+        )
+        fetch = fetched.find("Response").find("Fetch")  # type: ignore[union-attr]
+        assert child_text(fetch, "Status") == status and child_text(fetch, "LongId") == value  # type: ignore[arg-type]
     # A LongId reaches only the owner's own items.
     refused = await phone.smart(
         "SmartForward",
