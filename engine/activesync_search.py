@@ -137,7 +137,9 @@ def mailbox_unit(
     """The owner's messages matching every word, newest first, within the range: (folder,
     item, device ServerId) of each, and how many match."""
     by_kind = {kind: sid for sid, kind in folders.items()}
-    rows = db.live_items_of_kinds(conn, caller.account["id"], list(by_kind), MAX_SCANNED)
+    rows = db.mail_candidates(
+        conn, caller.account["id"], list(by_kind), list(query.words), MAX_SCANNED
+    )
     matches = [r for r in rows if all(w in _message_text(r["data"] or "") for w in query.words)]
     low, high = query.range
     chosen = matches[low : high + 1]

@@ -276,6 +276,12 @@ async def test_mailbox_search_and_find(world: EasWorld) -> None:
     await phone.send_mail(MESSAGE.format(subject="Quarterly budget", text="Numbers attached."))
     await phone.send_mail(MESSAGE.format(subject="Lunch", text="The budget café at noon?"))
     await phone.send_mail(MESSAGE.format(subject="Holiday", text="Away next week."))
+    encoded = base64.b64encode("Encoded budget notes, café.".encode()).decode()
+    await phone.send_mail(
+        "From: alice@acme.test\r\nTo: bob@acme.test\r\nSubject: =?utf-8?q?Caf=C3=A9?=\r\n"
+        'Content-Type: text/plain; charset="utf-8"\r\nContent-Transfer-Encoding: base64\r\n'
+        f"\r\n{encoded}\r\n"
+    )
     await phone.sync_all("sent")
     query = el(
         SEARCH,
@@ -305,9 +311,10 @@ async def test_mailbox_search_and_find(world: EasWorld) -> None:
         )
     )
     results = [r for r in found.elements() if r.tag == "Result"]
-    assert child_text(found, "Total") == "2" and len(results) == 2
+    assert child_text(found, "Total") == "3" and len(results) == 3
     subjects = sorted(child_text(r.find("Properties"), "Subject") or "" for r in results)  # type: ignore[arg-type]
-    assert subjects == ["Lunch", "Quarterly budget"]
+    assert subjects == ["Café", "Lunch", "Quarterly budget"]  # the encoded one found too
+    results = [r for r in results if child_text(r.find("Properties"), "Subject") != "Café"]  # type: ignore[arg-type]
     result = results[0]
     assert child_text(result, "Class") == "Email" and child_text(result, "CollectionId") == "sent"
     body = result.find("Properties").find("Body")  # type: ignore[union-attr]

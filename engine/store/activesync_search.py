@@ -63,19 +63,32 @@ def gal_entry_by_email(conn: sqlite3.Connection, organisation_id: str, email: st
     return rows[0] if len(rows) == 1 else None
 
 
-def live_items_of_kinds(
-    conn: sqlite3.Connection, account_id: str, kinds: list[str], limit: int
+#: A message whose text is encoded (or has encoded words) may hold a word its raw text
+#: does not show: such messages always go to the caller's own matching.
+_ENCODED = "i.data LIKE '%base64%' OR i.data LIKE '%quoted-printable%' OR i.data LIKE '%=?%'"
+
+
+def mail_candidates(
+    conn: sqlite3.Connection, account_id: str, kinds: list[str], words: list[str], limit: int
 ) -> list[Row]:
-    """The account's live items of these kinds, newest first (what a mailbox search scans)."""
+    """The account's live items of these kinds that may contain every word, newest first:
+    those whose raw text holds each ASCII word (without regard to case), and the encoded
+    ones. The caller matches the decoded text; this only spares it the rest."""
     if not kinds:
         return []
     marks = ", ".join("?" * len(kinds))
+    conditions = ""
+    values: list[object] = [account_id, *kinds]
+    for word in words:
+        if word.isascii():
+            conditions += f" AND (i.data LIKE ? ESCAPE '\\' OR {_ENCODED})"
+            values.append(f"%{_like(word)}%")
     return many(
         conn.execute(
             "SELECT i.id, i.data, i.updated_at, c.id AS collection_id, c.kind"
             " FROM pim_items i JOIN pim_collections c ON c.id = i.collection_id"
-            f" WHERE c.account_id = ? AND c.kind IN ({marks}) AND i.deleted = 0"
+            f" WHERE c.account_id = ? AND c.kind IN ({marks}) AND i.deleted = 0{conditions}"
             " ORDER BY i.id DESC LIMIT ?",
-            (account_id, *kinds, limit),
+            (*values, limit),
         )
     )
