@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
+from email.errors import MessageError
 from typing import TYPE_CHECKING, Any
 
 from .activesync_items import FOLDER_KINDS, save_sent_unit
@@ -61,7 +62,7 @@ def _item_of_long_id(
 ) -> tuple[str, dict[str, Any]] | None:
     folder, _, number = value.partition(":")
     kind = FOLDER_KINDS.get(folder)
-    if kind is None or not number.isdigit():
+    if kind is None or not number.isdigit() or len(number) > 18:
         return None
     collection = pim_db.collection_of(conn, account_id, kind)
     item = pim_db.item_in(conn, collection["id"], int(number)) if collection else None
@@ -225,6 +226,8 @@ def _smart_unit(
             text = eas_compose.reply(request.mime, original, request.replace_mime)
     except EasError as exc:
         return exc.status, None
+    except (MessageError, ValueError, LookupError, TypeError):
+        return eas_compose.INVALID_MIME, None  # a message the email package cannot rework
     if not eas_compose.recipients(eas_compose.parse(text)):
         return eas_compose.MESSAGE_HAS_NO_RECIPIENT, None
     if not request.save:

@@ -273,7 +273,12 @@ async def test_meeting_response_to_a_request_and_to_an_event(world: EasWorld) ->
     await phone.sync_all("calendar")
     # A meeting request message: accepted with a reply to the organiser kept in Sent Items.
     await phone.send_mail(MEETING_MAIL)
-    request_id, _ = await sent_item(phone)
+    request_id, shown = await sent_item(phone)
+    assert child_text(shown, "MessageClass") == "IPM.Schedule.Meeting.Request"
+    invitation = shown.find("MeetingRequest")
+    assert invitation is not None and child_text(invitation, "Organizer") == "bob@example.org"
+    assert child_text(invitation, "StartTime") == "2027-03-10T10:00:00.000Z"
+    assert child_text(invitation, "ResponseRequested") == "1"
     send = el(
         MEETING_RESPONSE, "SendResponse", el(AIRSYNCBASE, "Body", el(AIRSYNCBASE, "Data", "Yes"))
     )

@@ -3,6 +3,7 @@ meeting replies, and certificate validation, tested without the service."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 from email import message_from_string
 
@@ -13,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from engine.pki import CertificateAuthority
-from engine.protocols import eas_bodies, eas_certificates, eas_compose, eas_pim
+from engine.protocols import eas_bodies, eas_certificates, eas_compose, eas_meetings, eas_pim
 from engine.protocols.activesync import EasError, child_text, el
 from engine.protocols.activesync_tables import AIRSYNC, AIRSYNCBASE
 
@@ -136,3 +137,10 @@ def test_certificate_statuses() -> None:
         eas_certificates.validate(leaf, [], anchors, later, False, None) == eas_certificates.EXPIRED
     )
     assert eas_certificates.certificate_of("!!") is None
+
+
+def test_global_object_id_wraps_the_uid() -> None:
+    blob = base64.b64decode(eas_meetings.global_object_id("abc"))
+    assert blob[:16] == bytes.fromhex("040000008200E00074C5B7101A82E008")
+    assert blob[36:40] == (len(b"vCal-Uid") + 4 + 4).to_bytes(4, "little")
+    assert blob[40:] == b"vCal-Uid\x01\x00\x00\x00abc\x00"

@@ -23,7 +23,7 @@ from email.policy import compat32
 from email.utils import getaddresses, parsedate_to_datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from . import eas_bodies
+from . import eas_bodies, eas_compose, eas_meetings
 from .activesync import INVALID_CONTENT, EasError, child_text, el
 from .activesync_tables import (
     AIRSYNC,
@@ -816,10 +816,18 @@ def mail_to_eas(text: str) -> list[Element]:
         _body_element(body)
         or el(AIRSYNCBASE, "Body", el(AIRSYNCBASE, "Type", "1"), el(AIRSYNCBASE, "Data", ""))
     )
+    invitation = eas_compose.meeting_request(text)
+    meeting = eas_meetings.meeting_request_element(invitation) if invitation else None
+    out.append(el(EMAIL, "MessageClass", eas_meetings.MESSAGE_CLASS if meeting else "IPM.Note"))
+    if meeting is not None:
+        out.append(meeting)
     out += [
-        el(EMAIL, "MessageClass", "IPM.Note"),
         el(EMAIL, "InternetCPID", "65001"),
-        el(EMAIL, "ContentClass", "urn:content-classes:message"),
+        el(
+            EMAIL,
+            "ContentClass",
+            eas_meetings.CONTENT_CLASS if meeting else "urn:content-classes:message",
+        ),
         el(AIRSYNCBASE, "NativeBodyType", "2" if _has_html(message) else "1"),
     ]
     return out
