@@ -24,9 +24,10 @@ from __future__ import annotations
 import re
 import sqlite3
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email import message_from_string
 from email.policy import compat32
+from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
 from .activesync_items import FOLDER_KINDS, folders_for
@@ -116,6 +117,31 @@ class MailQuery:
     words: tuple[str, ...]
     folder: str | None
     range: tuple[int, int]
+    #: ``GreaterThan``/``LessThan`` on ``email:DateReceived`` (exclusive bounds).
+    after: datetime | None = None
+    before: datetime | None = None
+    #: An ``airsync:Class`` other than Email: nothing a mailbox holds matches.
+    other_class: bool = False
+
+    def received_within(self, data: str, stored_at: str) -> bool:
+        if self.after is None and self.before is None:
+            return True
+        received = _received(data) or datetime.fromisoformat(stored_at).astimezone(UTC)
+        return (self.after is None or received > self.after) and (
+            self.before is None or received < self.before
+        )
+
+
+def _received(data: str) -> datetime | None:
+    """When a stored message was sent (its Date), in UTC; None without a Date."""
+    header = message_from_string(data, policy=compat32).get("Date")
+    try:
+        moment = parsedate_to_datetime(header) if header else None
+    except (TypeError, ValueError):
+        return None
+    if moment is None:
+        return None
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _mail_folders(caller: Caller, folder: str | None) -> dict[str, str] | None:
@@ -140,7 +166,14 @@ def mailbox_unit(
     rows = db.mail_candidates(
         conn, caller.account["id"], list(by_kind), list(query.words), MAX_SCANNED
     )
-    matches = [r for r in rows if all(w in _message_text(r["data"] or "") for w in query.words)]
+    if query.other_class:
+        rows = []
+    matches = [
+        r
+        for r in rows
+        if all(w in _message_text(r["data"] or "") for w in query.words)
+        and query.received_within(r["data"] or "", r["updated_at"])
+    ]
     low, high = query.range
     chosen = matches[low : high + 1]
     out = []
@@ -173,23 +206,43 @@ def _store_answer(status: int, *children: Element) -> Element:
 
 
 def _mail_query_of(query: Element, options: Element | None) -> tuple[MailQuery | None, int]:
-    """The mailbox query of a Search ``Query`` (its And's Class, CollectionId, FreeText)."""
+    """The mailbox query of a Search ``Query``: its And's Class, CollectionId, FreeText and
+    GreaterThan/LessThan of ``email:DateReceived``."""
     folder = None
     words: list[str] = []
+    bounds: dict[str, datetime] = {}
+    other_class = False
     stack = [query]
     while stack:
         node = stack.pop()
         for child in node.elements():
             if child.tag == "CollectionId" and child.ns == AIRSYNC:
                 folder = child.text
+            elif child.tag == "Class" and child.ns == AIRSYNC:
+                other_class = other_class or child.text.strip() != "Email"
             elif child.tag == "FreeText":
                 words += _words(child.text)
+            elif child.tag in ("GreaterThan", "LessThan"):
+                value = _when(child_text(child, "Value"))
+                if value is None or child.find("DateReceived") is None:
+                    return None, 2
+                bounds[child.tag] = value
             elif child.tag in ("And", "Or"):
                 stack.append(child)
     wanted = parse_range(child_text(options, "Range") if options is not None else None)
     if wanted is None or not words:
         return None, 2
-    return MailQuery(tuple(words), folder, wanted), 1
+    return (
+        MailQuery(
+            tuple(words),
+            folder,
+            wanted,
+            after=bounds.get("GreaterThan"),
+            before=bounds.get("LessThan"),
+            other_class=other_class,
+        ),
+        1,
+    )
 
 
 async def search(backend: Backend, call: EasCall, caller: Caller) -> Answer:

@@ -25,6 +25,7 @@ from engine.protocols.activesync_tables import (
     AIRSYNC,
     AIRSYNCBASE,
     COMPOSE_MAIL,
+    EMAIL,
     FIND,
     GAL,
     ITEM_OPERATIONS,
@@ -351,6 +352,35 @@ async def test_mailbox_search_and_find(world: EasWorld) -> None:
         [el(COMPOSE_MAIL, "LongId", "sent:999999")],
     )
     assert child_text(eas.decode(refused.content), "Status") == "150"
+
+    # Received after a moment (every message here is newer), before it (none), of a class
+    # a mailbox does not hold (none).
+    def dated(bound: str | None, *extra: Element) -> Element:
+        when = el(SEARCH, "Value", "2020-01-01T00:00:00.000Z")
+        limit = el(SEARCH, bound, el(EMAIL, "DateReceived"), when) if bound else None
+        return el(
+            SEARCH,
+            "Query",
+            el(
+                SEARCH,
+                "And",
+                el(AIRSYNC, "Class", "Email"),
+                el(SEARCH, "FreeText", "budget"),
+                limit,
+                *extra,
+            ),
+        )
+
+    plain = store_of(await phone.call("Search", search("Mailbox", dated(None))))
+    totals = []
+    for query_element in (
+        dated("GreaterThan"),
+        dated("LessThan"),
+        dated("GreaterThan", el(AIRSYNC, "Class", "SMS")),
+    ):
+        answer = store_of(await phone.call("Search", search("Mailbox", query_element)))
+        totals.append(child_text(answer, "Total"))
+    assert totals == [child_text(plain, "Total"), "0", "0"] and totals[0] != "0"
     # An unknown folder: FolderSync required; no FreeText: invalid.
     unknown = el(
         SEARCH,
