@@ -313,7 +313,16 @@ def _find_answer(status: int, response: Element | None = None) -> Element:
     return el(FIND, "Find", el(FIND, "Status", str(status)), response)
 
 
-def _find_mail_properties(data: Element) -> list[Element]:
+def _has_attachments(stored: str) -> bool:
+    message = message_from_string(stored, policy=compat32)
+    return any(
+        part.get_content_disposition() == "attachment"
+        or part.get_content_type() == "message/rfc822"
+        for part in message.walk()
+    )
+
+
+def _find_mail_properties(data: Element, stored: str) -> list[Element]:
     """Find's properties of a message (MS-ASCMD 2.2.3.139.1) from its ApplicationData."""
     props = {(c.ns, c.tag): c for c in data.elements()}
     out: list[Element] = []
@@ -330,7 +339,7 @@ def _find_mail_properties(data: Element) -> list[Element]:
     body = next((c for c in data.elements() if c.tag == "Body"), None)
     text = child_text(body, "Data", "") if body is not None else ""
     out.append(el(FIND, "Preview", " ".join((text or "").split())[: eas_bodies.MAX_PREVIEW]))
-    out.append(el(FIND, "HasAttachments", "0"))
+    out.append(el(FIND, "HasAttachments", "1" if _has_attachments(stored) else "0"))
     if (EMAIL, "From") in props:
         out.append(props[(EMAIL, "From")])
     return out
@@ -392,7 +401,7 @@ async def find(backend: Backend, call: EasCall, caller: Caller) -> Answer:
                     el(AIRSYNC, "Class", "Email"),
                     el(AIRSYNC, "ServerId", server_id),
                     el(AIRSYNC, "CollectionId", found_folder),
-                    el(FIND, "Properties", *_find_mail_properties(data)),
+                    el(FIND, "Properties", *_find_mail_properties(data, row["data"] or "")),
                 )
             )
         store = "Mailbox"

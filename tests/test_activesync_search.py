@@ -397,7 +397,7 @@ async def test_mailbox_search_and_find(world: EasWorld) -> None:
     )
 
     # Find (16.1) over the mailbox: results carry the device's ServerIds.
-    def find(range_text: str) -> Element:
+    def find(range_text: str, text: str = "holiday") -> Element:
         return el(
             FIND,
             "Find",
@@ -413,7 +413,7 @@ async def test_mailbox_search_and_find(world: EasWorld) -> None:
                         "Query",
                         el(AIRSYNC, "Class", "Email"),
                         el(AIRSYNC, "CollectionId", "sent"),
-                        el(FIND, "FreeText", "holiday"),
+                        el(FIND, "FreeText", text),
                     ),
                     el(FIND, "Options", el(FIND, "Range", range_text)),
                 ),
@@ -428,6 +428,10 @@ async def test_mailbox_search_and_find(world: EasWorld) -> None:
     properties = result.find("Properties")
     assert child_text(properties, "Subject") == "Holiday"  # type: ignore[arg-type]
     assert child_text(properties, "Preview") == "Away next week."  # type: ignore[arg-type]
+    assert child_text(properties, "HasAttachments") == "0"  # type: ignore[arg-type]
+    forwarded_find = (await phone.call("Find", find("0-9", "fyi"))).find("Response")  # type: ignore[union-attr]
+    (result,) = [r for r in forwarded_find.elements() if r.tag == "Result"]  # type: ignore[union-attr]
+    assert child_text(result.find("Properties"), "HasAttachments") == "1"  # type: ignore[arg-type]
     later = (await phone.call("Find", find("5-9"))).find("Response")  # type: ignore[union-attr]
     assert child_text(later, "Status") == "4"  # type: ignore[arg-type]
 
