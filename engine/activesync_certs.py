@@ -77,7 +77,7 @@ async def validate_cert(backend: Backend, call: EasCall, caller: Caller) -> Answ
             eas_certificates.UNREADABLE
             if leaf is None
             else await trio.to_thread.run_sync(
-                eas_certificates.validate, leaf, chain, anchors, at, check_crl, own
+                eas_certificates.status_of, leaf, chain, anchors, at, check_crl, own
             )
         )
         answers.append(el(VALIDATE_CERT, "Certificate", el(VALIDATE_CERT, "Status", str(status))))

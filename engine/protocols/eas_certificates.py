@@ -17,7 +17,7 @@ import binascii
 import datetime as dt
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import (
     ExtensionPolicy,
@@ -81,7 +81,7 @@ def _failure(
         issuer = issuers[0]
         try:
             seen.verify_directly_issued_by(issuer)
-        except (ValueError, TypeError, InvalidSignature):
+        except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
             return BAD_SIGNATURE
         if not _current(issuer, at):
             return CHAIN_TIMES
@@ -89,6 +89,21 @@ def _failure(
             return UNTRUSTED  # reached an anchor, yet the path broke a rule on the way
         seen = issuer
     return UNTRUSTED
+
+
+def status_of(
+    leaf: x509.Certificate,
+    chain: list[x509.Certificate],
+    anchors: list[x509.Certificate],
+    at: dt.datetime,
+    check_crl: bool,
+    own: x509.Certificate | None,
+) -> int:
+    """:func:`validate`, with a certificate whose extensions cannot be read answered 10."""
+    try:
+        return validate(leaf, chain, anchors, at, check_crl, own)
+    except ValueError:  # extensions are parsed lazily: a malformed one shows only now
+        return UNREADABLE
 
 
 def validate(
@@ -118,7 +133,7 @@ def validate(
     )
     try:
         verified = verifier.verify(leaf, chain)
-    except VerificationError:
+    except (VerificationError, ValueError, TypeError, UnsupportedAlgorithm):
         return _failure(leaf, chain, anchors, at)
     if check_crl and (own is None or verified.chain[-1] != own):
         return REVOCATION_UNKNOWN
