@@ -94,6 +94,13 @@ def test_reply_forward_and_meeting_reply() -> None:
         "ORGANIZER:mailto:b@x.test\r\nATTENDEE:mailto:c@x.test\r\n"
         "ATTENDEE;PARTSTAT=NEEDS-ACTION:mailto:A@x.test\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
     )
+    invitation = (
+        'Subject: I\r\nMIME-Version: 1.0\r\nContent-Type: text/calendar; method="REQUEST"\r\n'
+        f"\r\n{calendar}"
+    )
+    assert eas_compose.meeting_request(invitation) == calendar
+    forwarded = eas_compose.forward("To: d@x.test\r\n\r\nfyi\r\n", invitation, False)
+    assert eas_compose.meeting_request(forwarded) is None  # attached, not addressed to us
     kept = eas_compose.with_response(calendar, "a@x.test", 2)
     assert "METHOD" not in kept and "ATTENDEE;PARTSTAT=TENTATIVE:mailto:A@x.test" in kept
     answer = eas_compose.meeting_reply(calendar, "a@x.test", 3) or ""

@@ -142,8 +142,7 @@ def meeting_request(text: str) -> str | None:
     """The iCalendar object of a meeting request message (its ``text/calendar`` part with
     METHOD:REQUEST), or None when the message is no meeting request."""
     message = message_from_string(text, policy=compat32)
-    parts = message.walk() if message.is_multipart() else [message]
-    for part in parts:
+    for part in _own_parts(message):
         if part.get_content_type() != "text/calendar":
             continue
         calendar = part_text(part)
@@ -154,9 +153,17 @@ def meeting_request(text: str) -> str | None:
     return None
 
 
-def _mailto(raw: str) -> str:
-    value = raw.rsplit(":", 1)[-1] if raw.lower().count("mailto:") else raw
-    return value.strip().lower()
+def _own_parts(message: Message) -> list[Message]:
+    """The message's parts, but not those of messages attached to it (a forwarded
+    invitation is no invitation to the one who forwards it)."""
+    if message.get_content_type() == "message/rfc822":
+        return []
+    if not message.is_multipart():
+        return [message]
+    found: list[Message] = []
+    for part in message.get_payload():
+        found += _own_parts(part)  # type: ignore[arg-type]
+    return found
 
 
 def with_response(calendar: str, attendee: str, response: int) -> str:
