@@ -335,18 +335,21 @@ class EasClient:
         key: str | None = None,
         heartbeat: int | None = None,
         filter_type: int | None = None,
+        options: list[Element] | None = None,
     ) -> SyncOutcome:
         """One Sync of one folder; ``adds`` by ClientId, ``changes`` by ServerId;
         ``heartbeat``: the Sync may wait that long for changes (an empty answer: none);
-        ``filter_type``: Options' FilterType."""
+        ``filter_type``: Options' FilterType; ``options``: more of the collection's Options
+        (BodyPreference, MIMESupport, ...)."""
         key = key if key is not None else self.sync_keys.get(folder, "0")
         parts: list[Element] = [el(AIRSYNC, "SyncKey", key), el(AIRSYNC, "CollectionId", folder)]
         if key != "0":
             parts.append(el(AIRSYNC, "GetChanges"))
         if window is not None:
             parts.append(el(AIRSYNC, "WindowSize", str(window)))
-        if filter_type is not None:
-            parts.append(el(AIRSYNC, "Options", el(AIRSYNC, "FilterType", str(filter_type))))
+        if filter_type is not None or options:
+            filtered = [] if filter_type is None else [el(AIRSYNC, "FilterType", str(filter_type))]
+            parts.append(el(AIRSYNC, "Options", *filtered, *(options or [])))
         commands: list[Element] = []
         for client_id, data in (adds or {}).items():
             commands.append(
@@ -458,7 +461,9 @@ class EasClient:
         estimate = child_text(response.find("Collection"), "Estimate")  # type: ignore[arg-type]
         return int(child_text(response, "Status") or 0), int(estimate) if estimate else None
 
-    async def fetch(self, folder: str, server_id: str) -> Element | None:
+    async def fetch(
+        self, folder: str, server_id: str, options: list[Element] | None = None
+    ) -> Element | None:
         root = await self.call(
             "ItemOperations",
             el(
@@ -470,6 +475,7 @@ class EasClient:
                     el(ITEM_OPERATIONS, "Store", "Mailbox"),
                     el(AIRSYNC, "CollectionId", folder),
                     el(AIRSYNC, "ServerId", server_id),
+                    el(ITEM_OPERATIONS, "Options", *options) if options else None,
                 ),
             ),
         )
@@ -480,6 +486,32 @@ class EasClient:
         return fetch.find("Properties")
 
     # ------------------------------------------------------------------ mail
+
+    async def smart(
+        self,
+        command: str,
+        mime: str,
+        source: list[Element] | None,
+        *,
+        save: bool = True,
+        replace_mime: bool = False,
+        query: str = "",
+    ) -> httpx.Response:
+        """SmartReply or SmartForward: WBXML with its Source from 14.0 on, the message itself
+        with the original named in the query (``&CollectionId=..&ItemId=..``) before."""
+        if self.version >= "14.0":
+            parts = [el(COMPOSE_MAIL, "ClientId", f"s{id(mime)}")]
+            if source is not None:
+                parts.append(el(COMPOSE_MAIL, "Source", *source))
+            if save:
+                parts.append(el(COMPOSE_MAIL, "SaveInSentItems"))
+            if replace_mime:
+                parts.append(el(COMPOSE_MAIL, "ReplaceMime"))
+            parts.append(el(COMPOSE_MAIL, "Mime", mime.encode()))
+            return await self.post(command, el(COMPOSE_MAIL, command, *parts))
+        headers = self.headers() | {"Content-Type": "message/rfc822"}
+        line = self._query(command) + query + ("&SaveInSent=T" if save else "")
+        return await self.http.post(f"{PATH}?{line}", content=mime.encode(), headers=headers)
 
     async def send_mail(self, mime: str, *, save: bool = True) -> httpx.Response:
         """SendMail: WBXML from 14.0 on, the message itself (message/rfc822) before."""

@@ -40,6 +40,7 @@ from typing import Any
 
 import trio
 
+from . import activesync_certs, activesync_mail, activesync_search
 from .activesync_folders import (
     folder_change_unit,
     folder_response,
@@ -72,20 +73,26 @@ from .errors import Invalid
 from .ids import new_id
 from .passwords import verify_password
 from .pim import DEFAULT_POLICY, FEATURES
+from .pki import CertificateAuthority
 from .principals import AccountKind
 from .protocols import activesync as eas
-from .protocols import activesync_filter, eas_pim
+from .protocols import activesync_filter, eas_bodies, eas_pim
 from .protocols.activesync import EasError, EasQuery, child_text, el, integer
 from .protocols.activesync_tables import (
     AIRSYNC,
     COMPOSE_MAIL,
+    FIND,
     FOLDER_HIERARCHY,
     GET_ITEM_ESTIMATE,
     ITEM_OPERATIONS,
+    MEETING_RESPONSE,
     MOVE,
     PING,
     PROVISION,
+    RESOLVE_RECIPIENTS,
+    SEARCH,
     SETTINGS,
+    VALIDATE_CERT,
 )
 from .protocols.wbxml import Element
 from .service_settings import Deployment, effective_settings_unit
@@ -225,9 +232,25 @@ COMMAND_ROOTS = {
     "ItemOperations": (ITEM_OPERATIONS, "ItemOperations"),
     "MoveItems": (MOVE, "MoveItems"),
     "SendMail": (COMPOSE_MAIL, "SendMail"),
+    "SmartReply": (COMPOSE_MAIL, "SmartReply"),
+    "SmartForward": (COMPOSE_MAIL, "SmartForward"),
+    "MeetingResponse": (MEETING_RESPONSE, "MeetingResponse"),
+    "Search": (SEARCH, "Search"),
+    "Find": (FIND, "Find"),
+    "ResolveRecipients": (RESOLVE_RECIPIENTS, "ResolveRecipients"),
+    "ValidateCert": (VALIDATE_CERT, "ValidateCert"),
 }
 #: What the service implements of :data:`eas.COMMANDS`; the others are answered 501.
 IMPLEMENTED = tuple(COMMAND_ROOTS)
+
+
+def answer(query: EasQuery, outcome: activesync_mail.Answer) -> EasReply:
+    """The reply of a handler's outcome: a document, a command status, or empty."""
+    if outcome is None:
+        return EasReply(200)
+    if isinstance(outcome, int):
+        return status_reply(query, outcome)
+    return wbxml_reply(outcome)
 
 
 def status_reply(query: EasQuery, status: int) -> EasReply:
@@ -411,12 +434,19 @@ class Backend:
     """What the device sessions share: the store, the Ping board and the conflict policy."""
 
     def __init__(
-        self, store: Store, deployment: Deployment, board: Any, policy: str = DEFAULT_POLICY
+        self,
+        store: Store,
+        deployment: Deployment,
+        board: Any,
+        policy: str = DEFAULT_POLICY,
+        authority: CertificateAuthority | None = None,
     ) -> None:
         self.store = store
         self.deployment = deployment
         self.board = board
         self.policy = policy
+        #: The service's CA: a trust anchor of ValidateCert.
+        self.authority = authority
         #: Credentials verified lately: digest of (user, password) -> account id, its
         #: password hash then, when. Devices send Basic with every request; running the
         #: password hash each time would cost more than the request.
@@ -483,6 +513,8 @@ class EasSessionLogic:
         #: Add, its own Adds with the ServerIds already given). Dropped when it pings; the
         #: store then answers the same key again (the Adds by their remembered ClientIds).
         self.last_answers: dict[str, tuple[str, Element]] = {}
+        #: Per folder, the body preferences of the device's last Sync that gave Options.
+        self.bodies: dict[str, eas_bodies.BodyPreferences | None] = {}
 
     async def close(self) -> None:
         """A parked Ping is answered as expired: the device simply pings again."""
@@ -820,6 +852,7 @@ class EasSessionLogic:
             store=self.backend.store,
             collection_id=None if found.default else found.server_id,
             filter_type=filter_type,
+            bodies=self._bodies(caller, folder, collection, found.kind),
         )
         result = await self.backend.store.write(sync_unit, work)
         if result.changed_collection is not None:
@@ -839,6 +872,20 @@ class EasSessionLogic:
         if result.status == 1:
             self.last_answers[folder] = (key, answer)
         return answer
+
+    def _bodies(
+        self, caller: Caller, folder: str, collection: Element, kind: str | None
+    ) -> eas_bodies.BodyPreferences | None:
+        """The collection's body preferences, or those its folder was last given."""
+        if collection.find("Options") is None:
+            return self.bodies.get(folder)
+        found = eas_bodies.preferences_of(
+            collection,
+            caller.eas["protocol_version"],
+            eas_pim.CLASSES.get(kind or ""),
+        )
+        self.bodies[folder] = found
+        return found
 
     # ------------------------------------------------------------------ GetItemEstimate
 
@@ -972,6 +1019,11 @@ class EasSessionLogic:
             if fetch.tag != "Fetch":
                 responses.append(el(ITEM_OPERATIONS, fetch.tag, el(ITEM_OPERATIONS, "Status", "2")))
                 continue
+            if activesync_mail.long_id_of(fetch) is not None:  # an item a Search found
+                responses.append(
+                    await activesync_mail.fetch_long_id(self.backend, call, caller, fetch)
+                )
+                continue
             folder = child_text(fetch, "CollectionId", "") or ""
             server_id = child_text(fetch, "ServerId", "") or ""
             found = await self.backend.store.read(fetch_unit, caller, folder, server_id)
@@ -987,7 +1039,9 @@ class EasSessionLogic:
                 )
                 continue
             kind, text = found
-            data = eas_pim.application_data(kind, text)
+            data = eas_pim.application_data(
+                kind, text, eas_bodies.preferences_of(fetch, call.query.version)
+            )
             responses.append(
                 el(
                     ITEM_OPERATIONS,
@@ -1041,6 +1095,35 @@ class EasSessionLogic:
             collection_id = await self.backend.store.write(save_sent_unit, caller, text)
             self.backend.board.changed(collection_id)
         return EasReply(200)
+
+    # ------------------------------------------------------------------ mail and look-ups
+
+    async def _cmd_SmartReply(self, call: EasCall, caller: Caller) -> EasReply:
+        outcome = await activesync_mail.smart_mail(self.backend, call, caller, forward=False)
+        return answer(call.query, outcome)
+
+    async def _cmd_SmartForward(self, call: EasCall, caller: Caller) -> EasReply:
+        outcome = await activesync_mail.smart_mail(self.backend, call, caller, forward=True)
+        return answer(call.query, outcome)
+
+    async def _cmd_MeetingResponse(self, call: EasCall, caller: Caller) -> EasReply:
+        return answer(
+            call.query, await activesync_mail.meeting_response(self.backend, call, caller)
+        )
+
+    async def _cmd_Search(self, call: EasCall, caller: Caller) -> EasReply:
+        return answer(call.query, await activesync_search.search(self.backend, call, caller))
+
+    async def _cmd_Find(self, call: EasCall, caller: Caller) -> EasReply:
+        return answer(call.query, await activesync_search.find(self.backend, call, caller))
+
+    async def _cmd_ResolveRecipients(self, call: EasCall, caller: Caller) -> EasReply:
+        outcome = await activesync_search.resolve_recipients(self.backend, call, caller)
+        return answer(call.query, outcome)
+
+    async def _cmd_ValidateCert(self, call: EasCall, caller: Caller) -> EasReply:
+        outcome = await activesync_certs.validate_cert(self.backend, call, caller)
+        return answer(call.query, outcome)
 
 
 def ping_changes(folders: list[str]) -> EasReply:

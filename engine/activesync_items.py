@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from .pim import FEATURES, CollectionSync, collection_unit, facts_of
-from .protocols import eas_pim
+from .protocols import eas_bodies, eas_pim
 from .protocols.activesync import EasError, child_text, el
 from .protocols.activesync_filter import admits, applies
 from .protocols.activesync_tables import AIRSYNC
@@ -231,6 +231,8 @@ class SyncWork:
     collection_id: str | None = None
     #: The FilterType of the request's Options (None: the one the folder has).
     filter_type: int | None = None
+    #: How the device wants bodies (the collection's Options), None: whole, as plain text.
+    bodies: eas_bodies.BodyPreferences | None = None
 
 
 @dataclass
@@ -397,7 +399,7 @@ def _apply_commands(
                         "Fetch",
                         el(AIRSYNC, "ServerId", server_id),
                         el(AIRSYNC, "Status", "1"),
-                        eas_pim.application_data(kind, item["data"]),
+                        eas_pim.application_data(kind, item["data"], work.bodies),
                     )
                 )
             continue
@@ -542,7 +544,7 @@ def _outgoing(
                 pass  # held and unchanged: still inside the filter
             else:
                 try:
-                    data = eas_pim.application_data(kind, row["data"] or "")
+                    data = eas_pim.application_data(kind, row["data"] or "", work.bodies)
                 except (EasError, ValueError, KeyError):
                     log.warning("item %s cannot be shown over ActiveSync", row["id"])
                     last = row["version"]

@@ -80,6 +80,8 @@ def _credentials() -> tuple[str, str] | None:
     return (user, password) if sep and user else None
 
 
+#: Commands whose protocol 12.1 body is the message itself (``message/rfc822``).
+RAW_MESSAGE_COMMANDS = ("SendMail", "SmartReply", "SmartForward")
 _UNAUTHORISED = EasReply(401, b"", (("WWW-Authenticate", 'Basic realm="ActiveSync"'),))
 
 
@@ -106,7 +108,7 @@ async def post() -> Response:
         data = await request.get_data(as_text=False)
         raw = None
         content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
-        if query.command == "SendMail" and content_type == "message/rfc822":
+        if query.command in RAW_MESSAGE_COMMANDS and content_type == "message/rfc822":
             raw, data = data, b""  # protocol 12.1 sends the message itself
         body = await _decode(data) if data else None
     except eas.EasError as exc:
@@ -180,7 +182,7 @@ async def start(nursery: trio.Nursery, context: ServiceContext, bootstrap: Boots
     """Start the ActiveSync listener, the Ping board's sweeper and its wake-up subscriber."""
     store = context.store
     board = PingBoard(_answer)
-    backend = Backend(store, context.deployment, board)
+    backend = Backend(store, context.deployment, board, authority=context.certificate_authority)
     _BACKENDS[id(context)] = backend
     context.listeners[PROTOCOL] = await start_listener(
         nursery,

@@ -23,6 +23,7 @@ from email.policy import compat32
 from email.utils import getaddresses, parsedate_to_datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from . import eas_bodies, eas_compose, eas_meetings
 from .activesync import INVALID_CONTENT, EasError, child_text, el
 from .activesync_tables import (
     AIRSYNC,
@@ -782,12 +783,11 @@ def _plain_text(message: Message) -> str:
     texts = [part for part in parts if part.get_content_maintype() == "text"]
     chosen = next((p for p in texts if p.get_content_subtype() == "plain"), None)
     chosen = chosen or (texts[0] if texts else None)
-    if chosen is None:
-        return ""
-    payload = chosen.get_payload(decode=True)
-    if not isinstance(payload, bytes):
-        return ""
-    return payload.decode(chosen.get_content_charset() or "utf-8", "replace")
+    return eas_bodies.part_text(chosen) if chosen is not None else ""
+
+
+def _has_html(message: Message) -> bool:
+    return any(part.get_content_type() == "text/html" for part in message.walk())
 
 
 def mail_to_eas(text: str) -> list[Element]:
@@ -816,11 +816,19 @@ def mail_to_eas(text: str) -> list[Element]:
         _body_element(body)
         or el(AIRSYNCBASE, "Body", el(AIRSYNCBASE, "Type", "1"), el(AIRSYNCBASE, "Data", ""))
     )
+    invitation = eas_compose.meeting_request(text)
+    meeting = eas_meetings.meeting_request_element(invitation) if invitation else None
+    out.append(el(EMAIL, "MessageClass", eas_meetings.MESSAGE_CLASS if meeting else "IPM.Note"))
+    if meeting is not None:
+        out.append(meeting)
     out += [
-        el(EMAIL, "MessageClass", "IPM.Note"),
         el(EMAIL, "InternetCPID", "65001"),
-        el(EMAIL, "ContentClass", "urn:content-classes:message"),
-        el(AIRSYNCBASE, "NativeBodyType", "1"),
+        el(
+            EMAIL,
+            "ContentClass",
+            eas_meetings.CONTENT_CLASS if meeting else "urn:content-classes:message",
+        ),
+        el(AIRSYNCBASE, "NativeBodyType", "2" if _has_html(message) else "1"),
     ]
     return out
 
@@ -858,9 +866,24 @@ CONTENT_TYPES = {
 }
 
 
-def application_data(kind: str, text: str) -> Element:
-    """``airsync:ApplicationData`` of a stored item."""
-    return Element("ApplicationData", AIRSYNC, list(_TO_EAS[kind](text)))
+def is_mail(kind: str | None) -> bool:
+    """Whether the store's ``kind`` holds messages (Email class)."""
+    return kind is not None and CLASSES.get(kind) == "Email"
+
+
+def application_data(
+    kind: str, text: str, bodies: eas_bodies.BodyPreferences | None = None
+) -> Element:
+    """``airsync:ApplicationData`` of a stored item, its body as ``bodies`` ask (else the
+    whole body as plain text)."""
+    children = list(_TO_EAS[kind](text))
+    if bodies is not None:
+        found = next((c for c in children if c.tag == "Body" and c.ns == AIRSYNCBASE), None)
+        plain = (child_text(found, "Data", "") or "") if found is not None else ""
+        mail = is_mail(kind)
+        content = eas_bodies.mail_content(text, plain) if mail else eas_bodies.Content(plain)
+        children = eas_bodies.shape(children, content, bodies, mail)
+    return Element("ApplicationData", AIRSYNC, children)
 
 
 def item_text(kind: str, data: Element, keep: str | None = None) -> str:
