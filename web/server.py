@@ -260,7 +260,10 @@ class _ConnectionApp:
             if declared is not None and declared > limit:
                 await _send_413(send)
                 return
-            receive, send = _bounded_body(receive, send, limit)
+            if declared is None:
+                # Chunked: only counting tells. With a Content-Length, h11 and h2 refuse a
+                # body longer than declared, so there is nothing left to count.
+                receive, send = _bounded_body(receive, send, limit)
         await self._app(scope, receive, send, sync_spawn, call_soon)
 
 
