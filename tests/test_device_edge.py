@@ -71,6 +71,8 @@ async def _call(
         sent.append(message)
 
     await edge(scope, receive, send)
+    if not sent:
+        return 0, {}, b""
     headers = {k.decode(): v.decode() for k, v in sent[0].get("headers", [])}
     return sent[0]["status"], headers, b"".join(m.get("body", b"") for m in sent[1:])
 
@@ -139,8 +141,8 @@ async def test_a_client_that_leaves_mid_body_is_not_handled() -> None:
     edge = DeviceEdge(
         _Quart(), context, [DeviceRoute("/d", frozenset({"POST"}), handler, _refuse, 99)]
     )
-    await _call(edge, "/d", [b"part"], ends=False)  # then the client is gone
-    assert handled == []
+    status, _, _ = await _call(edge, "/d", [b"part"], ends=False)  # then the client is gone
+    assert handled == [] and status == 0  # nothing handled, nothing sent
     await _call(edge, "/d", [b"part"])
     assert handled == [b"part"]
 

@@ -144,7 +144,12 @@ class DeviceEdge:
             await self._app(scope, receive, send)
             return
         started = time.perf_counter()
-        response = await self._answer(route, scope, receive)
+        body, complete = await _read_body(receive, route.max_body)
+        if not complete:
+            # The client left, or sent more than the service takes at all (web.server.serve
+            # has answered 413 already): there is nobody to answer.
+            return
+        response = await self._answer(route, scope, body)
         elapsed = (time.perf_counter() - started) * 1000
         headers = [(b"server-timing", b"app;dur=%.2f" % elapsed)]
         if response.content_type is not None:
@@ -158,13 +163,8 @@ class DeviceEdge:
         await send({"type": "http.response.body", "body": response.body})
 
     async def _answer(
-        self, route: DeviceRoute, scope: dict[str, Any], receive: Any
+        self, route: DeviceRoute, scope: dict[str, Any], body: bytes | None
     ) -> EdgeResponse:
-        body, complete = await _read_body(receive, route.max_body)
-        if not complete:
-            # The client left, or sent more than the service takes at all (web.server.serve
-            # has answered 413 already); whatever is sent now is dropped.
-            return route.refuse(413, f"the body is larger than {route.max_body} bytes")
         if scope["method"] not in route.methods:
             refused = route.refuse(405, f"{scope['method']} is not allowed here")
             allow = ", ".join(sorted(route.methods))
