@@ -690,6 +690,13 @@ def _report_channel(conn: sqlite3.Connection, key: str, identity: str) -> _Chann
     return _Channel(enrolment, device)
 
 
+#: How many of a device's waiting commands one report reads. It runs on the event loop
+#: (``Store.lookup``), so it must stay a point read even for a device that was offline
+#: while thousands were queued; a session that refuses all of them with NotNow gets the
+#: rest in its next session.
+REPORT_WINDOW = 64
+
+
 def _report_state(
     conn: sqlite3.Connection, key: str, identity: str, command_id: str | None
 ) -> tuple[_Channel, Row | None, list[Row]]:
@@ -701,7 +708,10 @@ def _report_state(
         if answered is None or answered["device_id"] != channel.device["id"]:
             raise Refused("CommandUUID is not a command of this device")
     rows = commands_of_device(
-        conn, channel.device["id"], [command_model.State.QUEUED, command_model.State.SENT]
+        conn,
+        channel.device["id"],
+        [command_model.State.QUEUED, command_model.State.SENT],
+        REPORT_WINDOW,
     )
     return channel, answered, rows
 

@@ -10,11 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 
 from engine.actors import MailboxFull
+from engine.errors import AlreadyExists, Throttled
 from engine.service_settings import Deployment
 from engine.store import open_sqlite_store
 from engine.store import sqlite as sqlite_store
+from web import device_edge
 from web.context import ServiceContext
 from web.device_edge import DeviceEdge, DeviceRoute, EdgeRequest, EdgeResponse
 
@@ -28,6 +31,10 @@ async def _echo(request: EdgeRequest) -> EdgeResponse:
         raise MailboxFull("full")
     if request.body == b"bug":
         raise RuntimeError("a bug")
+    if request.body == b"limit":
+        raise AlreadyExists("the licences are used up")
+    if request.body == b"again":
+        raise Throttled("too many attempts", retry_after=7)
     answer = {
         "body": request.body.decode(),
         "type": request.media_type,
@@ -117,12 +124,37 @@ async def test_refusals_are_in_the_protocols_format(
     status, headers, body = await _call(edge, "/device", [b"12345", b"678901"])
     assert (status, json.loads(body)) == (413, {"refused": "the body is larger than 10 bytes"})
     status, headers, body = await _call(edge, "/device", [b""], method="GET")
-    assert status == 405 and headers["allow"] == "POST"
+    assert status == 405 and headers["allow"] == "OPTIONS, POST"
     assert json.loads(body) == {"refused": "GET is not allowed here"}
     status, _, body = await _call(edge, "/device", [b"busy"])
     assert status == 503 and "busy" in json.loads(body)["refused"]
     status, _, body = await _call(edge, "/device", [b"bug"])
     assert status == 500 and "a bug" not in body.decode()
+    status, _, body = await _call(edge, "/device", [b"limit"])
+    assert (status, json.loads(body)) == (409, {"refused": "the licences are used up"})
+    status, headers, _ = await _call(edge, "/device", [b"again"])
+    assert status == 429 and headers["retry-after"] == "7"
+    status, headers, body = await _call(edge, "/device", [b""], method="OPTIONS")
+    assert (status, headers["allow"], body) == (204, "OPTIONS, POST", b"")
+
+
+async def test_a_body_that_does_not_arrive_in_time_is_408(
+    edge_and_quart: tuple[DeviceEdge, _Quart], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    edge, _ = edge_and_quart
+    monkeypatch.setattr(device_edge, "BODY_SECONDS", 0.05)
+    scope = {"type": "http", "method": "POST", "path": "/device", "headers": []}
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        await trio.sleep_forever()
+        raise AssertionError
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await edge(scope, receive, send)
+    assert sent[0]["status"] == 408
 
 
 async def test_a_client_that_leaves_mid_body_is_not_handled() -> None:

@@ -15,9 +15,11 @@ What the edge still guarantees for every device route, as Quart did:
 * the body limit: a body over the route's ``max_body`` is read to its end (up to the
   service's own request limit, which ``web.server.serve`` enforces below this layer) and
   refused in the protocol's format, so an HTTP/1.1 client is not left sending;
-* a method the route does not take gets the protocol's 405 with ``Allow``;
-* a full mailbox or a session that does not answer in time is 503 with ``Retry-After``, and
-  a bug is a logged 500, each in the protocol's format (``DeviceRoute.refuse``);
+* a method the route does not take gets the protocol's 405 with ``Allow`` (``OPTIONS``:
+  204 with ``Allow``); a body that does not arrive within 60 s gets 408;
+* a full mailbox or a session that does not answer in time is 503 with ``Retry-After``, a
+  domain error gets the REST API's status for it, and a bug is a logged 500, each in the
+  protocol's format (``DeviceRoute.refuse``);
 * ``Server-Timing: app;dur=…``, as every Quart response carries.
 """
 
@@ -34,12 +36,17 @@ import trio
 from cryptography import x509
 
 from engine.actors import MailboxFull
+from engine.errors import DomainError, Throttled
 
 from .client_cert import client_certificate
 from .context import ServiceContext
+from .problems import domain_status
 from .requests import forwarded_client
 
 log = logging.getLogger(__name__)
+
+#: How long a request body may take to arrive, as Quart allows its routes.
+BODY_SECONDS = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,12 +151,18 @@ class DeviceEdge:
             await self._app(scope, receive, send)
             return
         started = time.perf_counter()
-        body, complete = await _read_body(receive, route.max_body)
-        if not complete:
+        with trio.move_on_after(BODY_SECONDS) as waiting:
+            body, complete = await _read_body(receive, route.max_body)
+        if waiting.cancelled_caught:
+            response = route.refuse(408, f"the body did not arrive within {BODY_SECONDS:g} s")
+        elif not complete:
             # The client left, or sent more than the service takes at all (web.server.serve
             # has answered 413 already): there is nobody to answer.
             return
-        response = await self._answer(route, scope, body)
+        elif scope["method"] == "OPTIONS":
+            response = EdgeResponse(204, headers=(("Allow", _allow(route)),))
+        else:
+            response = await self._answer(route, scope, body)
         elapsed = (time.perf_counter() - started) * 1000
         headers = [(b"server-timing", b"app;dur=%.2f" % elapsed)]
         if response.content_type is not None:
@@ -167,12 +180,11 @@ class DeviceEdge:
     ) -> EdgeResponse:
         if scope["method"] not in route.methods:
             refused = route.refuse(405, f"{scope['method']} is not allowed here")
-            allow = ", ".join(sorted(route.methods))
             return EdgeResponse(
                 refused.status,
                 refused.body,
                 refused.content_type,
-                (*refused.headers, ("Allow", allow)),
+                (*refused.headers, ("Allow", _allow(route))),
             )
         if body is None:
             return route.refuse(413, f"the body is larger than {route.max_body} bytes")
@@ -180,9 +192,23 @@ class DeviceEdge:
             return await route.handler(EdgeRequest(scope, body, self._context))
         except (MailboxFull, trio.TooSlowError):
             return route.refuse(503, "the service is busy; try again shortly")
+        except DomainError as exc:
+            # What the domain refuses (a licence limit, a throttled sign-in...), with the
+            # status the REST API gives it, in the protocol's format.
+            refused = route.refuse(domain_status(exc)[0], str(exc))
+            if isinstance(exc, Throttled):
+                retry = ("Retry-After", str(exc.retry_after))
+                return EdgeResponse(
+                    refused.status, refused.body, refused.content_type, (*refused.headers, retry)
+                )
+            return refused
         except Exception:
             log.exception("%s %s failed inside the service", scope["method"], scope["path"])
             return route.refuse(500, "the request could not be completed")
+
+
+def _allow(route: DeviceRoute) -> str:
+    return ", ".join(sorted(route.methods | {"OPTIONS"}))
 
 
 async def _read_body(receive: Any, limit: int) -> tuple[bytes | None, bool]:

@@ -62,19 +62,25 @@ def problem(status: int, title: str, detail: str | None = None, **extra: Any) ->
     return response
 
 
+def domain_status(exc: DomainError) -> tuple[int, str]:
+    """The HTTP status and title answering a domain error."""
+    for kind, status, title in _STATUS:
+        if isinstance(exc, kind):
+            return status, title
+    return 400, "Bad Request"
+
+
 def register(app: Quart) -> None:
     @app.errorhandler(DomainError)
     async def domain_error(exc: DomainError) -> Response:
-        for kind, status, title in _STATUS:
-            if isinstance(exc, kind):
-                extra: dict[str, Any] = {}
-                if isinstance(exc, Invalid) and exc.field:
-                    extra["field"] = exc.field
-                response = problem(status, title, str(exc), **extra)
-                if isinstance(exc, Throttled):
-                    response.headers["Retry-After"] = str(exc.retry_after)
-                return response
-        return problem(400, "Bad Request", str(exc))
+        status, title = domain_status(exc)
+        extra: dict[str, Any] = {}
+        if isinstance(exc, Invalid) and exc.field:
+            extra["field"] = exc.field
+        response = problem(status, title, str(exc), **extra)
+        if isinstance(exc, Throttled):
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response
 
     @app.errorhandler(BadRequest)
     async def bad_request(exc: BadRequest) -> Response:

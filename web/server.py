@@ -215,6 +215,10 @@ def _header_int(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> int | No
     return None
 
 
+def _has_header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> bool:
+    return any(key.lower() == name for key, _ in headers)
+
+
 async def _send_413(send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
     body = b"request body too large\n"
     await send(
@@ -260,9 +264,9 @@ class _ConnectionApp:
             if declared is not None and declared > limit:
                 await _send_413(send)
                 return
-            if declared is None:
-                # Chunked: only counting tells. With a Content-Length, h11 and h2 refuse a
-                # body longer than declared, so there is nothing left to count.
+            if declared is None or _has_header(scope["headers"], b"transfer-encoding"):
+                # Chunked: only counting tells (h11 reads a request with both headers as
+                # chunked). With a Content-Length alone, h11 and h2 hold the body to it.
                 receive, send = _bounded_body(receive, send, limit)
         await self._app(scope, receive, send, sync_spawn, call_soon)
 

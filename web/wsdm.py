@@ -48,15 +48,24 @@ def _error(error: ProtocolError) -> EdgeResponse:
         headers = (("WWW-Authenticate", 'Bearer realm="wsdm"'),)
     elif error.status == 503:
         headers = (("Retry-After", "1"),)
+    elif error.status == 429 and "retry_after" in error.extra:
+        headers = (("Retry-After", str(error.extra["retry_after"])),)
     return EdgeResponse(error.status, protocol.error_body(error), protocol.MEDIA_TYPE, headers)
 
 
-#: What the edge refuses by itself, in WSDM's words.
-_REFUSALS = {405: "method_not_allowed", 413: "too_large", 500: "internal", 503: "busy"}
+#: What the edge refuses by itself, in WSDM's words; any other status is ``refused``.
+_REFUSALS = {
+    405: "method_not_allowed",
+    408: "too_slow",
+    413: "too_large",
+    429: "throttled",
+    500: "internal",
+    503: "busy",
+}
 
 
 def _refuse(status: int, reason: str) -> EdgeResponse:
-    return _error(ProtocolError(_REFUSALS.get(status, "malformed"), reason, status))
+    return _error(ProtocolError(_REFUSALS.get(status, "refused"), reason, status))
 
 
 def _message(request: EdgeRequest) -> dict[str, Any]:

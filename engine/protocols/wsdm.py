@@ -54,7 +54,8 @@ class ProtocolError(Exception):
     token), ``unenrolled`` (the device was unenrolled or removed: it must stop managing),
     ``device_inactive``, ``code_refused`` (with ``reason`` from the installation code),
     ``login_refused`` (enrolment with the owner's login),
-    ``not_found``, ``conflict``, ``busy``.
+    ``not_found``, ``conflict``, ``busy``; and from the HTTP edge ``refused`` (a domain
+    refusal), ``throttled``, ``too_slow``, ``method_not_allowed``, ``internal``.
     """
 
     def __init__(self, code: str, message: str, status: int = 400, **extra: Any) -> None:

@@ -149,14 +149,15 @@ def change_state(
 
 
 def commands_of_device(
-    conn: sqlite3.Connection, device_id: str, states: Sequence[str]
+    conn: sqlite3.Connection, device_id: str, states: Sequence[str], limit: int = -1
 ) -> list[Row]:
-    """A device's commands in these states, oldest first (the order they were given)."""
+    """A device's commands in these states, oldest first (the order they were given); the
+    first ``limit`` of them when it is not -1."""
     return many(
         conn.execute(
             f"SELECT * FROM commands WHERE device_id = ? AND state IN ({_marks(states)})"
-            " ORDER BY created_at, id",
-            [device_id, *states],
+            " ORDER BY created_at, id LIMIT ?",
+            [device_id, *states, limit],
         )
     )
 
