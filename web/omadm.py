@@ -33,6 +33,7 @@ from engine.omadm import (
     record_wakeups,
     refuse_unknown,
 )
+from engine.omadm_credentials import ServerSecrets
 from engine.protocols import omadm as dm
 from engine.protocols import syncml
 from engine.wakeups import Waiting
@@ -101,17 +102,26 @@ async def omadm() -> Response:
         reply = await ask_device_session(PROTOCOL, f"dm:{dm_id}", dm_request)
     else:  # a DevId nobody knows: no actor is started for it
         reply = await refuse_unknown(context.store, dm_request)
-    return Response(reply.body, status=200, content_type=syncml.content_type(reply.wbxml, dm=True))
+    response = Response(
+        reply.body, status=200, content_type=syncml.content_type(reply.wbxml, dm=True)
+    )
+    if reply.hmac is not None:  # the server authenticates itself as the client does
+        response.headers[HMAC_HEADER] = reply.hmac
+    return response
 
 
 async def start(nursery: trio.Nursery, context: ServiceContext, bootstrap: Bootstrap) -> None:
     """Start the OMA DM listener (one DeviceSession actor per device) and the task that
     records wake-ups for OMA DM devices."""
     store = context.store
+    server = ServerSecrets.of(authority(context))  # derived once: the CA key stays put
     # A DM session lasts seconds and the device is back hours later: its actor need not
     # wait long for it (what must last is in the store).
     context.listeners[PROTOCOL] = await start_listener(
-        nursery, PROTOCOL, lambda key: OmadmSessionLogic(store), session_idle=SESSION_IDLE
+        nursery,
+        PROTOCOL,
+        lambda key: OmadmSessionLogic(store, server),
+        session_idle=SESSION_IDLE,
     )
     send, receive = trio.open_memory_channel[list[Waiting]](1024)
 
@@ -128,7 +138,7 @@ async def start(nursery: trio.Nursery, context: ServiceContext, bootstrap: Boots
     async def record() -> None:
         async for waiting in receive:
             try:
-                await record_wakeups(store, waiting)
+                await record_wakeups(store, waiting, server)
             except Exception:
                 log.exception("recording OMA DM wake-ups failed")
 

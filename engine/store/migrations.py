@@ -619,6 +619,16 @@ _OMA_DM = (
     "CREATE INDEX omadm_settings_device ON omadm_settings (device_id, state, created_at)",
 )
 
+_OMA_DM_SERVER_CREDENTIALS = (
+    # The server's own credentials on a plain OMA DM device (DMAcc AppAuth SRVCRED): its
+    # password is derived per device from the CA key and never stored; server_nonce is the
+    # nonce the device expects in the server's next MD5/HMAC credential and package 0
+    # (given by the bootstrap, then by the device's NextNonce); bootstrapped_at: when the
+    # device acknowledged the DMAcc account the service provisioned.
+    "ALTER TABLE omadm_peers ADD COLUMN server_nonce TEXT",
+    "ALTER TABLE omadm_peers ADD COLUMN bootstrapped_at TEXT",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", _INITIAL),
     Migration(2, "tenancy", _TENANCY),
@@ -632,4 +642,5 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(10, "windows enrolment", _WINDOWS_ENROLMENT),
     Migration(11, "oma dm", _OMA_DM),
     Migration(12, "exchange activesync", _ACTIVESYNC),
+    Migration(14, "oma dm server credentials", _OMA_DM_SERVER_CREDENTIALS),
 )
