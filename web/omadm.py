@@ -6,12 +6,15 @@ presents a TLS client certificate (or an RFC 9440 ``Client-Cert`` header from a 
 proxy) is a Windows device: the certificate must be one the service's CA issued to an
 enrolment still current, which identifies the device; any other certificate is refused
 with 403 before the message reaches a session. Without a certificate the message is a plain
-OMA DM client's, authenticated in the session (Basic, MD5 or the ``x-syncml-hmac`` header).
+OMA DM client's, authenticated in the session (Basic, MD5 or the ``x-syncml-hmac`` header);
+the server answers an HMAC client with its own ``x-syncml-hmac`` header, keyed with its
+credentials on the device (:mod:`engine.omadm_credentials`, derived once here at start).
 
 The message is parsed here (a malformed one is refused with 400 and a short text before any
 actor is bothered) and handed to the DeviceSession actor of the device
 (:class:`engine.omadm.OmadmSessionLogic`). Wake-ups: queued commands for ``oma_dm`` devices
-are recorded as pending alerts (no push channel reaches them from here).
+are recorded as pending alerts with their package 0 (no push channel reaches them from
+here).
 """
 
 from __future__ import annotations
