@@ -199,3 +199,42 @@ def test_bootstrap_provisions_a_dm_account_the_device_reads_back() -> None:
     client = found.credentials[dmacc.CLCRED]
     assert client.name == "alice" and client.secret == ""  # no user secret is provisioned
     assert dmacc.read_account(tree, "OTHER") is None
+
+
+async def test_a_refused_chunk_goes_again_from_its_first_byte() -> None:
+    """A large value in chunks, every other signed message refused: each refused chunk is
+    sent again from where it started, and the value arrives whole, signed throughout."""
+    backend = ServerBackend(dm.ServerCredential("EMM", DIGEST, "bjA="))
+    value = "".join(chr(ord("a") + n % 26) for n in range(9000))
+    big = Replace("", items=[Item(target=Target("./Big"), meta=Meta(format="chr"), data=value)])
+    backend.queue = [[dm.Operation("big", [big])], []]
+    session = dm.DmSession(backend, "1", "x")
+    message = client_message("1", "1", package1())
+    message.header.meta = Meta(max_msg_size=2048)
+    reply = await session.receive(message)
+    taken: list[str] = []
+    msg, refusals, nonce = 1, 0, "bjA="
+    while True:
+        # Signed with the nonce the client gave last (in the message this one answers).
+        assert reply.header.cred is not None
+        assert reply.header.cred.data == dm.md5_credential(DIGEST, nonce)
+        replaces = [c for c in reply.commands if isinstance(c, Replace)]
+        if reply.final and not replaces:
+            break
+        refuse = bool(replaces) and msg % 2 == 1 and refusals < 3
+        nonce = base64.b64encode(b"n%d" % msg).decode()
+        answers: list[object] = [header_status(reply, 401 if refuse else 200, nonce)]
+        for command in replaces:
+            if refuse:
+                answers.append(status_for(reply, command, dm.NOT_EXECUTED))
+                continue
+            item = command.items[0]
+            taken.append(item.data if isinstance(item.data, str) else "")
+            answers.append(status_for(reply, command, 213 if item.more_data else 200))
+        refusals += refuse
+        if not reply.final:
+            answers.append(Alert("", data=str(dm.NEXT_MESSAGE)))
+        msg += 1
+        reply = await session.receive(client_message("1", str(msg), answers))
+    assert refusals == 3 and "".join(taken) == value
+    assert [(o.key, o.ok) for o in backend.outcomes] == [("big", True)]

@@ -629,13 +629,12 @@ class DmSession:
         code = int(status.data) if status.data.isdigit() else 0
         meta = status.chal.meta if status.chal is not None else None
         nonce = meta.next_nonce if meta is not None else None
-        if self.server is None:
-            nonce = None  # a nonce for credentials this session does not have
-        elif nonce is not None and (not nonce or len(nonce) > MAX_NONCE or not nonce.isprintable()):
+        server = self.server  # None: a nonce for credentials this session does not have
+        if nonce is not None and (not nonce or len(nonce) > MAX_NONCE or not nonce.isprintable()):
             nonce = None
-        if nonce is not None:
-            self.server.nonce = nonce  # type: ignore[union-attr]
-        if nonce is not None or (code == AUTHENTICATION_ACCEPTED and self.server is not None):
+        if server is not None and (nonce is not None or code == AUTHENTICATION_ACCEPTED):
+            if nonce is not None:
+                server.nonce = nonce
             await self.backend.server_judged(self.peer, code, nonce)
         if code in (INVALID_CREDENTIALS, MISSING_CREDENTIALS):
             self.refused_msg = status.msg_ref
