@@ -468,10 +468,15 @@ class DmClient:
                 self.tree[uri] = "".join(chunks.pop(uri))
             answers.append(self._status(reply, command, dm.OK))
             return answers
-        if isinstance(command, Delete):
+        if isinstance(command, Delete):  # a node and what lies below it
+            found = False
             for item in command.items:
-                self.tree.pop(item.target.loc_uri if item.target else "", None)
-            return [self._status(reply, command, dm.OK)]
+                uri = item.target.loc_uri if item.target else ""
+                doomed = [node for node in self.tree if node == uri or node.startswith(uri + "/")]
+                found |= bool(doomed)
+                for node in doomed:
+                    del self.tree[node]
+            return [self._status(reply, command, dm.OK if found else dm.NOT_FOUND)]
         if isinstance(command, Exec):
             uri = command.item.target.loc_uri if command.item.target else ""
             self.executed.append(uri)

@@ -24,10 +24,12 @@ The server authenticates itself to plain OMA DM clients with its own credentials
 device (:mod:`engine.omadm_credentials`: a password derived per device, and the server nonce
 the device last gave). The first authenticated session of such a device provisions them:
 an ``Atomic`` of ``Add`` commands creates the service's DM account (``./DMAcc/EMM``, with
-``AppAuth`` entries ``SRVCRED`` and ``CLCRED``; :mod:`engine.protocols.omadm_dmacc`); once
-the device acknowledged it, ``bootstrapped_at`` and the server nonce it was given are kept,
-and every later session is signed (MD5 ``Cred`` or ``x-syncml-hmac``) with the nonce each
-``NextNonce`` of the device replaces.
+``AppAuth`` entries ``SRVCRED`` and ``CLCRED``; :mod:`engine.protocols.omadm_dmacc`), or, the
+account existing (418), its ``SRVCRED`` entry alone; once the device acknowledged it (or
+took the server's credentials: 212), ``bootstrapped_at`` and the server nonce are kept, and
+every later session is signed (MD5 ``Cred`` or ``x-syncml-hmac``) with the nonce each
+``NextNonce`` of the device replaces. A device that answers a signed message without
+checking it (a plain 200, no nonce: reset, or set up by hand) is provisioned again.
 
 Wake-ups: no push channel reaches these devices from here (Windows' push goes through WNS,
 plain OMA DM through an SMS/WAP-push gateway), so a queued command is recorded as a pending
@@ -96,7 +98,10 @@ from .windows_enrolment import PROVIDER_ID, record_unenrolled
 PROTOCOL = "oma_dm"
 INVENTORY = "inventory"
 UNENROL = "unenrol"
+#: Operations that provision the server's credentials: the whole DM account, or only its
+#: SRVCRED entry when the account exists already.
 BOOTSTRAP = "bootstrap"
+SERVER_CREDENTIALS = "server-credentials"
 _COMMAND = "command:"
 _SETTING = "setting:"
 #: Meta Format values a setting may have (OMA DM TND 1.2).
@@ -136,6 +141,13 @@ class Peer:
     server_uri: str = ""
     needs_bootstrap: bool = False
     bootstrap_nonce: str | None = None
+    #: The provisioning operation to send next, and those sent in this session.
+    provision: str | None = None
+    provisioned: set[str] = field(default_factory=set)
+    #: The client said how it took the server's credentials in this session.
+    judged: bool = False
+    #: The server's credentials this session signs with (shared with the session).
+    credential: dm.ServerCredential | None = None
     keep: dict[str, Any] = field(default_factory=dict)
 
 
@@ -211,7 +223,9 @@ class OmadmBackend:
             # server's credentials anyway (a bootstrap whose answer was lost) challenges
             # the server with its nonce, and the derived password does the rest.
             server = self.server.credential(device["id"], found["server_nonce"] if found else None)
+            peer.credential = server
             peer.needs_bootstrap = not (found and found["bootstrapped_at"])
+            peer.provision = BOOTSTRAP if peer.needs_bootstrap else None
         return dm.Authentication(dm.AUTHENTICATION_ACCEPTED, peer, challenge, server)
 
     async def _refuse(self, device: dict[str, Any], status: int) -> dm.Authentication:
@@ -224,14 +238,25 @@ class OmadmBackend:
 
     async def server_judged(self, peer: object, status: int, nonce: str | None) -> None:
         """The client's word on the server's credentials: its next server nonce, and (212)
-        that its DM account holds them, so the device counts as bootstrapped. Kept with the
-        package's write (:meth:`exchange`), or by :meth:`keep` if none follows."""
+        that its DM account holds them, so the device counts as bootstrapped. A device whose
+        first word on a signed message is a plain 2xx without a nonce did not check them:
+        its DM account lacks them (reset, or set up by hand), so they are provisioned again,
+        in this session, and no package 0 is made for it meanwhile. Kept with the package's
+        write (:meth:`exchange`), or by :meth:`keep` if none follows."""
         assert isinstance(peer, Peer)
+        first, peer.judged = not peer.judged, True
         if nonce is not None:
             peer.keep["server_nonce"] = nonce
         if status == dm.AUTHENTICATION_ACCEPTED and peer.needs_bootstrap:
             peer.needs_bootstrap = False
+            peer.provision = None
             peer.keep["bootstrapped_at"] = now()
+        elif first and 200 <= status < 300 and status != dm.AUTHENTICATION_ACCEPTED and not nonce:
+            if not peer.needs_bootstrap:
+                peer.needs_bootstrap = True
+                peer.keep["bootstrapped_at"] = None
+            if BOOTSTRAP not in peer.provisioned:
+                peer.provision = BOOTSTRAP
 
     async def keep(self, peer: object) -> None:
         """What :meth:`server_judged` left for a write when no package write took it."""
@@ -284,11 +309,8 @@ class OmadmBackend:
         peer.reported = []
         unenrolled = False
         for outcome in outcomes:
-            if outcome.key == BOOTSTRAP:
-                if outcome.ok:  # the nonce the device was given, unless it named a newer one
-                    peer.keep.setdefault("server_nonce", peer.bootstrap_nonce)
-                    peer.keep["bootstrapped_at"] = now()
-                    peer.needs_bootstrap = False
+            if outcome.key in (BOOTSTRAP, SERVER_CREDENTIALS):
+                _provisioning_answered(peer, outcome)
                 continue
             changes.nodes += [(v.uri, v.data, v.format, v.type) for v in outcome.results if v.uri]
             if outcome.ok:
@@ -313,12 +335,12 @@ class OmadmBackend:
         if not more or peer.unenrolled:
             return []
         profile = profile_of(peer.platform)
-        if peer.step == 1:
-            operations = [dm.Operation(INVENTORY, [_get(uri) for uri in profile.inventory])]
-            if peer.needs_bootstrap and self.server is not None:
-                operations.append(self._bootstrap(peer, self.server))
-            return operations
         operations: list[dm.Operation] = []
+        if peer.provision is not None and self.server is not None:
+            operations.append(self._provision(peer, peer.provision, self.server))
+        if peer.step == 1:
+            inventory_read = dm.Operation(INVENTORY, [_get(uri) for uri in profile.inventory])
+            return [inventory_read, *operations]
         if work.unenrol:
             operations.append(self._operation(peer, UNENROL, (WINDOWS_UNENROL,), {}))
         for setting in work.settings:
@@ -335,9 +357,12 @@ class OmadmBackend:
                 operations.append(self._operation(peer, key, actions, command["parameters"]))
         return operations
 
-    def _bootstrap(self, peer: Peer, server: ServerSecrets) -> dm.Operation:
-        """The service's DM account with the server's credentials and a first server nonce
-        (kept once the device acknowledged it; nothing of it goes into the tree snapshot)."""
+    def _provision(self, peer: Peer, kind: str, server: ServerSecrets) -> dm.Operation:
+        """The service's DM account (or, ``SERVER_CREDENTIALS``, only its SRVCRED entry)
+        with the server's credentials and a first server nonce (kept once the device
+        acknowledged it; nothing of it goes into the tree snapshot). Once per session each."""
+        peer.provision = None
+        peer.provisioned.add(kind)
         peer.bootstrap_nonce = _new_nonce()
         account = dmacc.Provisioned(
             account=SERVER_ID,
@@ -348,7 +373,9 @@ class OmadmBackend:
             server_nonce=peer.bootstrap_nonce,
             client_name=peer.username or "",
         )
-        return dm.Operation(BOOTSTRAP, [dmacc.bootstrap(account)])
+        if kind == SERVER_CREDENTIALS:
+            return dm.Operation(kind, [dmacc.server_credentials(account)])
+        return dm.Operation(kind, [dmacc.bootstrap(account)])
 
     def _operation(
         self, peer: Peer, key: str, actions: Sequence[Action], parameters: dict[str, Any]
@@ -371,6 +398,30 @@ class OmadmBackend:
 
 
 Node = tuple[str, str | None, str | None, str | None]
+
+
+def _provisioning_answered(peer: Peer, outcome: dm.OperationOutcome) -> None:
+    """The device's answer to a provisioning operation: bootstrapped with the nonce it was
+    given (it ran the commands after the header it may have named another nonce in, so this
+    one is its latest; the rest of the session is signed with it), or, its account existing
+    already (418 for the account's node) and the server's credentials not taken otherwise
+    (212), its SRVCRED entry alone next."""
+    statuses = [(o.name, o.uris, o.status) for o in outcome.outcomes]
+    if outcome.key == BOOTSTRAP:
+        done = outcome.ok
+        root = dmacc.account_uri(SERVER_ID)
+        exists = any(s == dmacc.ALREADY_EXISTS and root in uris for _, uris, s in statuses)
+        again = SERVER_CREDENTIALS not in peer.provisioned
+        if not done and exists and peer.needs_bootstrap and again:
+            peer.provision = SERVER_CREDENTIALS
+    else:
+        done = dmacc.provisioned(SERVER_ID, statuses)
+    if done and peer.bootstrap_nonce is not None:
+        peer.keep["server_nonce"] = peer.bootstrap_nonce
+        peer.keep["bootstrapped_at"] = now()
+        peer.needs_bootstrap = False
+        if peer.credential is not None:
+            peer.credential.nonce = peer.bootstrap_nonce
 
 
 @dataclass

@@ -278,3 +278,47 @@ async def test_a_bootstrap_whose_answer_was_lost_is_recovered_by_the_devices_cha
     peer = peer_row(world.running)
     assert peer["bootstrapped_at"]
     assert peer["server_nonce"] == client.tree[f"{SRVCRED}/AAuthData"]
+
+
+async def test_a_device_that_lost_its_dm_account_is_provisioned_again(world: World) -> None:
+    client = await bootstrapped(world)
+    for uri in [u for u in client.tree if u.startswith("./DMAcc/")]:
+        del client.tree[uri]  # a factory reset
+    command = await world.queue("lock")
+    mark = len(client.server_verdicts)
+    await client.session()
+    # The device did not check the server's Cred (200, no nonce): the account goes again.
+    assert client.server_verdicts[mark] == dm.OK
+    assert client.executed == ["./LAWMO/Operations/PartiallyLock"]
+    assert await command_state(world, command) == "acknowledged"
+    peer = peer_row(world.running)
+    assert peer["bootstrapped_at"]
+    assert peer["server_nonce"] == client.tree[f"{SRVCRED}/AAuthData"]
+    await world.queue("unlock")
+    package = base64.b64decode(str((await recorded_wakeup(world.running))["notification"]))
+    assert await client.notified(package)
+    assert client.server_verdicts[-3] == dm.AUTHENTICATION_ACCEPTED
+
+
+async def test_an_account_set_up_by_hand_gets_the_servers_credentials_added(
+    world: World,
+) -> None:
+    client = world.dm()
+    client.tree |= {
+        "./DMAcc/EMM": "",
+        "./DMAcc/EMM/ServerID": "EMM",
+        "./DMAcc/EMM/Name": "set up by hand",
+        "./DMAcc/EMM/AppAddr/1/Addr": world.running.http_url + "/omadm",
+    }
+    await client.session()
+    # The whole account could not be added (418, nothing of it kept): its SRVCRED alone.
+    assert client.tree["./DMAcc/EMM/Name"] == "set up by hand"
+    assert "./DMAcc/EMM/AppAuth/CLCRED/AAuthName" not in client.tree
+    password = server_secrets(world.running).password(world.device_id)
+    assert client.tree[f"{SRVCRED}/AAuthSecret"] == password
+    peer = peer_row(world.running)
+    assert peer["bootstrapped_at"]
+    assert peer["server_nonce"] == client.tree[f"{SRVCRED}/AAuthData"]
+    mark = len(client.server_verdicts)
+    await client.session()
+    assert client.server_verdicts[mark:] == [dm.AUTHENTICATION_ACCEPTED, dm.OK]

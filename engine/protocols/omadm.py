@@ -306,9 +306,10 @@ class DmBackend(Protocol):
         """A generic alert or client event; the Status code to answer it with."""
 
     async def server_judged(self, peer: object, status: int, nonce: str | None) -> None:
-        """The client's Status for the server's SyncHdr, when it says something: 212 (it
-        authenticated the server) and/or, ``nonce``, its ``NextNonce`` for the server, the
-        nonce of the server's next credential and of its next package 0 to this device."""
+        """The client's Status for the server's SyncHdr when it says something: on the first
+        signed server message (212: it authenticated the server; a plain 2xx: it did not
+        check), 212 later, and ``nonce``, its ``NextNonce`` for the server, the nonce of the
+        server's next credential and of its next package 0 to this device."""
 
     async def exchange(
         self,
@@ -406,6 +407,9 @@ class DmSession:
     #: server message (its commands come back with 215 and are sent again, or dropped).
     refused_msg: str | None = None
     server_refusals: int = 0
+    #: Server messages that went signed, and whether the client answered one yet.
+    signed: set[str] = field(default_factory=set)
+    judged: bool = False
     resend: list[_Outgoing] = field(default_factory=list)
 
     @property
@@ -632,7 +636,9 @@ class DmSession:
         server = self.server  # None: a nonce for credentials this session does not have
         if nonce is not None and (not nonce or len(nonce) > MAX_NONCE or not nonce.isprintable()):
             nonce = None
-        if server is not None and (nonce is not None or code == AUTHENTICATION_ACCEPTED):
+        first = status.msg_ref in self.signed and not self.judged
+        self.judged |= first
+        if server is not None and (nonce is not None or code == AUTHENTICATION_ACCEPTED or first):
             if nonce is not None:
                 server.nonce = nonce
             await self.backend.server_judged(self.peer, code, nonce)
@@ -939,10 +945,13 @@ class _Reply:
         return True
 
     def finish(self, *, final: bool) -> Message:
-        if self.header.cred is not None and self.session.server is not None:
+        server = self.session.server
+        if self.header.cred is not None and server is not None:
             # Signed with the nonce the client gave in this very message, if it gave one
             # (an MD5 Cred has the same size whatever the nonce), or not at all without one.
-            self.header.cred = self.session.server.cred()
+            self.header.cred = server.cred()
+        if server is not None and server.nonce is not None and len(self.session.signed) < 64:
+            self.session.signed.add(self.msg_id)  # a Cred, or the HMAC header of its body
         return Message(self.header, self.commands, final)
 
 

@@ -10,8 +10,10 @@ its package 0 notifications; ``CLCRED``: the client's own), ``AAuthType`` (``DIG
 
 :func:`bootstrap` is what the server sends to provision its own account in a session (the
 "plain profile" of OMA DM Bootstrap as ``Add`` commands, in an ``Atomic`` so the device takes
-all or nothing); :func:`read_account` is how a client finds an account's credentials in its
-tree (used by the client simulator).
+all or nothing); where the account exists already (418 for its node: set up by hand, or by
+an earlier bootstrap whose ``SRVCRED`` the device lost), :func:`server_credentials` puts a new
+``SRVCRED`` entry in it; :func:`read_account` is how a client finds an account's
+credentials in its tree (used by the client simulator).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .syncml import Add, Atomic, Command, Item, Meta, Target
+from .syncml import Add, Atomic, Command, Delete, Item, Meta, Sequence, Target
 
 DMACC = "./DMAcc"
 ACCOUNT_TYPE = "org.openmobilealliance/1.0/w7"
@@ -29,6 +31,8 @@ CLCRED = "CLCRED"
 DIGEST = "DIGEST"
 HMAC = "HMAC"
 BASIC = "BASIC"
+#: The Status of an ``Add`` whose node exists already (OMA DM Protocol 1.2).
+ALREADY_EXISTS = 418
 
 
 @dataclass(frozen=True)
@@ -59,12 +63,11 @@ def bootstrap(p: Provisioned) -> Command:
 
     ``CLCRED`` names the client's user and the digest type; it carries no secret (the
     device keeps the password its user set, and the server holds only its digest)."""
-    root = f"{DMACC}/{p.account}"
+    root = account_uri(p.account)
     account = Add(
         cmd_id="",
         items=[Item(target=Target(root), meta=Meta(format="node", type=ACCOUNT_TYPE))],
     )
-    server = f"{root}/AppAuth/{SRVCRED}"
     client = f"{root}/AppAuth/{CLCRED}"
     commands: list[Command] = [
         account,
@@ -77,18 +80,51 @@ def bootstrap(p: Provisioned) -> Command:
         _leaf(f"{root}/AppAddr/1/AddrType", "URI"),
         _leaf(f"{root}/AAuthPref", p.auth_pref),
         _node(f"{root}/AppAuth"),
-        _node(server),
-        _leaf(f"{server}/AAuthLevel", SRVCRED),
-        _leaf(f"{server}/AAuthType", DIGEST),
-        _leaf(f"{server}/AAuthName", p.server_id),
-        _leaf(f"{server}/AAuthSecret", p.server_password),
-        _leaf(f"{server}/AAuthData", p.server_nonce, "b64"),
+        *_server_entry(p),
         _node(client),
         _leaf(f"{client}/AAuthLevel", CLCRED),
         _leaf(f"{client}/AAuthType", p.auth_pref),
         _leaf(f"{client}/AAuthName", p.client_name),
     ]
     return Atomic(cmd_id="", commands=commands)
+
+
+def account_uri(account: str) -> str:
+    return f"{DMACC}/{account}"
+
+
+def _server_entry(p: Provisioned) -> list[Command]:
+    server = f"{account_uri(p.account)}/AppAuth/{SRVCRED}"
+    return [
+        _node(server),
+        _leaf(f"{server}/AAuthLevel", SRVCRED),
+        _leaf(f"{server}/AAuthType", DIGEST),
+        _leaf(f"{server}/AAuthName", p.server_id),
+        _leaf(f"{server}/AAuthSecret", p.server_password),
+        _leaf(f"{server}/AAuthData", p.server_nonce, "b64"),
+    ]
+
+
+def server_credentials(p: Provisioned) -> Command:
+    """The ``SRVCRED`` entry of an existing account, anew: a ``Sequence`` whose ``Delete`` of
+    an earlier entry and ``Add`` of ``AppAuth`` may fail (404: there was no entry; 418: the
+    account has its ``AppAuth``) while the ``Add`` commands of the entry must not
+    (:func:`provisioned`)."""
+    root = account_uri(p.account)
+    delete = Delete(cmd_id="", items=[Item(target=Target(f"{root}/AppAuth/{SRVCRED}"))])
+    return Sequence(cmd_id="", commands=[delete, _node(f"{root}/AppAuth"), *_server_entry(p)])
+
+
+def provisioned(account: str, outcomes: list[tuple[str, list[str], int]]) -> bool:
+    """Whether the device took :func:`server_credentials` (outcomes: command name, target
+    URIs, status): every ``Add`` of the ``SRVCRED`` entry succeeded."""
+    entry = f"{account_uri(account)}/AppAuth/{SRVCRED}"
+    adds = [
+        status
+        for name, uris, status in outcomes
+        if name == "Add" and any(uri == entry or uri.startswith(entry + "/") for uri in uris)
+    ]
+    return bool(adds) and all(200 <= status < 300 for status in adds)
 
 
 @dataclass(frozen=True)
