@@ -941,6 +941,7 @@ def _tree(
         "last_session_at": peer["last_session_at"] if peer else None,
         "pending_alert_at": peer["pending_alert_at"] if peer else None,
         "login_status": peer["login_status"] if peer else None,
+        "bootstrapped_at": peer["bootstrapped_at"] if peer else None,
         "nodes": db.nodes_of(conn, device_id),
     }
 

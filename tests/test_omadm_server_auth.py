@@ -22,7 +22,8 @@ from engine.protocols import syncml
 from engine.protocols.syncml import Alert, Chal, Message, Meta, Source, Status, SyncHdr, Target
 
 from .conftest import RunningService
-from .test_api_commands import database
+from .portal_client import signed_in
+from .test_api_commands import PASSWORD, database
 from .test_omadm_session import IMEI, World, counts, plain_dm_world, recorded_wakeup
 
 SRVCRED = "./DMAcc/EMM/AppAuth/SRVCRED"
@@ -73,6 +74,15 @@ async def test_the_first_session_provisions_the_dm_account_and_later_ones_are_si
     assert "./DMAcc/EMM/AppAuth/CLCRED/AAuthSecret" not in tree
     peer = peer_row(world.running)
     assert peer["bootstrapped_at"] and peer["server_nonce"] == tree[f"{SRVCRED}/AAuthData"]
+    shown = await world.client.get(
+        f"/api/v1/organisations/contoso/devices/{world.device_id}/omadm-tree",
+        headers=world.org.admin,
+    )
+    assert shown.json()["bootstrapped_at"] == peer["bootstrapped_at"]
+    page = f"/admin/o/contoso/devices/{world.device_id}"
+    async with signed_in(world.running, "admin", PASSWORD, organisation="contoso") as portal:
+        html = await portal.page(page)
+    assert "Server credentials on the device" in html and str(peer["bootstrapped_at"]) in html
     # The server's password is derived, never stored, nor kept in the tree snapshot.
     with database(world.running) as conn:
         dumped = "\n".join(str(tuple(row)) for row in conn.execute("SELECT * FROM omadm_nodes"))
