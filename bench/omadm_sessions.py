@@ -4,14 +4,17 @@ What it measures
     ``emm init`` makes an installation in a temporary directory; before the service starts,
     the store gets one organisation, one device owner and N plain OMA DM devices (Android,
     by IMEI), each with the state of a device that has authenticated before (its owner's
-    MD5 digest and a current nonce) and one queued ``lock`` command. ``emm serve`` then runs
-    as a subprocess on free loopback ports (plain HTTP), and the simulator
+    MD5 digest and a current nonce, its DM account bootstrapped with the server's
+    credentials and a current server nonce) and one queued ``lock`` command. ``emm serve``
+    then runs as a subprocess on free loopback ports (plain HTTP), and the simulator
     (``bench/omadm_sim.py``) holds S sessions, C at a time, each as a different device
     (round robin over the N devices): MD5 authentication with the nonce of the previous
-    session, then three round trips: package 1 (Alert 1201, DevInfo) → ten inventory Gets
-    (DevInfo and DevDetail); the Results → the lock (LAWMO Exec); its Status → the end of
-    the session. That is 11 management commands per session. Afterwards every lock must be
-    acknowledged and every device's tree must hold what it reported.
+    session, the server's MD5 credential on each of its messages checked by the device
+    (which gives the next server nonce), then three round trips: package 1 (Alert 1201,
+    DevInfo) → ten inventory Gets (DevInfo and DevDetail); the Results → the lock (LAWMO
+    Exec); its Status → the end of the session. That is 11 management commands per session.
+    Afterwards every lock must be acknowledged and every device's tree must hold what it
+    reported.
     Reported: sessions/s, latency p50/p99 of one whole session, HTTP round trips/s, the
     service's CPU per session.
 
@@ -39,17 +42,20 @@ import trio
 
 from engine.config import load_bootstrap
 from engine.ids import new_id
+from engine.omadm_credentials import SERVER_ID, ServerSecrets
 from engine.organisations import NewOrganisation, create_organisation
 from engine.passwords import hash_password
+from engine.pki import CertificateAuthority
 from engine.principals import AccountKind
 from engine.protocols import omadm as dm
+from engine.protocols import omadm_dmacc as dmacc
 from engine.store import open_sqlite_store
 from engine.timestamps import format_time
 
 from .common import cpu_seconds, environment, exit_on_sigterm, percentiles, print_table
 from .device_list import MANAGER_LOGIN, MANAGER_PASSWORD, _insert_rows, _supervisor, running_service
 from .healthz import init_service
-from .omadm_sim import DmClient
+from .omadm_sim import DmClient, plain_tree
 
 ORGANISATION = "bench"
 OWNER = "owner"
@@ -61,7 +67,9 @@ def imei(n: int) -> str:
     return f"35{n:013d}"
 
 
-async def _seed(database: Path, devices: int) -> None:
+async def _seed(database: Path, devices: int, server: ServerSecrets) -> list[str]:
+    """The store's devices (and the ids, in IMEI order, for the devices' DM accounts)."""
+    every: list[str] = []
     async with open_sqlite_store(database) as store:
         supervisor = await store.read(_supervisor)
         organisation = await create_organisation(
@@ -116,6 +124,8 @@ async def _seed(database: Path, devices: int) -> None:
                     "username": OWNER,
                     "digest": digest,
                     "nonce": _nonce(n),
+                    "server_nonce": _server_nonce(n),
+                    "bootstrapped_at": at,
                     "updated_at": at,
                 }
                 for n, device in zip(numbers, ids, strict=True)
@@ -137,15 +147,41 @@ async def _seed(database: Path, devices: int) -> None:
             await store.write(_insert_rows, "devices", rows)
             await store.write(_insert_rows, "omadm_peers", peers)
             await store.write(_insert_rows, "commands", commands)
+            every += ids
+    return every
 
 
 def _nonce(n: int) -> str:
     return dm.md5_b64(f"seed nonce {n}".encode())
 
 
+def _server_nonce(n: int) -> str:
+    return dm.md5_b64(f"seed server nonce {n}".encode())
+
+
+def _dm_account(n: int, device_id: str, url: str, server: ServerSecrets) -> dict[str, str]:
+    """The DM account a bootstrap left on device ``n`` (see engine.protocols.omadm_dmacc)."""
+    root = f"{dmacc.DMACC}/{SERVER_ID}"
+    auth = f"{root}/AppAuth/{dmacc.SRVCRED}"
+    return {
+        f"{root}/ServerID": SERVER_ID,
+        f"{root}/AppAddr/1/Addr": url,
+        f"{auth}/AAuthLevel": dmacc.SRVCRED,
+        f"{auth}/AAuthType": dmacc.DIGEST,
+        f"{auth}/AAuthName": SERVER_ID,
+        f"{auth}/AAuthSecret": server.password(device_id),
+        f"{auth}/AAuthData": _server_nonce(n),
+    }
+
+
 async def _sessions(
-    url: str, devices: int, sessions: int, concurrency: int, wbxml: bool
-) -> tuple[list[float], int, int]:
+    url: str,
+    devices: int,
+    sessions: int,
+    concurrency: int,
+    wbxml: bool,
+    accounts: list[dict[str, str]],
+) -> tuple[list[float], int, int, int]:
     latencies: list[float] = []
     round_trips = commands = 0
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -160,6 +196,7 @@ async def _sessions(
                 wbxml=wbxml,
                 auth=dm.AUTH_MD5,
                 nonce=_nonce(n),
+                tree=plain_tree(f"IMEI:{imei(n)}") | accounts[n],
             )
             for n in range(min(devices, sessions))
         ]
@@ -183,21 +220,28 @@ async def _sessions(
         async with trio.open_nursery() as nursery:
             for _ in range(concurrency):
                 nursery.start_soon(worker)
-    return latencies, round_trips, commands
+    trusted = sum(c.server_verdicts.count(dm.AUTHENTICATION_ACCEPTED) for c in clients)
+    return latencies, round_trips, commands, trusted
 
 
 def measure(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="emm-bench-") as directory:
         work = Path(directory)
         config = init_service(work / "data")
-        database = load_bootstrap(config).database.path
-        trio.run(_seed, database, args.devices)
+        bootstrap = load_bootstrap(config)
+        secrets = ServerSecrets.of(
+            CertificateAuthority.load(bootstrap.tls.ca_certificate, bootstrap.tls.ca_private_key)
+        )
+        ids = trio.run(_seed, bootstrap.database.path, args.devices, secrets)
+        database = bootstrap.database.path
         with running_service(config, work) as server:
             url = server.url("http") + "/omadm"
+            count = min(args.devices, args.sessions)
+            accounts = [_dm_account(n, ids[n], url, secrets) for n in range(count)]
             cpu_before = cpu_seconds(server.pid)
             started = time.perf_counter()
-            latencies, round_trips, commands = trio.run(
-                _sessions, url, args.devices, args.sessions, args.concurrency, args.wbxml
+            latencies, round_trips, commands, trusted = trio.run(
+                _sessions, url, args.devices, args.sessions, args.concurrency, args.wbxml, accounts
             )
             elapsed = time.perf_counter() - started
             cpu = cpu_seconds(server.pid) - cpu_before
@@ -209,6 +253,8 @@ def measure(args: argparse.Namespace) -> None:
     expected = min(args.devices, args.sessions)
     if locked != expected:
         raise SystemExit(f"expected {expected} acknowledged locks, found {locked}")
+    if trusted != args.sessions:
+        raise SystemExit(f"the devices authenticated the server in {trusted} sessions only")
     p50, p99 = percentiles(latencies, 50, 99)
     print_table(
         f"OMA DM sessions ({environment()})",
@@ -229,6 +275,7 @@ def measure(args: argparse.Namespace) -> None:
         notes=[
             "target: at least 300 sessions/s",
             f"acknowledged locks: {locked}; tree nodes stored: {nodes}",
+            f"sessions whose server credentials the device checked and took: {trusted}",
             "the simulator runs on the same machine and takes its share of the CPUs",
         ],
     )

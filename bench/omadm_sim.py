@@ -4,8 +4,18 @@
 DevInfo in a Replace), Basic or MD5 credentials (it keeps the NextNonce the server hands out
 and answers 401/407 challenges within the session), XML or WBXML, its own MaxMsgSize and the
 server's, large objects both ways (MoreData, Size, 213 and Alert 1222). Its management tree
-is a dict of node URI → value; it answers Get, Add, Replace, Delete, Exec, Atomic and
-Sequence on it, and records what it executed.
+is a dict of node URI → value; it answers Get, Add, Replace, Delete, Exec, Atomic (all or
+nothing) and Sequence on it, and records what it executed.
+
+Once its DM account (``./DMAcc/<x>``) holds the server's credentials (``AppAuth`` with
+``AAuthLevel`` ``SRVCRED``, e.g. from the server's bootstrap), it authenticates the server
+as OMA DM Security 1.2 says: every server message must carry the server's MD5 ``Cred`` (or
+an ``x-syncml-hmac`` header) keyed with the server nonce it keeps (``AAuthData``); the first
+one that does gets 212 and a ``Chal`` with the next server nonce, one that does not gets
+401/407 with a ``Chal`` and 215 for each of its commands, executed never. A package 0
+notification (:meth:`DmClient.notified`) opens a session only when its digest is right
+for the server nonce it keeps; the digest of the ``SRVCRED`` secret and the nonce, as
+OMA DM Notification Initiated Session 1.2 says.
 
 :func:`windows_client` makes the same client speak as Windows does after enrolment
 (:mod:`bench.windows_sim`): over TLS with the enrolment's client certificate, at the
@@ -17,7 +27,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import itertools
+import secrets
 import ssl
 import tempfile
 from dataclasses import dataclass, field
@@ -27,10 +39,12 @@ import httpx
 from cryptography.hazmat.primitives import serialization
 
 from engine.protocols import omadm as dm
+from engine.protocols import omadm_dmacc as dmacc
 from engine.protocols.syncml import (
     Add,
     Alert,
     Atomic,
+    Chal,
     Command,
     Cred,
     Delete,
@@ -53,6 +67,10 @@ from engine.protocols.syncml import (
 )
 
 _sessions = itertools.count(1)
+ALREADY_EXISTS = 418
+ATOMIC_FAILED = 507
+#: Nodes a DM client never lets a server read (DMAcc: Add and Replace only).
+_UNREADABLE = ("/AAuthSecret", "/AAuthData")
 
 
 class SessionFailed(Exception):
@@ -102,6 +120,12 @@ class DmClient:
     round_trips: int = 0
     statuses: list[Status] = field(default_factory=list)  # every Status the server sent
     commands_seen: int = 0
+    #: The client's Status code for each server SyncHdr (212/200: the server authenticated
+    #: itself, 401/407: refused), and the notifications it took and discarded.
+    server_verdicts: list[int] = field(default_factory=list)
+    notifications: list[bool] = field(default_factory=list)
+    server_hmac: str | None = None
+    _body: bytes = b""
 
     def __post_init__(self) -> None:
         if not self.tree:
@@ -109,9 +133,40 @@ class DmClient:
 
     # ------------------------------------------------------------------ one session
 
-    async def session(self, alert: int = dm.CLIENT_INITIATED) -> None:
+    async def notified(self, package: bytes) -> bool:
+        """A package 0 notification arrived (by SMS/WAP push): checked with the server's
+        credentials of the account its server id names, then a session (Alert 1200, the
+        notification's session id) or nothing. Whether the session was opened."""
+        try:
+            mac, version, _ui, _initiator, session, server_id = dm.read_notification(package)
+        except (ValueError, UnicodeDecodeError):
+            self.notifications.append(False)
+            return False
+        account = dmacc.read_account(self.tree, server_id)
+        server = account.credentials.get(dmacc.SRVCRED) if account else None
+        nonce = self._server_nonce(server)
+        ok = (
+            version == 12
+            and server is not None
+            and nonce is not None
+            and hmac.compare_digest(
+                mac,
+                dm.notification_digest(
+                    dm.user_digest(server_id, server.secret), nonce, package[16:]
+                ),
+            )
+        )
+        self.notifications.append(ok)
+        if ok:
+            await self.session(alert=dm.SERVER_INITIATED, session_id=format(session, "X"))
+        return ok
+
+    async def session(self, alert: int = dm.CLIENT_INITIATED, session_id: str = "") -> None:
         """Run one whole management session."""
-        session_id = str(next(_sessions))
+        session_id = session_id or str(next(_sessions))
+        account = dmacc.read_account(self.tree)
+        server = account.credentials.get(dmacc.SRVCRED) if account else None
+        trusted = False  # the server authenticated itself in this session
         msg_ids = itertools.count(1)
         target = self.url
         outgoing: list[Command] = self._package1(alert)
@@ -156,17 +211,22 @@ class DmClient:
                 raise SessionFailed(code)
             self._retried = False
             self.statuses += [c for c in reply.commands if isinstance(c, Status)]
-            answers: list[Command] = []
+            verdict, refused = self._judge_server(reply, server, trusted)
+            trusted = trusted or (server is not None and not refused)
+            answers: list[Command] = [verdict]
             wants_next = False
             server_commands = [c for c in reply.commands if not isinstance(c, Status)]
             for command in server_commands:
+                if refused:  # an unauthenticated server's commands are not executed
+                    answers.append(self._status(reply, command, dm.NOT_EXECUTED))
+                    continue
                 if isinstance(command, Alert) and command.data == str(dm.NEXT_MESSAGE):
                     wants_next = True
                     answers.append(self._status(reply, command, dm.OK))
                     continue
                 self.commands_seen += 1
                 answers += self._execute(reply, command, chunk_in, pending_results)
-            if more:
+            if more and not refused:
                 outgoing = answers
                 continue
             if wants_next and pending_results:
@@ -178,6 +238,59 @@ class DmClient:
             if not reply.final:
                 answers.append(Alert(cmd_id="", data=str(dm.NEXT_MESSAGE)))
             outgoing = answers
+
+    # ------------------------------------------------------------------ the server's credentials
+
+    def _server_nonce(self, server: dmacc.AppAuth | None) -> str | None:
+        return self.tree.get(f"{server.uri}/AAuthData") if server is not None else None
+
+    def _next_server_nonce(self, server: dmacc.AppAuth) -> Chal:
+        """A new server nonce, kept as the account's AAuthData and sent in a Chal."""
+        nonce = base64.b64encode(secrets.token_bytes(16)).decode()
+        self.tree[f"{server.uri}/AAuthData"] = nonce
+        return Chal(Meta(type=dm.AUTH_MD5, format="b64", next_nonce=nonce))
+
+    def _server_authenticated(self, reply: Message, server: dmacc.AppAuth) -> bool:
+        nonce = self._server_nonce(server)
+        if nonce is None:
+            return False
+        digest = dm.user_digest(server.name, server.secret)
+        cred = reply.header.cred
+        if cred is not None:
+            return hmac.compare_digest(cred.data, dm.md5_credential(digest, nonce))
+        header = dm.parse_hmac_header(self.server_hmac)
+        return (
+            header is not None
+            and header.username == server.name
+            and hmac.compare_digest(header.mac, dm.hmac_mac(digest, nonce, self._body))
+        )
+
+    def _judge_server(
+        self, reply: Message, server: dmacc.AppAuth | None, trusted: bool
+    ) -> tuple[Status, bool]:
+        """The Status for the server's SyncHdr, and whether the server was refused."""
+        status = Status(
+            cmd_id="",
+            msg_ref=reply.header.msg_id,
+            cmd_ref="0",
+            cmd="SyncHdr",
+            data=str(dm.OK),
+            target_refs=[reply.header.target.loc_uri],
+            source_refs=[reply.header.source.loc_uri],
+        )
+        refused = False
+        if server is not None:
+            if self._server_authenticated(reply, server):
+                if not trusted:  # once a session: 212 and the server nonce of next time
+                    status.data = str(dm.AUTHENTICATION_ACCEPTED)
+                    status.chal = self._next_server_nonce(server)
+            else:
+                signed = reply.header.cred is not None or self.server_hmac is not None
+                status.data = str(dm.INVALID_CREDENTIALS if signed else dm.MISSING_CREDENTIALS)
+                status.chal = self._next_server_nonce(server)
+                refused = True
+        self.server_verdicts.append(int(status.data))
+        return status, refused
 
     def _package1(self, alert: int) -> list[Command]:
         commands: list[Command] = [Alert(cmd_id="", data=str(alert))]
@@ -285,6 +398,8 @@ class DmClient:
         self.round_trips += 1
         if response.status_code != 200:
             raise SessionFailed(response.status_code, response.text[:200])
+        self.server_hmac = response.headers.get("x-syncml-hmac")
+        self._body = response.content
         return parse_message(response.content, response.headers["content-type"])
 
     def _local(self, url: str) -> str:
@@ -315,12 +430,19 @@ class DmClient:
         results: list[Results],
     ) -> list[Command]:
         if isinstance(command, Atomic | Sequence):
+            before = dict(self.tree)
             inner: list[Command] = []
             for sub in command.commands:
                 inner += self._execute(reply, sub, chunks, results)
+            failed = any(isinstance(s, Status) and not 200 <= int(s.data) < 300 for s in inner)
+            if isinstance(command, Atomic) and failed:
+                self.tree = before  # all or nothing
+                return [self._status(reply, command, ATOMIC_FAILED), *inner]
             return [self._status(reply, command, dm.OK), *inner]
         if isinstance(command, Get):
             uri = command.items[0].target.loc_uri  # type: ignore[union-attr]
+            if uri.endswith(_UNREADABLE):
+                return [self._status(reply, command, dm.COMMAND_NOT_ALLOWED)]
             if uri not in self.tree:
                 return [self._status(reply, command, dm.NOT_FOUND)]
             results.append(
@@ -336,6 +458,8 @@ class DmClient:
             answers: list[Command] = []
             for item in command.items:
                 uri = item.target.loc_uri if item.target else ""
+                if isinstance(command, Add) and uri in self.tree and uri not in chunks:
+                    return [self._status(reply, command, ALREADY_EXISTS)]
                 data = item.data.decode() if isinstance(item.data, bytes) else item.data
                 parts = chunks.setdefault(uri, [])
                 parts.append(data if isinstance(data, str) else "")
@@ -344,10 +468,15 @@ class DmClient:
                 self.tree[uri] = "".join(chunks.pop(uri))
             answers.append(self._status(reply, command, dm.OK))
             return answers
-        if isinstance(command, Delete):
+        if isinstance(command, Delete):  # a node and what lies below it
+            found = False
             for item in command.items:
-                self.tree.pop(item.target.loc_uri if item.target else "", None)
-            return [self._status(reply, command, dm.OK)]
+                uri = item.target.loc_uri if item.target else ""
+                doomed = [node for node in self.tree if node == uri or node.startswith(uri + "/")]
+                found |= bool(doomed)
+                for node in doomed:
+                    del self.tree[node]
+            return [self._status(reply, command, dm.OK if found else dm.NOT_FOUND)]
         if isinstance(command, Exec):
             uri = command.item.target.loc_uri if command.item.target else ""
             self.executed.append(uri)

@@ -20,10 +20,22 @@ its queued commands (marked sent) and, for Windows, a requested unenrolment; the
 update the management tree snapshot (:mod:`engine.store.omadm`), the inventory and the
 commands' states (:func:`engine.commands.record_result`).
 
+The server authenticates itself to plain OMA DM clients with its own credentials on each
+device (:mod:`engine.omadm_credentials`: a password derived per device, and the server nonce
+the device last gave). The first authenticated session of such a device provisions them:
+an ``Atomic`` of ``Add`` commands creates the service's DM account (``./DMAcc/EMM``, with
+``AppAuth`` entries ``SRVCRED`` and ``CLCRED``; :mod:`engine.protocols.omadm_dmacc`), or, the
+account existing (418), its ``SRVCRED`` entry alone; once the device acknowledged it (or
+took the server's credentials: 212), ``bootstrapped_at`` and the server nonce are kept, and
+every later session is signed (MD5 ``Cred`` or ``x-syncml-hmac``) with the nonce each
+``NextNonce`` of the device replaces. A device that answers a signed message without
+checking it (a plain 200, no nonce: reset, or set up by hand) is provisioned again.
+
 Wake-ups: no push channel reaches these devices from here (Windows' push goes through WNS,
 plain OMA DM through an SMS/WAP-push gateway), so a queued command is recorded as a pending
-alert (shown in the portal) together with the package 0 notification a gateway would
-carry; the device picks its commands up at its next scheduled session.
+alert (shown in the portal) together with, for a bootstrapped plain OMA DM device, the
+package 0 notification a gateway would carry, keyed with the server's credentials; the
+device picks its commands up at its next scheduled session.
 """
 
 from __future__ import annotations
@@ -47,10 +59,12 @@ from .commands import State, mark_sent_unit, public, record_result_unit
 from .devices import may_connect
 from .errors import Invalid, NotFound
 from .ids import new_id
+from .omadm_credentials import SERVER_ID, ServerSecrets
 from .organisations import visible_organisation
 from .passwords import verify_password
 from .principals import AccountKind, Principal, Right, owner_scope, require_kind, require_right
 from .protocols import omadm as dm
+from .protocols import omadm_dmacc as dmacc
 from .protocols.omadm_nodes import WINDOWS_UNENROL, Action, profile_of
 from .protocols.syncml import (
     Add,
@@ -82,9 +96,12 @@ from .wakeups import Waiting, Wakeups
 from .windows_enrolment import PROVIDER_ID, record_unenrolled
 
 PROTOCOL = "oma_dm"
-SERVER_ID = "EMM"
 INVENTORY = "inventory"
 UNENROL = "unenrol"
+#: Operations that provision the server's credentials: the whole DM account, or only its
+#: SRVCRED entry when the account exists already.
+BOOTSTRAP = "bootstrap"
+SERVER_CREDENTIALS = "server-credentials"
 _COMMAND = "command:"
 _SETTING = "setting:"
 #: Meta Format values a setting may have (OMA DM TND 1.2).
@@ -116,6 +133,22 @@ class Peer:
     unenrolling: set[str] = field(default_factory=set)
     #: Nodes a generic alert named, kept with the next package's write.
     reported: list[tuple[str, str | None, str | None, str | None]] = field(default_factory=list)
+    #: Plain OMA DM: the user name the client authenticated with, the server address it
+    #: called, whether its DM account may still lack the server's credentials, the server
+    #: nonce a bootstrap under way gives it, and DM state not kept yet (the client's
+    #: NextNonce for the server, its acceptance of the server's credentials).
+    username: str | None = None
+    server_uri: str = ""
+    needs_bootstrap: bool = False
+    bootstrap_nonce: str | None = None
+    #: The provisioning operation to send next, and those sent in this session.
+    provision: str | None = None
+    provisioned: set[str] = field(default_factory=set)
+    #: The client said how it took the server's credentials in this session.
+    judged: bool = False
+    #: The server's credentials this session signs with (shared with the session).
+    credential: dm.ServerCredential | None = None
+    keep: dict[str, Any] = field(default_factory=dict)
 
 
 def windows_peer(device: dict[str, Any], mode: str | None = None) -> Peer:
@@ -129,8 +162,9 @@ def _new_nonce() -> str:
 class OmadmBackend:
     """What a :class:`~engine.protocols.omadm.DmSession` asks of the service."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, server: ServerSecrets | None = None) -> None:
         self.store = store
+        self.server = server
 
     # ------------------------------------------------------------------ authentication
 
@@ -141,8 +175,9 @@ class OmadmBackend:
             outcome = await self.store.write(_check_digest, credentials, _new_nonce())
             if outcome.device is None:
                 return dm.Authentication(outcome.status, challenge=(dm.AUTH_BASIC, None))
-            peer = _peer(outcome.device) if outcome.status == dm.AUTHENTICATION_ACCEPTED else None
-            return dm.Authentication(outcome.status, peer, outcome.challenge)
+            if outcome.status != dm.AUTHENTICATION_ACCEPTED:
+                return dm.Authentication(outcome.status, challenge=outcome.challenge)
+            return self._accepted(outcome.device, outcome.peer, credentials, outcome.challenge)
         rows = await self.store.lookup(db.oma_dm_devices_with_id, credentials.device_id)
         device = _device_of(rows, credentials.username)
         if device is None:
@@ -165,8 +200,33 @@ class OmadmBackend:
             return await self._refuse(device, dm.INVALID_CREDENTIALS)
         nonce = _new_nonce()
         digest = dm.user_digest(credentials.username or "", password or "")
-        await self.store.write(_basic_accepted, name, device, credentials.username, digest, nonce)
-        return dm.Authentication(dm.AUTHENTICATION_ACCEPTED, _peer(device), (dm.AUTH_MD5, nonce))
+        found = await self.store.write(
+            _basic_accepted, name, device, credentials.username, digest, nonce
+        )
+        return self._accepted(device, found, credentials, (dm.AUTH_MD5, nonce))
+
+    def _accepted(
+        self,
+        device: Row,
+        found: Row | None,
+        credentials: dm.Credentials,
+        challenge: tuple[str, str | None] | None,
+    ) -> dm.Authentication:
+        """A plain OMA DM client in: its session is signed with the server's credentials
+        once its DM account has them; until then its first package provisions them."""
+        peer = _peer(device)
+        peer.username = credentials.username
+        peer.server_uri = credentials.server_uri
+        server = None
+        if self.server is not None:
+            # Without a server nonce the session goes unsigned; a client that holds the
+            # server's credentials anyway (a bootstrap whose answer was lost) challenges
+            # the server with its nonce, and the derived password does the rest.
+            server = self.server.credential(device["id"], found["server_nonce"] if found else None)
+            peer.credential = server
+            peer.needs_bootstrap = not (found and found["bootstrapped_at"])
+            peer.provision = BOOTSTRAP if peer.needs_bootstrap else None
+        return dm.Authentication(dm.AUTHENTICATION_ACCEPTED, peer, challenge, server)
 
     async def _refuse(self, device: dict[str, Any], status: int) -> dm.Authentication:
         """How to try next: MD5 with a fresh nonce once the digest is known, else Basic."""
@@ -175,6 +235,34 @@ class OmadmBackend:
         return dm.Authentication(
             status, challenge=(dm.AUTH_MD5, nonce) if known else (dm.AUTH_BASIC, None)
         )
+
+    async def server_judged(self, peer: object, status: int, nonce: str | None) -> None:
+        """The client's word on the server's credentials: its next server nonce, and (212)
+        that its DM account holds them, so the device counts as bootstrapped. A device whose
+        first word on a signed message is a plain 2xx without a nonce did not check them:
+        its DM account lacks them (reset, or set up by hand), so they are provisioned again,
+        in this session, and no package 0 is made for it meanwhile. Kept with the package's
+        write (:meth:`exchange`), or by :meth:`keep` if none follows."""
+        assert isinstance(peer, Peer)
+        first, peer.judged = not peer.judged, True
+        if nonce is not None:
+            peer.keep["server_nonce"] = nonce
+        if status == dm.AUTHENTICATION_ACCEPTED and peer.needs_bootstrap:
+            peer.needs_bootstrap = False
+            peer.provision = None
+            peer.keep["bootstrapped_at"] = now()
+        elif first and 200 <= status < 300 and status != dm.AUTHENTICATION_ACCEPTED and not nonce:
+            if not peer.needs_bootstrap:
+                peer.needs_bootstrap = True
+                peer.keep["bootstrapped_at"] = None
+            if BOOTSTRAP not in peer.provisioned:
+                peer.provision = BOOTSTRAP
+
+    async def keep(self, peer: object) -> None:
+        """What :meth:`server_judged` left for a write when no package write took it."""
+        if isinstance(peer, Peer) and peer.keep:
+            values, peer.keep = peer.keep, {}
+            await self.store.write(_put_peer, peer, values)
 
     # ------------------------------------------------------------------ the client's words
 
@@ -221,6 +309,9 @@ class OmadmBackend:
         peer.reported = []
         unenrolled = False
         for outcome in outcomes:
+            if outcome.key in (BOOTSTRAP, SERVER_CREDENTIALS):
+                _provisioning_answered(peer, outcome)
+                continue
             changes.nodes += [(v.uri, v.data, v.format, v.type) for v in outcome.results if v.uri]
             if outcome.ok:
                 changes.writes += peer.writes.pop(outcome.key, [])
@@ -232,6 +323,7 @@ class OmadmBackend:
             elif outcome.key.startswith(_COMMAND):
                 changes.results.append((outcome.key[len(_COMMAND) :], outcome.ok, _result(outcome)))
         changes.found = _inventory_of(peer, changes.nodes)
+        changes.peer, peer.keep = peer.keep, {}
         if more:
             peer.step += 1
         if more and peer.unenrolled:
@@ -243,9 +335,12 @@ class OmadmBackend:
         if not more or peer.unenrolled:
             return []
         profile = profile_of(peer.platform)
-        if peer.step == 1:
-            return [dm.Operation(INVENTORY, [_get(uri) for uri in profile.inventory])]
         operations: list[dm.Operation] = []
+        if peer.provision is not None and self.server is not None:
+            operations.append(self._provision(peer, peer.provision, self.server))
+        if peer.step == 1:
+            inventory_read = dm.Operation(INVENTORY, [_get(uri) for uri in profile.inventory])
+            return [inventory_read, *operations]
         if work.unenrol:
             operations.append(self._operation(peer, UNENROL, (WINDOWS_UNENROL,), {}))
         for setting in work.settings:
@@ -261,6 +356,26 @@ class OmadmBackend:
                 actions = profile.commands[command["kind"]]
                 operations.append(self._operation(peer, key, actions, command["parameters"]))
         return operations
+
+    def _provision(self, peer: Peer, kind: str, server: ServerSecrets) -> dm.Operation:
+        """The service's DM account (or, ``SERVER_CREDENTIALS``, only its SRVCRED entry)
+        with the server's credentials and a first server nonce (kept once the device
+        acknowledged it; nothing of it goes into the tree snapshot). Once per session each."""
+        peer.provision = None
+        peer.provisioned.add(kind)
+        peer.bootstrap_nonce = _new_nonce()
+        account = dmacc.Provisioned(
+            account=SERVER_ID,
+            server_id=SERVER_ID,
+            name=SERVER_ID,
+            address=peer.server_uri,
+            server_password=server.password(peer.device_id),
+            server_nonce=peer.bootstrap_nonce,
+            client_name=peer.username or "",
+        )
+        if kind == SERVER_CREDENTIALS:
+            return dm.Operation(kind, [dmacc.server_credentials(account)])
+        return dm.Operation(kind, [dmacc.bootstrap(account)])
 
     def _operation(
         self, peer: Peer, key: str, actions: Sequence[Action], parameters: dict[str, Any]
@@ -285,6 +400,30 @@ class OmadmBackend:
 Node = tuple[str, str | None, str | None, str | None]
 
 
+def _provisioning_answered(peer: Peer, outcome: dm.OperationOutcome) -> None:
+    """The device's answer to a provisioning operation: bootstrapped with the nonce it was
+    given (it ran the commands after the header it may have named another nonce in, so this
+    one is its latest; the rest of the session is signed with it), or, its account existing
+    already (418 for the account's node) and the server's credentials not taken otherwise
+    (212), its SRVCRED entry alone next."""
+    statuses = [(o.name, o.uris, o.status) for o in outcome.outcomes]
+    if outcome.key == BOOTSTRAP:
+        done = outcome.ok
+        root = dmacc.account_uri(SERVER_ID)
+        exists = any(s == dmacc.ALREADY_EXISTS and root in uris for _, uris, s in statuses)
+        again = SERVER_CREDENTIALS not in peer.provisioned
+        if not done and exists and peer.needs_bootstrap and again:
+            peer.provision = SERVER_CREDENTIALS
+    else:
+        done = dmacc.provisioned(SERVER_ID, statuses)
+    if done and peer.bootstrap_nonce is not None:
+        peer.keep["server_nonce"] = peer.bootstrap_nonce
+        peer.keep["bootstrapped_at"] = now()
+        peer.needs_bootstrap = False
+        if peer.credential is not None:
+            peer.credential.nonce = peer.bootstrap_nonce
+
+
 @dataclass
 class _Changes:
     """What one server package keeps (and, with ``step``, which work it takes next)."""
@@ -298,6 +437,8 @@ class _Changes:
     found: dict[str, Any] = field(default_factory=dict)
     settings: list[tuple[str, bool, int]] = field(default_factory=list)
     results: list[tuple[str, bool, dict[str, Any]]] = field(default_factory=list)
+    #: DM state of the device: its server nonce, when it was bootstrapped.
+    peer: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -385,6 +526,7 @@ class _DigestOutcome:
     status: int
     device: Row | None = None
     challenge: tuple[str, str | None] | None = None
+    peer: Row | None = None  # the device's DM state as it was
 
 
 def _device_of(rows: list[Row], username: str | None) -> Row | None:
@@ -445,7 +587,7 @@ def _check_digest(
     if attempts is not None:
         clear_attempts(conn, name)
     inventory.update_device(conn, device["id"], {"last_seen_at": at})
-    return _DigestOutcome(dm.AUTHENTICATION_ACCEPTED, device, (kind, nonce))
+    return _DigestOutcome(dm.AUTHENTICATION_ACCEPTED, device, (kind, nonce), found)
 
 
 def _expected(found: Row, credentials: dm.Credentials) -> str:
@@ -461,7 +603,7 @@ def _basic_accepted(
     username: str,
     digest: str,
     nonce: str,
-) -> None:
+) -> Row | None:
     at = now()
     clear_attempts(conn, name)
     db.put_peer(
@@ -476,6 +618,7 @@ def _basic_accepted(
         },
     )
     inventory.update_device(conn, device["id"], {"last_seen_at": at})
+    return db.peer(conn, device["id"])
 
 
 def _put_peer(conn: sqlite3.Connection, peer: Peer, values: dict[str, Any]) -> None:
@@ -543,6 +686,8 @@ def _exchange(conn: sqlite3.Connection, peer: Peer, changes: _Changes) -> _Work:
     the queued work, marked sent."""
     if changes.step == 1:
         _session_started(conn, peer)
+    if changes.peer:
+        _put_peer(conn, peer, changes.peer)
     if changes.nodes or changes.writes or changes.deletes:
         _record(conn, peer, changes.nodes, changes.deletes, changes.found, changes.writes)
     for setting_id, ok, status in changes.settings:
@@ -720,29 +865,24 @@ def _public_setting(row: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- wake-ups
 
 
-async def record_wakeups(store: Store, waiting: Sequence[Waiting]) -> None:
-    """Commands wait for these devices: record a pending alert (and, for plain OMA DM, the
-    package 0 notification an SMS/WAP-push gateway would carry).
-
-    The notification is unsigned for real: its trigger (header and server id) is right, but
-    its 16-byte digest is keyed with the *client's* credential (``B64(H(user:password))``
-    and the client nonce), because the service holds no server credential per device. A
-    device checks ``H(B64(H(server-id:server-password)):server-nonce:B64(H(trigger)))``
-    with the credential its DM account keeps for the server (``DMAcc/<x>/AppAuth`` with
-    ``AAuthLevel`` ``SRVCRED``), so it will discard this one. What a signed notification
-    needs: a migration adding a server password and the server nonce to ``omadm_peers``; a
-    random server password generated per plain OMA DM device (returned nowhere); a bootstrap
-    (OMA DM Bootstrap / WAP provisioning, or an ``Add``/``Replace`` of the ``AppAuth`` nodes
-    in a session) that gives it to the device; the server's own ``Cred`` in the SyncHdr and
-    the device's ``NextNonce`` for the server kept from each session; then this digest keyed
-    with them. Until then a gateway must not be given these packages as trustworthy.
-    """
+async def record_wakeups(
+    store: Store, waiting: Sequence[Waiting], server: ServerSecrets | None = None
+) -> None:
+    """Commands wait for these devices: record a pending alert and, for a plain OMA DM
+    device whose DM account holds the server's credentials, the package 0 notification an
+    SMS/WAP-push gateway would carry (OMA DM Notification Initiated Session 1.2): its digest
+    is ``H(B64(H(server-id:server-password)):server-nonce:B64(H(trigger)))``, keyed as the
+    device checks it (its ``SRVCRED``: the server's password on it and the server nonce it
+    last gave). A device not bootstrapped yet gets no notification: it could not check one.
+    Windows takes no package 0 (its push goes through WNS)."""
     ours = [w for w in waiting if w.protocol == PROTOCOL]
     if ours:
-        await store.write(_record_wakeups, ours)
+        await store.write(_record_wakeups, ours, server)
 
 
-def _record_wakeups(conn: sqlite3.Connection, waiting: list[Waiting]) -> None:
+def _record_wakeups(
+    conn: sqlite3.Connection, waiting: list[Waiting], server: ServerSecrets | None
+) -> None:
     at = now()
     for wake in waiting:
         device = inventory.device_by_id(conn, wake.device_id)
@@ -750,10 +890,17 @@ def _record_wakeups(conn: sqlite3.Connection, waiting: list[Waiting]) -> None:
             continue
         found = db.peer(conn, wake.device_id)
         package = None
-        if device["platform"] != "windows" and found and found["digest"]:
+        if (
+            server is not None
+            and device["platform"] != "windows"
+            and found is not None
+            and found["bootstrapped_at"]
+            and found["server_nonce"]
+        ):
             session = int.from_bytes(secrets.token_bytes(2), "big")
-            digest = dm.notification(SERVER_ID, found["digest"], found["nonce"] or "", session)
-            package = base64.b64encode(digest).decode()
+            digest = server.digest(wake.device_id)
+            notification = dm.notification(SERVER_ID, digest, found["server_nonce"], session)
+            package = base64.b64encode(notification).decode()
         db.put_peer(
             conn,
             {
@@ -794,6 +941,7 @@ def _tree(
         "last_session_at": peer["last_session_at"] if peer else None,
         "pending_alert_at": peer["pending_alert_at"] if peer else None,
         "login_status": peer["login_status"] if peer else None,
+        "bootstrapped_at": peer["bootstrapped_at"] if peer else None,
         "nodes": db.nodes_of(conn, device_id),
     }
 
@@ -820,6 +968,8 @@ class DmRequest:
 class DmResponse:
     body: bytes
     wbxml: bool
+    #: The server's ``x-syncml-hmac`` header, when the client authenticates with HMAC.
+    hmac: str | None = None
 
 
 def error_message(header: SyncHdr, code: int) -> Message:
@@ -872,10 +1022,10 @@ class OmadmSessionLogic:
     (the same SessionID and MsgID) gets the same answer again.
     """
 
-    def __init__(self, store: Store) -> None:
-        self.backend = OmadmBackend(store)
+    def __init__(self, store: Store, server: ServerSecrets | None = None) -> None:
+        self.backend = OmadmBackend(store, server)
         self.sessions: dict[str, dm.DmSession] = {}
-        self.last: tuple[str, str, str, bytes] | None = None
+        self.last: tuple[str, str, str, DmResponse] | None = None
 
     async def handle(self, request: DmRequest) -> DmResponse:
         header = request.message.header
@@ -883,7 +1033,7 @@ class OmadmSessionLogic:
             key = "windows:" + header.session_id
             session = self.sessions.get(key)
             if self._repeated(key, header):
-                return DmResponse(self.last[3], request.wbxml)  # type: ignore[index]
+                return self.last[3]  # type: ignore[index]
             if session is None:
                 session = dm.DmSession(
                     backend=self.backend,
@@ -895,9 +1045,10 @@ class OmadmSessionLogic:
         elif request.token is not None:
             found = self.sessions.get(request.token)
             if found is None or found.session_id != header.session_id:
-                return self._answer("", header, error_message(header, dm.NOT_FOUND), request.wbxml)
+                refusal = error_message(header, dm.NOT_FOUND)
+                return self._answer("", header, refusal, request.wbxml, None)
             if self._repeated(request.token, header):
-                return DmResponse(self.last[3], request.wbxml)  # type: ignore[index]
+                return self.last[3]  # type: ignore[index]
             session, key = found, request.token
         else:
             key = secrets.token_urlsafe(18)
@@ -913,19 +1064,29 @@ class OmadmSessionLogic:
         was_authenticated = session.authenticated
         session.wbxml = request.wbxml
         reply = await session.receive(request.message, request.body, request.hmac)
+        await self.backend.keep(session.peer)
         if session.authenticated and not was_authenticated:
             self.sessions = {key: session}
         if session.finished:
             self.sessions.pop(key, None)
-        return self._answer(key, header, reply, request.wbxml)
+        return self._answer(key, header, reply, request.wbxml, session.server)
 
     def _repeated(self, key: str, header: SyncHdr) -> bool:
         return self.last is not None and self.last[:3] == (key, header.session_id, header.msg_id)
 
-    def _answer(self, key: str, header: SyncHdr, reply: Message, wbxml: bool) -> DmResponse:
+    def _answer(
+        self,
+        key: str,
+        header: SyncHdr,
+        reply: Message,
+        wbxml: bool,
+        server: dm.ServerCredential | None,
+    ) -> DmResponse:
         body = encode_message(reply, wbxml)
-        self.last = (key, header.session_id, header.msg_id, body)
-        return DmResponse(body, wbxml)
+        mac = server.mac_header(body) if server is not None else None
+        response = DmResponse(body, wbxml, mac)
+        self.last = (key, header.session_id, header.msg_id, response)
+        return response
 
     async def close(self) -> None:
         """Nothing to hand over: a session's effects are written as they happen."""

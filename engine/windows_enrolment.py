@@ -49,6 +49,7 @@ from .auth import claim_sign_in_attempt, login_readings, sign_in_name
 from .devices import check_room, may_connect
 from .errors import AlreadyExists, NotFound
 from .ids import new_id
+from .omadm_credentials import ServerSecrets
 from .organisations import changeable_organisation
 from .passwords import verify_password
 from .pki import CertificateAuthority
@@ -402,7 +403,9 @@ class WindowsEnrolment:
                 renew_period_days=RENEWAL_PERIOD.days,
                 renew_retry_days=RENEWAL_RETRY_DAYS,
                 client_secret=enrolment["client_secret"],
-                server_secret=enrolment["server_secret"],
+                # The APPSRV secret is the server's password on this device, the one
+                # every OMA DM device has (engine.omadm_credentials), not a second one.
+                server_secret=ServerSecrets.of(self.ca).password(device["id"]),
                 client_nonce=enrolment["client_nonce"],
                 renewal=renewal,
             )

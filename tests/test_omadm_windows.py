@@ -17,6 +17,7 @@ import trio
 
 from bench.omadm_sim import DmClient, SessionFailed, windows_client, windows_tls
 from bench.windows_sim import Enrolment, SimulatedWindows
+from engine.omadm_credentials import ServerSecrets
 from engine.pki import CertificateAuthority
 from engine.principals import AccountKind, Principal, parse_rights
 from engine.protocols import omadm as dm
@@ -287,3 +288,20 @@ async def test_policy_csp_settings_and_user_settings_wait_for_the_user(world: Wo
     nodes = {n["uri"]: n for n in (await world.tree())["nodes"]}  # type: ignore[index]
     assert nodes[device_setting]["source"] == "server"
     assert nodes[device_setting]["format"] == "int"
+
+
+async def test_the_appsrv_secret_is_the_servers_password_on_the_device(world: World) -> None:
+    """The w7 APPLICATION's server credential (APPSRV, DMAcc SRVCRED on Windows) is the
+    per-device server password every OMA DM device has, derived, not a second secret."""
+    tls = world.running.bootstrap.tls
+    ca = CertificateAuthority.load(tls.ca_certificate, tls.ca_private_key)
+    appauth = {
+        parm.get("name"): parm.get("value")
+        for auth in world.enrolment.document.iter("characteristic")
+        if auth.get("type") == "APPAUTH"
+        for parm in auth.iter("parm")
+        if any(p.get("value") == "APPSRV" for p in auth.iter("parm"))
+    }
+    expected = ServerSecrets.of(ca).password(world.enrolment.device_id)
+    assert appauth["AAUTHSECRET"] == expected
+    assert ServerSecrets.of(ca).password("another device") != expected

@@ -6,12 +6,15 @@ presents a TLS client certificate (or an RFC 9440 ``Client-Cert`` header from a 
 proxy) is a Windows device: the certificate must be one the service's CA issued to an
 enrolment still current, which identifies the device; any other certificate is refused
 with 403 before the message reaches a session. Without a certificate the message is a plain
-OMA DM client's, authenticated in the session (Basic, MD5 or the ``x-syncml-hmac`` header).
+OMA DM client's, authenticated in the session (Basic, MD5 or the ``x-syncml-hmac`` header);
+the server answers an HMAC client with its own ``x-syncml-hmac`` header, keyed with its
+credentials on the device (:mod:`engine.omadm_credentials`, derived once here at start).
 
 The message is parsed here (a malformed one is refused with 400 and a short text before any
 actor is bothered) and handed to the DeviceSession actor of the device
 (:class:`engine.omadm.OmadmSessionLogic`). Wake-ups: queued commands for ``oma_dm`` devices
-are recorded as pending alerts (no push channel reaches them from here).
+are recorded as pending alerts with their package 0 (no push channel reaches them from
+here).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from engine.omadm import (
     record_wakeups,
     refuse_unknown,
 )
+from engine.omadm_credentials import ServerSecrets
 from engine.protocols import omadm as dm
 from engine.protocols import syncml
 from engine.wakeups import Waiting
@@ -81,7 +85,9 @@ async def omadm(request: EdgeRequest) -> EdgeResponse:
         reply = await ask_device_session(PROTOCOL, f"dm:{dm_id}", dm_request, context)
     else:  # a DevId nobody knows: no actor is started for it
         reply = await refuse_unknown(context.store, dm_request)
-    return EdgeResponse(200, reply.body, syncml.content_type(reply.wbxml, dm=True))
+    headers = () if reply.hmac is None else ((HMAC_HEADER.decode(), reply.hmac),)
+    # With HMAC the server authenticates itself as the client does: in the transport header.
+    return EdgeResponse(200, reply.body, syncml.content_type(reply.wbxml, dm=True), headers)
 
 
 #: The OMA DM service URL, served by ``web.device_edge``.
@@ -92,10 +98,14 @@ async def start(nursery: trio.Nursery, context: ServiceContext, bootstrap: Boots
     """Start the OMA DM listener (one DeviceSession actor per device) and the task that
     records wake-ups for OMA DM devices."""
     store = context.store
+    server = ServerSecrets.of(authority(context))  # derived once: the CA key stays put
     # A DM session lasts seconds and the device is back hours later: its actor need not
     # wait long for it (what must last is in the store).
     context.listeners[PROTOCOL] = await start_listener(
-        nursery, PROTOCOL, lambda key: OmadmSessionLogic(store), session_idle=SESSION_IDLE
+        nursery,
+        PROTOCOL,
+        lambda key: OmadmSessionLogic(store, server),
+        session_idle=SESSION_IDLE,
     )
     send, receive = trio.open_memory_channel[list[Waiting]](1024)
 
@@ -112,7 +122,7 @@ async def start(nursery: trio.Nursery, context: ServiceContext, bootstrap: Boots
     async def record() -> None:
         async for waiting in receive:
             try:
-                await record_wakeups(store, waiting)
+                await record_wakeups(store, waiting, server)
             except Exception:
                 log.exception("recording OMA DM wake-ups failed")
 

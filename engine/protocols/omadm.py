@@ -25,6 +25,16 @@ with a fresh nonce per session handed out in ``NextNonce`` of a ``Chal``, or HMA
 whole message in the ``x-syncml-hmac`` transport header. Failures answer 401 (wrong) or 407
 (missing) with a ``Chal`` carrying a new nonce; success answers 212. A session whose device
 is already known by its TLS client certificate (Windows) starts authenticated.
+
+The server authenticates itself to the client the same way, with its own credentials on the
+device (:class:`ServerCredential`, the DMAcc ``SRVCRED``): once the client authenticated, each
+server message carries the server's MD5 ``Cred`` in its SyncHdr (or, when the client used
+HMAC, an ``x-syncml-hmac`` header over the response), keyed with the *server nonce*. The
+client names that nonce itself: a ``Chal`` in its Status for the server's SyncHdr carries
+the ``NextNonce`` the server must use from then on (and in its next package 0). A client
+that refuses the server's credentials (401/407 on the SyncHdr, 215 for each command) gets
+the same commands again, signed with the nonce its ``Chal`` gave; refused again, the server
+ends the session without reporting those commands (they are given again next session).
 """
 
 from __future__ import annotations
@@ -43,6 +53,7 @@ from .syncml import (
     BadCommand,
     Chal,
     Command,
+    Cred,
     Delete,
     Exec,
     Get,
@@ -106,6 +117,11 @@ _MIN_MSG_SIZE = 1024
 #: 420 Device full: its values wait in memory until the package ends.
 MAX_HELD_VALUES = 5000
 MAX_HELD_BYTES = 8 * 1024 * 1024
+#: The longest NextNonce the server keeps from a client.
+MAX_NONCE = 256
+#: How many times in a row a client may refuse the server's credentials before the server
+#: ends the session.
+MAX_SERVER_REFUSALS = 2
 #: Room kept free in each message for what closes it (SyncBody, Final, SyncML, a Status).
 _CLOSING_ROOM = 64
 _MIN_CHUNK = 128
@@ -140,6 +156,37 @@ def md5_credential(digest: str, nonce: str) -> str:
 def hmac_mac(digest: str, nonce: str, body: bytes) -> str:
     """The HMAC of a message: ``B64(H(B64(H(user:password)):nonce:B64(H(body))))``."""
     return md5_b64(digest.encode() + b":" + nonce_bytes(nonce) + b":" + md5_b64(body).encode())
+
+
+def hmac_header(username: str, mac: str) -> str:
+    """The ``x-syncml-hmac`` header value (OMA DM Security 1.2, 5.5.2)."""
+    return f'algorithm=MD5, username="{username}", mac={mac}'
+
+
+@dataclass
+class ServerCredential:
+    """The server's credentials on the device (DMAcc ``AppAuth`` with ``AAuthLevel``
+    ``SRVCRED``): its name (``AAuthName``), ``B64(H(name:password))`` and the server nonce
+    the device expects (``AAuthData``), which the client replaces with each ``NextNonce``
+    it sends. ``hmac``: the client authenticated with HMAC, so the server answers in the
+    ``x-syncml-hmac`` header rather than with a ``Cred``."""
+
+    name: str
+    digest: str
+    nonce: str | None
+    hmac: bool = False
+
+    def cred(self) -> Cred | None:
+        """The MD5 ``Cred`` of the server's SyncHdr (None without a nonce or with HMAC)."""
+        if self.nonce is None or self.hmac:
+            return None
+        return Cred(md5_credential(self.digest, self.nonce), Meta(type=AUTH_MD5, format="b64"))
+
+    def mac_header(self, body: bytes) -> str | None:
+        """The ``x-syncml-hmac`` header of a response body (only when the client uses HMAC)."""
+        if self.nonce is None or not self.hmac:
+            return None
+        return hmac_header(self.name, hmac_mac(self.digest, self.nonce, body))
 
 
 _HMAC_PARAM = re.compile(r'\s*([A-Za-z]+)\s*=\s*(?:"([^"]*)"|([^,\s]*))\s*(?:,|$)')
@@ -185,16 +232,20 @@ class Credentials:
     data: str | None
     username: str | None
     body: bytes = b""  # the whole message as received (HMAC covers it)
+    server_uri: str = ""  # the server address the client called (SyncHdr Target)
 
 
 @dataclass(frozen=True)
 class Authentication:
     """The outcome of :meth:`DmBackend.authenticate`: ``status`` 212 with the backend's
-    ``peer``, or 401/407; ``challenge`` (type, nonce) says how to authenticate next."""
+    ``peer``, or 401/407; ``challenge`` (type, nonce) says how to authenticate next;
+    ``server``: the server's credentials on the device, once it has them (its messages are
+    then signed)."""
 
     status: int
     peer: object | None = None
     challenge: tuple[str, str] | None = None
+    server: ServerCredential | None = None
 
 
 @dataclass(frozen=True)
@@ -254,6 +305,12 @@ class DmBackend(Protocol):
     async def alerted(self, peer: object, alert: ClientAlert) -> int:
         """A generic alert or client event; the Status code to answer it with."""
 
+    async def server_judged(self, peer: object, status: int, nonce: str | None) -> None:
+        """The client's Status for the server's SyncHdr when it says something: on the first
+        signed server message (212: it authenticated the server; a plain 2xx: it did not
+        check), 212 later, and ``nonce``, its ``NextNonce`` for the server, the nonce of the
+        server's next credential and of its next package 0 to this device."""
+
     async def exchange(
         self,
         peer: object,
@@ -281,6 +338,10 @@ class _Sent:
     uris: list[str]
     top: bool
     answered: bool = False
+    #: What to send again if the client refuses the server's credentials (top-level
+    #: commands and chunks), and from which byte of its value.
+    origin: _Outgoing | None = None
+    offset: int = 0
 
 
 @dataclass
@@ -340,6 +401,16 @@ class DmSession:
     #: Bytes of node values held for the backend (what a client package reported): bounded
     #: by :data:`MAX_HELD_BYTES` however many messages the package spans.
     held: int = 0
+    #: The server's credentials on the device (None: the device knows none of the server's).
+    server: ServerCredential | None = None
+    #: The client refused the server's credentials in its Status for the SyncHdr of this
+    #: server message (its commands come back with 215 and are sent again, or dropped).
+    refused_msg: str | None = None
+    server_refusals: int = 0
+    #: Server messages that went signed, and whether the client answered one yet.
+    signed: set[str] = field(default_factory=set)
+    judged: bool = False
+    resend: list[_Outgoing] = field(default_factory=list)
 
     @property
     def authenticated(self) -> bool:
@@ -364,7 +435,8 @@ class DmSession:
             self.finished = True
             return reply.finish(final=True)
         if not self.authenticated:
-            outcome = await self.backend.authenticate(_credentials(header, body, hmac))
+            credentials = _credentials(header, body, hmac)
+            outcome = await self.backend.authenticate(credentials)
             if outcome.status != AUTHENTICATION_ACCEPTED:
                 reply.header_status(outcome.status, outcome.challenge)
                 for command in message.commands:
@@ -372,6 +444,10 @@ class DmSession:
                         reply.status_of(command, outcome.status)
                 return reply.finish(final=True)
             self.peer = outcome.peer
+            self.server = outcome.server
+            if self.server is not None and credentials.kind == AUTH_HMAC:
+                self.server.hmac = True
+            reply.sign()
             reply.header_status(AUTHENTICATION_ACCEPTED, outcome.challenge)
         else:
             reply.header_status(OK, None)
@@ -380,6 +456,9 @@ class DmSession:
             if isinstance(command, Alert) and command.data == str(NEXT_MESSAGE):
                 more_wanted = True
             await self._command(command, reply)
+        if self.resend:  # refused by the client: these go again, first
+            self.outgoing.extendleft(reversed(self.resend))
+            self.resend = []
         receiving = self.chunk is not None or not message.final
         if self.finished:
             await self._exchange(more=False)  # keep what the client said and answered
@@ -530,17 +609,68 @@ class DmSession:
         return True
 
     async def _status(self, status: Status) -> None:
+        if status.cmd == "SyncHdr":
+            await self._server_judged(status)
+            return
         sent = self.sent.get((status.msg_ref, status.cmd_ref))
-        if sent is None or sent.answered or status.cmd == "SyncHdr":
+        if sent is None or sent.answered:
             return
         code = int(status.data) if status.data.isdigit() else COMMAND_FAILED
         if code == CHUNK_ACCEPTED:
             return  # a chunk of ours arrived; the rest follows
+        if code == NOT_EXECUTED and status.msg_ref == self.refused_msg:
+            self._refused(sent)
+            return
         sent.answered = True
         running = sent.operation
         _outcome_of(running).outcomes.append(CommandOutcome(sent.name, sent.uris, code))
         if sent.top:
             running.waiting -= 1
+
+    async def _server_judged(self, status: Status) -> None:
+        """The client's Status for the server's SyncHdr: how it took the server's
+        credentials, and (``Chal``) the nonce the server must use from now on."""
+        code = int(status.data) if status.data.isdigit() else 0
+        meta = status.chal.meta if status.chal is not None else None
+        nonce = meta.next_nonce if meta is not None else None
+        server = self.server  # None: a nonce for credentials this session does not have
+        if nonce is not None and (not nonce or len(nonce) > MAX_NONCE or not nonce.isprintable()):
+            nonce = None
+        first = status.msg_ref in self.signed and not self.judged
+        self.judged |= first
+        if server is not None and (nonce is not None or code == AUTHENTICATION_ACCEPTED or first):
+            if nonce is not None:
+                server.nonce = nonce
+            await self.backend.server_judged(self.peer, code, nonce)
+        if code in (INVALID_CREDENTIALS, MISSING_CREDENTIALS):
+            self.refused_msg = status.msg_ref
+            self.server_refusals += 1
+        elif 200 <= code < 300:
+            self.server_refusals = 0
+
+    def _refused(self, sent: _Sent) -> None:
+        """A command the client did not execute because it refused the server's
+        credentials: sent again (signed with the client's new nonce) or, when the server
+        cannot satisfy the client, dropped with its operation (never reported: what it
+        carried stays to be given in a later session) and the session ends."""
+        sent.answered = True
+        retry = self.server is not None and self.server_refusals <= MAX_SERVER_REFUSALS - 1
+        origin = sent.origin
+        if retry and origin is not None:
+            origin.offset = sent.offset
+            if not any(o is origin for o in self.outgoing) and not any(
+                o is origin for o in self.resend
+            ):
+                self.resend.append(origin)
+            return
+        if not retry:
+            dropped = [sent.operation, *(o.running for o in (*self.outgoing, *self.resend))]
+            self.running = [r for r in self.running if not any(r is d for d in dropped)]
+            for key in [k for k, s in self.sent.items() if any(s.operation is d for d in dropped)]:
+                del self.sent[key]
+            self.outgoing.clear()
+            self.resend = []
+            self.drained = True  # nothing more goes in this session
 
     async def _exchange(self, *, more: bool) -> list[Operation]:
         """At the end of the client's package: hand the backend what the client reported and
@@ -597,11 +727,18 @@ class DmSession:
         self.next_cmd_id += 1
         return value
 
-    def register(self, msg_id: str, command: Command, running: _Running, top: bool) -> None:
+    def register(
+        self,
+        msg_id: str,
+        command: Command,
+        running: _Running,
+        top: bool,
+        origin: _Outgoing | None = None,
+    ) -> None:
         """Number ``command`` (and what it holds) and remember what each CmdID was."""
         command.cmd_id = self.cmd_id()
         uris = [i.target.loc_uri for i in _items(command) if i.target is not None]
-        self.sent[(msg_id, command.cmd_id)] = _Sent(running, command.name, uris, top)
+        self.sent[(msg_id, command.cmd_id)] = _Sent(running, command.name, uris, top, origin=origin)
         if isinstance(command, Atomic | Sequence):
             for inner in command.commands:
                 self.register(msg_id, inner, running, False)
@@ -631,12 +768,13 @@ def _node_value(item: Item, command_meta: Meta | None) -> NodeValue:
 
 
 def _credentials(header: SyncHdr, body: bytes, hmac: HmacHeader | None) -> Credentials:
+    server = header.target.loc_uri
     if hmac is not None:
-        return Credentials(header.source.loc_uri, AUTH_HMAC, hmac.mac, hmac.username, body)
+        return Credentials(header.source.loc_uri, AUTH_HMAC, hmac.mac, hmac.username, body, server)
     cred = header.cred
     username = header.source.loc_name
     if cred is None:
-        return Credentials(header.source.loc_uri, None, None, username, body)
+        return Credentials(header.source.loc_uri, None, None, username, body, server)
     kind = (cred.meta.type if cred.meta and cred.meta.type else AUTH_BASIC).lower()
     if kind == AUTH_BASIC:
         try:
@@ -644,7 +782,7 @@ def _credentials(header: SyncHdr, body: bytes, hmac: HmacHeader | None) -> Crede
         except ValueError:
             text = ""
         username = text.partition(":")[0] or username
-    return Credentials(header.source.loc_uri, kind, cred.data, username, body)
+    return Credentials(header.source.loc_uri, kind, cred.data, username, body, server)
 
 
 def basic_password(data: str) -> str | None:
@@ -672,11 +810,18 @@ class _Reply:
             ver_proto=VER_PROTO,
             resp_uri=session.resp_uri,
             meta=Meta(max_msg_size=session.max_msg_size, max_obj_size=SERVER_MAX_OBJ_SIZE),
+            cred=_room_for_cred(session),
         )
         self.request = request
         self.commands: list[Command] = []
         self.commands_sent = 0
         self.size = _header_size(self.header, session.wbxml)
+
+    def sign(self) -> None:
+        """The server's credentials in the header, once the session knows them (nothing
+        else is in the message yet)."""
+        self.header.cred = _room_for_cred(self.session)
+        self.size = _header_size(self.header, self.session.wbxml)
 
     def header_status(self, code: int, challenge: tuple[str, str] | None) -> None:
         chal = None
@@ -750,7 +895,7 @@ class _Reply:
             return
 
     def _whole(self, pending: _Outgoing, cost: int) -> None:
-        self.session.register(self.msg_id, pending.command, pending.running, True)
+        self.session.register(self.msg_id, pending.command, pending.running, True, pending)
         self.commands.append(pending.command)
         self.size += cost
         self.commands_sent += 1
@@ -762,7 +907,8 @@ class _Reply:
         assert isinstance(original, Replace | Add)
         item = original.items[0]
         data = _value_bytes(original)
-        first = pending.offset == 0
+        start = pending.offset
+        first = start == 0
         meta = item.meta or Meta()
         piece_item = Item(
             target=item.target,
@@ -786,7 +932,12 @@ class _Reply:
         uris = [item.target.loc_uri] if item.target else []
         # Every chunk has its own CmdID; the last one's Status is the command's.
         session.sent[(self.msg_id, command_id)] = _Sent(
-            pending.running, original.name, uris, not piece_item.more_data
+            pending.running,
+            original.name,
+            uris,
+            not piece_item.more_data,
+            origin=pending,
+            offset=start,
         )
         self.commands.append(piece)
         self.size += encoded_size(piece, session.wbxml)
@@ -794,7 +945,23 @@ class _Reply:
         return True
 
     def finish(self, *, final: bool) -> Message:
+        server = self.session.server
+        if self.header.cred is not None and server is not None:
+            # Signed with the nonce the client gave in this very message, if it gave one
+            # (an MD5 Cred has the same size whatever the nonce), or not at all without one.
+            self.header.cred = server.cred()
+        if server is not None and server.nonce is not None and len(self.session.signed) < 64:
+            self.session.signed.add(self.msg_id)  # a Cred, or the HMAC header of its body
         return Message(self.header, self.commands, final)
+
+
+def _room_for_cred(session: DmSession) -> Cred | None:
+    """The server's MD5 Cred as the message is put together: the real one, or one of the
+    same size while the session waits for the client's nonce (:meth:`_Reply.finish`)."""
+    server = session.server
+    if server is None or server.hmac:
+        return None
+    return server.cred() or Cred("=" * 24, Meta(type=AUTH_MD5, format="b64"))
 
 
 #: Room for the CmdID a command is given after it was measured (and its inner commands').
@@ -875,7 +1042,10 @@ def _header_size(header: SyncHdr, wbxml: bool) -> int:
     texts = [header.session_id, header.msg_id, header.target.loc_uri, header.source.loc_uri]
     texts.append(header.resp_uri or "")
     meta = header.meta
-    if header.cred is not None or not all(_plain(t) for t in texts):
+    cred = header.cred
+    if (cred is not None and (cred.meta is None or cred.meta.type != AUTH_MD5)) or not all(
+        _plain(t) for t in texts
+    ):
         return len(encode_message(Message(header, [], True), wbxml))
     key = (
         "SyncHdr",
@@ -885,6 +1055,7 @@ def _header_size(header: SyncHdr, wbxml: bool) -> int:
         header.target.loc_name,
         header.source.loc_name,
         (len(str(meta.max_msg_size)), len(str(meta.max_obj_size))) if meta else None,
+        len(cred.data) if cred is not None else None,
     )
     size = _SIZES.get(key)
     if size is None:
@@ -923,10 +1094,15 @@ def notification(
         raise ValueError("the server id is at most 255 bytes")
     bits = (version << 54) | (ui_mode << 52) | (initiator << 51) | (session_id << 8) | len(server)
     trigger = bits.to_bytes(8, "big") + server
-    digest = hashlib.md5(
+    return notification_digest(server_digest, nonce, trigger) + trigger
+
+
+def notification_digest(server_digest: str, nonce: str, trigger: bytes) -> bytes:
+    """The 16-byte MD5 digest before a trigger:
+    ``H(B64(H(server-id:password)):nonce:B64(H(trigger)))``."""
+    return hashlib.md5(
         server_digest.encode() + b":" + nonce_bytes(nonce) + b":" + md5_b64(trigger).encode()
     ).digest()
-    return digest + trigger
 
 
 def read_notification(package: bytes) -> tuple[bytes, int, int, int, int, str]:

@@ -728,6 +728,16 @@ _EAS_FOLDERS = (
     "CREATE INDEX pim_id_map_item ON pim_id_map (device_id, collection_id, item_id)",
 )
 
+_OMA_DM_SERVER_CREDENTIALS = (
+    # The server's own credentials on a plain OMA DM device (DMAcc AppAuth SRVCRED): its
+    # password is derived per device from the CA key and never stored; server_nonce is the
+    # nonce the device expects in the server's next MD5/HMAC credential and package 0
+    # (given by the bootstrap, then by the device's NextNonce); bootstrapped_at: when the
+    # device acknowledged the DMAcc account the service provisioned.
+    "ALTER TABLE omadm_peers ADD COLUMN server_nonce TEXT",
+    "ALTER TABLE omadm_peers ADD COLUMN bootstrapped_at TEXT",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", _INITIAL),
     Migration(2, "tenancy", _TENANCY),
@@ -742,4 +752,5 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(11, "oma dm", _OMA_DM),
     Migration(12, "exchange activesync", _ACTIVESYNC),
     Migration(13, "activesync folders", _EAS_FOLDERS),
+    Migration(14, "oma dm server credentials", _OMA_DM_SERVER_CREDENTIALS),
 )

@@ -46,6 +46,12 @@ TREE = component(
                 )
             ),
             "login_status": nullable(string(description="Windows: who was signed in (1224)")),
+            "bootstrapped_at": nullable(
+                timestamp(
+                    description="plain OMA DM: since when the device's DM account holds the "
+                    "server's credentials (its sessions and package 0 are signed)"
+                )
+            ),
             "nodes": array(_NODE),
         },
         "device_id",
@@ -53,6 +59,7 @@ TREE = component(
         "last_session_at",
         "pending_alert_at",
         "login_status",
+        "bootstrapped_at",
         "nodes",
     ),
 )
