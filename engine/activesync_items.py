@@ -1,5 +1,12 @@
 """Exchange ActiveSync folders and items: the folder hierarchy, and the units of work of
-FolderSync, Sync, GetItemEstimate, ItemOperations, Ping and SendMail on the PIM store.
+FolderSync, Sync, GetItemEstimate, ItemOperations and Ping on the PIM store.
+
+Mail folders hold RFC 5322 messages: Inbox (``inbox_mail``, what local delivery brings, see
+``engine.activesync_delivery``), Drafts (``drafts_mail``: added, changed and deleted by
+devices of protocol 16.0 on; before, an Add is refused with status 6 and a Change changes only
+Read and Flag), Deleted Items (``deleted_mail``) and Sent Items (``sent_mail``); Outbox holds
+nothing. A device changes a message's Read and Flag only. A Delete in a mail folder moves the
+message to Deleted Items unless DeletesAsMoves is 0; a Delete in Deleted Items deletes.
 
 The hierarchy is the service's default folders, then the owner's own (see
 ``engine.activesync_folders``); a device's ``eas_devices.folders`` says what it was told of
@@ -26,7 +33,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from .pim import FEATURES, CollectionSync, collection_unit, facts_of
+from .activesync_delivery import store_message_unit
+from .pim import FEATURES, CollectionSync, collection_unit
 from .protocols import eas_bodies, eas_pim
 from .protocols.activesync import EasError, child_text, el
 from .protocols.activesync_filter import admits, applies
@@ -47,9 +55,9 @@ log = logging.getLogger(__name__)
 
 #: The folder hierarchy: ServerId, display name, type (MS-ASCMD 2.2.3.186.3), PIM kind.
 FOLDERS: tuple[tuple[str, str, int, str | None], ...] = (
-    ("inbox", "Inbox", 2, None),
-    ("drafts", "Drafts", 3, None),
-    ("deleted", "Deleted Items", 4, None),
+    ("inbox", "Inbox", 2, "inbox_mail"),
+    ("drafts", "Drafts", 3, "drafts_mail"),
+    ("deleted", "Deleted Items", 4, "deleted_mail"),
     ("sent", "Sent Items", 5, "sent_mail"),
     ("outbox", "Outbox", 6, None),
     ("tasks", "Tasks", 7, "tasks"),
@@ -233,6 +241,8 @@ class SyncWork:
     filter_type: int | None = None
     #: How the device wants bodies (the collection's Options), None: whole, as plain text.
     bodies: eas_bodies.BodyPreferences | None = None
+    #: A Delete of a message moves it to Deleted Items (DeletesAsMoves, MS-ASCMD 2.2.3.43).
+    deletes_as_moves: bool = True
 
 
 @dataclass
@@ -243,6 +253,8 @@ class SyncResult:
     responses: list[Element] = field(default_factory=list)
     more: bool = False
     changed_collection: str | None = None
+    #: Other collections the Sync changed (Deleted Items, for deletes as moves).
+    also_changed: list[str] = field(default_factory=list)
 
 
 def _sync_state(conn: sqlite3.Connection, work: SyncWork) -> dict[str, Any] | None:
@@ -412,6 +424,9 @@ def _apply_commands(
             if not client_id or data is None:
                 result.responses.append(_refused_command(command, "6"))
                 continue
+            if eas_pim.is_mail(kind) and not _drafts_16(work):
+                result.responses.append(_refused_command(command, "6"))  # only 16.0 drafts
+                continue
             try:
                 text = eas_pim.item_text(kind, data)
             except EasError:
@@ -451,7 +466,10 @@ def _apply_commands(
                 result.responses.append(_refused_command(command, "6"))
                 continue
             try:
-                text = eas_pim.item_text(kind, data, stored["data"])
+                if kind == "drafts_mail" and not _drafts_16(work):
+                    text = eas_pim.mail_from_eas(data, stored["data"])  # Read and Flag only
+                else:
+                    text = eas_pim.item_text(kind, data, stored["data"])
             except EasError:
                 result.responses.append(_refused_command(command, "6"))
                 continue
@@ -459,9 +477,13 @@ def _apply_commands(
                 conn, [ClientChange("Replace", server_id or "", text, eas_pim.CONTENT_TYPES[kind])]
             )[0]
         else:
+            doomed = pim_db.item_in(conn, collection_id, item_id)
             outcome = sync.apply_unit(conn, [ClientChange("Delete", server_id or "", None, None)])[
                 0
             ]
+            if outcome.status == 200 and _live(doomed) and _moves_to_deleted(work):
+                assert doomed is not None
+                result.also_changed.append(_keep_deleted(conn, work, doomed["data"] or ""))
         status = _OUTCOME_STATUS.get(outcome.status, "1")
         if status != "1":  # Change and Delete are answered only when they fail
             result.responses.append(_refused_command(command, status))
@@ -469,6 +491,29 @@ def _apply_commands(
             changed = True
     if changed:
         result.changed_collection = collection_id
+
+
+def _drafts_16(work: SyncWork) -> bool:
+    """Whether the device may add and edit drafts (protocol 16.0 on, MS-ASCMD 3.1.5.4)."""
+    return work.kind == "drafts_mail" and float(work.caller.eas["protocol_version"]) >= 16.0
+
+
+def _moves_to_deleted(work: SyncWork) -> bool:
+    """Whether a Delete here moves the message to Deleted Items: a mail folder other than
+    Deleted Items itself (whose Deletes delete), unless the device said DeletesAsMoves 0."""
+    return (
+        work.deletes_as_moves
+        and eas_pim.is_mail(work.kind)
+        and not (work.kind == "deleted_mail" and work.collection_id is None)
+    )
+
+
+def _keep_deleted(conn: sqlite3.Connection, work: SyncWork, text: str) -> str:
+    """A deleted message's copy in the owner's Deleted Items (every device of theirs, the
+    deleting one too, gets it there); the collection's id."""
+    return store_message_unit(
+        conn, work.caller.device["organisation_id"], work.caller.account["id"], "deleted_mail", text
+    )
 
 
 def _live(item: dict[str, Any] | None) -> bool:
@@ -611,32 +656,6 @@ def fetch_unit(
         return None
     item = _mapped_live_item(conn, caller.device["id"], found[1]["id"], server_id)
     return (found[0].kind, item["data"]) if item else None
-
-
-def save_sent_unit(conn: sqlite3.Connection, caller: Caller, text: str) -> str:
-    """Keep a sent message in the owner's Sent Items; every device of theirs gets it."""
-    collection = collection_unit(
-        conn, caller.device["organisation_id"], caller.account["id"], "sent_mail"
-    )
-    facts = facts_of("sent_mail", text, "message/rfc822")
-    at = now()
-    pim_db.insert_item(
-        conn,
-        {
-            "collection_id": collection["id"],
-            "organisation_id": caller.device["organisation_id"],
-            "version": pim_db.next_version(conn, collection["id"]),
-            "origin": None,
-            "content_type": facts.content_type,
-            "data": text,
-            "uid": None,
-            "fingerprint": facts.fingerprint,
-            "deleted": 0,
-            "created_at": at,
-            "updated_at": at,
-        },
-    )
-    return str(collection["id"])
 
 
 def repeatable(root: Element, requested: list[Element], answers: list[Element]) -> Element:
