@@ -3,10 +3,11 @@ FolderSync, Sync, GetItemEstimate, ItemOperations and Ping on the PIM store.
 
 Mail folders hold RFC 5322 messages: Inbox (``inbox_mail``, what local delivery brings, see
 ``engine.activesync_delivery``), Drafts (``drafts_mail``: added, changed and deleted by
-devices of protocol 16.0 on; before, an Add is refused with status 6 and a Change changes only
-Read and Flag), Deleted Items (``deleted_mail``) and Sent Items (``sent_mail``); Outbox holds
-nothing. A device changes a message's Read and Flag only. A Delete in a mail folder moves the
-message to Deleted Items unless DeletesAsMoves is 0; a Delete in Deleted Items deletes.
+devices of protocol 16.0 on, and sent when the Add or Change carries ``email2:Send``; before
+16.0 an Add is refused with status 6 and a Change changes only Read and Flag), Deleted Items
+(``deleted_mail``) and Sent Items (``sent_mail``); Outbox holds nothing. A device changes a
+message's Read and Flag only. A Delete in a mail folder moves the message to Deleted Items
+unless DeletesAsMoves is 0; a Delete in Deleted Items deletes.
 
 The hierarchy is the service's default folders, then the owner's own (see
 ``engine.activesync_folders``); a device's ``eas_devices.folders`` says what it was told of
@@ -33,12 +34,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from .activesync_delivery import store_message_unit
+from .activesync_delivery import recipients, send_unit, store_message_unit
 from .pim import FEATURES, CollectionSync, collection_unit
 from .protocols import eas_bodies, eas_pim
 from .protocols.activesync import EasError, child_text, el
 from .protocols.activesync_filter import admits, applies
-from .protocols.activesync_tables import AIRSYNC
+from .protocols.activesync_tables import AIRSYNC, EMAIL2
 from .protocols.omads import ClientChange, DatastoreState
 from .protocols.wbxml import Element
 from .store import Store
@@ -432,6 +433,9 @@ def _apply_commands(
             except EasError:
                 result.responses.append(_refused_command(command, "6"))
                 continue
+            if _send_asked(work, command) and not recipients(text):
+                result.responses.append(_refused_command(command, "6"))  # nobody to send to
+                continue
             luid = db.client_luid(int(work.key), client_id)
             known = pim_db.mapped_item(conn, device_id, collection_id, luid)
             if known is not None and _live(pim_db.item_in(conn, collection_id, known)):
@@ -445,6 +449,8 @@ def _apply_commands(
                 pim_db.put_mapping(conn, device_id, collection_id, str(item_id), item_id)
                 db.put_client_mapping(conn, device_id, collection_id, luid, item_id)
                 changed = True
+                if _send_asked(work, command):
+                    _send_draft(conn, work, collection_id, item_id, result)
             result.responses.append(
                 el(
                     AIRSYNC,
@@ -476,6 +482,8 @@ def _apply_commands(
             outcome = sync.apply_unit(
                 conn, [ClientChange("Replace", server_id or "", text, eas_pim.CONTENT_TYPES[kind])]
             )[0]
+            if outcome.status in (200, 208) and _send_asked(work, command):
+                _send_draft(conn, work, collection_id, item_id, result)
         else:
             doomed = pim_db.item_in(conn, collection_id, item_id)
             outcome = sync.apply_unit(conn, [ClientChange("Delete", server_id or "", None, None)])[
@@ -496,6 +504,40 @@ def _apply_commands(
 def _drafts_16(work: SyncWork) -> bool:
     """Whether the device may add and edit drafts (protocol 16.0 on, MS-ASCMD 3.1.5.4)."""
     return work.kind == "drafts_mail" and float(work.caller.eas["protocol_version"]) >= 16.0
+
+
+def _send_asked(work: SyncWork, command: Element) -> bool:
+    """Whether an Add or Change of a draft asks for it to be sent (``email2:Send``, 16.0)."""
+    return _drafts_16(work) and any(c.tag == "Send" and c.ns == EMAIL2 for c in command.elements())
+
+
+def _send_draft(
+    conn: sqlite3.Connection, work: SyncWork, collection_id: str, item_id: int, result: SyncResult
+) -> None:
+    """Send a draft as SendMail would (from the owner's address, kept in Sent Items,
+    delivered in the organisation); it leaves Drafts, every device of the owner is told."""
+    item = pim_db.item_in(conn, collection_id, item_id)
+    if item is None or item["deleted"]:
+        return
+    text = eas_pim.without_state(item["data"] or "")
+    sender = work.caller.account.get("email")
+    if sender and eas_pim.header_value(text, "From") is None:
+        text = f"From: {sender}\r\n{text}"
+    if not recipients(text):
+        return  # a draft whose recipients were taken away stays a draft
+    result.also_changed += send_unit(conn, work.caller, text, True)
+    pim_db.update_item(
+        conn,
+        item_id,
+        {
+            "version": pim_db.next_version(conn, collection_id),
+            "origin": None,
+            "data": None,
+            "deleted": 1,
+            "updated_at": now(),
+        },
+    )
+    result.also_changed.append(collection_id)
 
 
 def _moves_to_deleted(work: SyncWork) -> bool:

@@ -375,6 +375,20 @@ async def test_drafts_from_protocol_16(mail: Mail) -> None:
     await phone.sync("drafts", deletes=[server_id])
     assert mail.items(mail.bob, "drafts_mail") == []
     assert ["Subject: Plan B" in m for m in mail.items(mail.bob, "deleted_mail")] == [True]
+    # email2:Send: the draft goes out as SendMail sends (from the owner) and leaves Drafts.
+    add = el(
+        AIRSYNC,
+        "Add",
+        el(AIRSYNC, "ClientId", "c3"),
+        Element("ApplicationData", AIRSYNC, draft("Go")),
+        el(EMAIL2, "Send"),
+    )
+    assert response_status(await sync_with(phone, "drafts", commands(add))) == ["1"]
+    assert mail.items(mail.bob, "drafts_mail") == []
+    (sent,) = mail.items(mail.bob, "sent_mail")
+    assert "From: bob@acme.test" in sent and "Subject: Go" in sent
+    assert ["Subject: Go" in m for m in mail.items(mail.dave, "inbox_mail")] == [True]
+    assert (await tablet.sync("drafts")).added == {}  # made and sent between two Syncs
     # Before 16.0 a device may not add drafts (MS-ASCMD 3.1.5.4): status 6, nothing kept.
     old = await mail.device("DRAFTOLD", version="14.1")
     await old.sync_all("drafts")
