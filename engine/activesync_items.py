@@ -138,7 +138,7 @@ def folder_of(
     conn: sqlite3.Connection, caller: Caller, server_id: str
 ) -> tuple[Folder, dict[str, Any] | None] | None:
     """The folder a ServerId names in the caller's hierarchy and the PIM collection behind
-    it (None for the mail folders that hold nothing); None: no such folder."""
+    it (None for Outbox, which holds nothing); None: no such folder."""
     folders = hierarchy(conn, caller.account["id"], caller.features)
     found = next((f for f in folders if f.server_id == server_id), None)
     return (found, collection_for(conn, caller, found)) if found is not None else None
@@ -147,8 +147,8 @@ def folder_of(
 def collection_for(
     conn: sqlite3.Connection, caller: Caller, folder: Folder
 ) -> dict[str, Any] | None:
-    """The PIM collection behind a folder of the caller's hierarchy (None: a mail folder
-    that holds nothing)."""
+    """The PIM collection behind a folder of the caller's hierarchy (None: Outbox, which
+    holds nothing)."""
     if folder.kind is None:
         return None
     if folder.default:
@@ -754,7 +754,7 @@ def sync_watch_unit(
         if state is None or key != str(state["sync_key"]):
             return None
         if state["collection_id"] is None:
-            continue  # mail folders never change
+            continue  # Outbox never changes
         if db.count_changes_after(
             conn, state["collection_id"], state["seen_version"], device_id, state["reset_version"]
         ):
