@@ -309,7 +309,7 @@ def sync_unit(conn: sqlite3.Connection, work: SyncWork) -> SyncResult:
         return SyncResult(work.key, status=3)
     result = SyncResult(str(key + 1))
     filter_type = state["filter_type"] if work.filter_type is None else work.filter_type
-    if collection is None:  # mail folders: empty, and nothing may be added
+    if collection is None:  # Outbox: empty, and nothing may be added
         for command in work.commands:
             result.responses.append(_refused_command(command, "6"))
         new_seen = 0

@@ -10,12 +10,14 @@ import gc
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 import trio
 
 from bench.eas_client import EasClient
 from engine.actors.eas_pings import PingBoard
 from engine.ids import new_id
+from engine.principals import AccountKind
 from engine.protocols.activesync import child_text, el
 from engine.protocols.activesync_tables import (
     AIRSYNC,
@@ -31,6 +33,10 @@ from engine.timestamps import now
 from .conftest import RunningService
 from .eas_world import EasWorld, eas_world
 from .omads_world import _password_hash, database, make_world
+from .portal_client import Portal
+from .test_api_commands import API, new_organisation, sign_in_supervisor
+from .test_api_commands import PASSWORD as API_PASSWORD
+from .test_api_commands import add_account as api_account
 
 COUNTED = ("pim_items", "pim_collections", "pim_id_map", "eas_folder_states")
 INVITATION = (
@@ -463,3 +469,34 @@ async def test_delivered_meeting_request_accepted_into_the_calendar(mail: Mail) 
     )
     assert child_text(root.find("Result"), "Status") == "2"  # type: ignore[union-attr,arg-type]
     assert mail.counts() == before
+
+
+async def test_device_page_of_a_device_syncing_mail(running: RunningService) -> None:
+    """The device's page and its OMA DS datastores still show once it syncs mail folders."""
+    async with running.client() as client:
+        supervisor = await sign_in_supervisor(running, client)
+        org = await new_organisation(client, supervisor, "mailpage")
+        user = await api_account(running, client, org, "carol", AccountKind.USER)
+        device_row = new_id()
+        with database(running) as conn:
+            conn.execute(
+                "INSERT INTO devices (id, organisation_id, owner_id, name, platform, protocol,"
+                " state, udid, created_at, updated_at) VALUES (?, ?, ?, 'phone', 'ios', 'eas',"
+                " 'enrolled', 'MAILPAGE', ?, ?)",
+                (device_row, org.id, user.id, now(), now()),
+            )
+        async with httpx.AsyncClient(base_url=running.http_url, timeout=30) as http:
+            phone = EasClient(http, "mailpage\\carol", API_PASSWORD, "MAILPAGE")
+            await phone.provision()
+            await phone.folder_sync()
+            for folder in ("inbox", "sent", "contacts"):
+                await phone.sync_all(folder)
+        base = f"{API}/organisations/{org.code}/devices/{device_row}"
+        listed = await client.get(f"{base}/datastores", headers=org.admin)
+        assert listed.status_code == 200, listed.text
+        assert [row["kind"] for row in listed.json()["items"]] == ["contacts"]
+        async with running.client() as browser:
+            portal = Portal(browser)
+            await portal.sign_in("admin", API_PASSWORD, org.code)
+            page = await portal.page(f"/admin/o/{org.code}/devices/{device_row}")
+            assert "Exchange ActiveSync" in page and "Inbox" in page
