@@ -25,6 +25,7 @@ from engine.protocols.activesync_tables import (
     EMAIL,
     EMAIL2,
     MEETING_RESPONSE,
+    SEARCH,
     TASKS,
 )
 from engine.protocols.wbxml import Element
@@ -214,6 +215,7 @@ async def test_delivery_wakes_the_recipient_and_stays_in_the_organisation(mail: 
         await _until(lambda: bool(answer))
         assert trio.current_time() - sent_at < 1.0
     assert answer == [(2, ["inbox"])]
+    assert await bob.estimate("inbox") == (1, 1)
     outcome = await bob.sync("inbox")
     ((server_id, data),) = outcome.added.items()
     assert child_text(data, "Subject") == "Lunch" and child_text(data, "Read") == "0"
@@ -230,6 +232,29 @@ async def test_delivery_wakes_the_recipient_and_stays_in_the_organisation(mail: 
     assert mime is not None
     whole = child_text(mime.find("Body"), "Data") or ""  # type: ignore[arg-type]
     assert "Subject: Lunch" in whole and "dave" not in whole.lower() and "X-ActiveSync" not in whole
+    # Search finds it in the Inbox.
+    query = el(
+        SEARCH,
+        "And",
+        el(AIRSYNC, "Class", "Email"),
+        el(AIRSYNC, "CollectionId", "inbox"),
+        el(SEARCH, "FreeText", "lunch"),
+    )
+    store = (
+        (
+            await bob.call(
+                "Search",
+                el(
+                    SEARCH,
+                    "Search",
+                    el(SEARCH, "Store", el(SEARCH, "Name", "Mailbox"), el(SEARCH, "Query", query)),
+                ),
+            )
+        )
+        .find("Response")
+        .find("Store")
+    )  # type: ignore[union-attr]
+    assert child_text(store, "Total") == "1"  # type: ignore[arg-type]
     # The blind-copied colleague got it; the sender's Sent Items keep the Bcc.
     (daves,) = mail.items(mail.dave, "inbox_mail")
     assert "Bcc" not in daves and "Subject: Lunch" in daves
