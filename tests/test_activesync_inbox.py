@@ -22,6 +22,7 @@ from engine.protocols.activesync import child_text, el
 from engine.protocols.activesync_tables import (
     AIRSYNC,
     AIRSYNCBASE,
+    COMPOSE_MAIL,
     EMAIL,
     EMAIL2,
     MEETING_RESPONSE,
@@ -315,6 +316,15 @@ async def test_read_and_flag_reach_the_other_devices(mail: Mail) -> None:
     assert "Subject: Report" in stored and "X-ActiveSync-Flag" not in stored
     data = next(iter((await phone.sync("inbox")).changed.values()))
     assert data.find("Flag") is None and child_text(data, "Subject") == "Report"
+    # SmartReply from the Inbox: quoted, kept in Bob's Sent Items, delivered to Alice unread.
+    reply = "From: bob@acme.test\r\nTo: alice@acme.test\r\nSubject: Re: Report\r\n\r\nOK\r\n"
+    source = [el(COMPOSE_MAIL, "FolderId", "inbox"), el(COMPOSE_MAIL, "ItemId", server_id)]
+    response = await phone.smart("SmartReply", reply, source)
+    assert response.status_code == 200 and response.content == b""
+    (answered,) = mail.items(mail.world.ds.owner_id, "inbox_mail")
+    assert "Subject: Re: Report" in answered and "> See you there." in answered
+    assert "X-ActiveSync-Read: 0" in answered and answered.count("X-ActiveSync") == 1
+    assert len(mail.items(mail.bob, "sent_mail")) == 1
     # A ServerId the device does not hold changes nothing.
     before = mail.counts()
     outcome = await phone.sync("inbox", changes={"424242": [el(EMAIL, "Read", "0")]})
