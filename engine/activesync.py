@@ -41,6 +41,7 @@ from typing import Any
 import trio
 
 from . import activesync_certs, activesync_mail, activesync_search
+from .activesync_delivery import send_unit
 from .activesync_folders import (
     folder_change_unit,
     folder_response,
@@ -59,7 +60,6 @@ from .activesync_items import (
     hierarchy,
     ping_unit,
     repeatable,
-    save_sent_unit,
     sync_unit,
     sync_watch_unit,
     without_wait,
@@ -853,10 +853,13 @@ class EasSessionLogic:
             collection_id=None if found.default else found.server_id,
             filter_type=filter_type,
             bodies=self._bodies(caller, folder, collection, found.kind),
+            deletes_as_moves=child_text(collection, "DeletesAsMoves", "1") != "0",
         )
         result = await self.backend.store.write(sync_unit, work)
         if result.changed_collection is not None:
             self.backend.board.changed(result.changed_collection, exclude=caller.device["id"])
+        for collection_id in dict.fromkeys(result.also_changed):
+            self.backend.board.changed(collection_id)
         body = [
             el(AIRSYNC, "SyncKey", result.sync_key),
             el(AIRSYNC, "CollectionId", folder),
@@ -1074,8 +1077,9 @@ class EasSessionLogic:
     # ------------------------------------------------------------------ SendMail
 
     async def _cmd_SendMail(self, call: EasCall, caller: Caller) -> EasReply:
-        """The message is kept in Sent Items (there is no mail transport yet); an empty
-        answer says it was accepted."""
+        """The message is kept in Sent Items when asked and delivered to the Inbox of its
+        recipients of the sender's organisation (there is no mail transport yet: nobody
+        else gets it); an empty answer says it was accepted."""
         if call.raw is not None:
             mime, save = call.raw, call.query.parameters.get("SaveInSent", "").upper() == "T"
         else:
@@ -1091,8 +1095,7 @@ class EasSessionLogic:
         message = message_from_string(text)
         if not any(message.get(h) for h in ("To", "Cc", "Bcc")):
             return status_reply(call.query, 119)  # MessageHasNoRecipient
-        if save:
-            collection_id = await self.backend.store.write(save_sent_unit, caller, text)
+        for collection_id in await self.backend.store.write(send_unit, caller, text, save):
             self.backend.board.changed(collection_id)
         return EasReply(200)
 

@@ -26,9 +26,9 @@ changes nothing.
 MoveItems (statuses of 2.2.3.177.10: 1 no such source folder or item in it, 2 no such
 destination, 4 source and destination the same, 5 a destination of another kind or one that
 holds nothing; 7, locked, never happens) moves an item between two folders of the same
-kind: the item becomes a tombstone in its source and a new item (a new ServerId, DstMsgId)
-in its destination, both as the moving device's change, so other devices' Syncs report
-Delete and Add, not this device's.
+kind, or between any two mail folders: the item becomes a tombstone in its source and a new
+item (a new ServerId, DstMsgId) in its destination, both as the moving device's change, so
+other devices' Syncs report Delete and Add, not this device's.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from .activesync_items import ROOT, Folder, collection_for, held_folders, hierar
 from .ids import new_id
 from .pim import FEATURES
 from .protocols import activesync as eas
+from .protocols import eas_pim
 from .protocols.activesync import EasError, child_text, el
 from .protocols.activesync_tables import FOLDER_HIERARCHY, MOVE
 from .protocols.wbxml import Element
@@ -343,6 +344,12 @@ def move_unit(
     return outcomes, changed
 
 
+def _same_class(source: str | None, destination: str | None) -> bool:
+    """Whether an item may move between folders of these kinds: the same kind, or any two
+    mail folders (Inbox, Drafts, Deleted Items, Sent Items and the owner's own)."""
+    return source == destination or (eas_pim.is_mail(source) and eas_pim.is_mail(destination))
+
+
 def _move(
     conn: sqlite3.Connection, caller: Caller, shown: dict[str, Folder], move: Move
 ) -> MoveOutcome:
@@ -366,7 +373,7 @@ def _move(
     if item is None or item["deleted"]:
         return MoveOutcome(move.src_msg_id, MOVE_BAD_SOURCE)  # not there, or moved already
     destination = collection_for(conn, caller, destination_folder)
-    if destination is None or destination_folder.kind != source_folder.kind:
+    if destination is None or not _same_class(source_folder.kind, destination_folder.kind):
         return MoveOutcome(move.src_msg_id, MOVE_FAILED)  # another kind of item
     destination_id = destination["id"]
     at = now()

@@ -1,5 +1,13 @@
 """Exchange ActiveSync folders and items: the folder hierarchy, and the units of work of
-FolderSync, Sync, GetItemEstimate, ItemOperations, Ping and SendMail on the PIM store.
+FolderSync, Sync, GetItemEstimate, ItemOperations and Ping on the PIM store.
+
+Mail folders hold RFC 5322 messages: Inbox (``inbox_mail``, what local delivery brings, see
+``engine.activesync_delivery``), Drafts (``drafts_mail``: added, changed and deleted by
+devices of protocol 16.0 on, and sent when the Add or Change carries ``email2:Send``; before
+16.0 an Add is refused with status 6 and a Change changes only Read and Flag), Deleted Items
+(``deleted_mail``) and Sent Items (``sent_mail``); Outbox holds nothing. A device changes a
+message's Read and Flag only. A Delete in a mail folder moves the message to Deleted Items
+unless DeletesAsMoves is 0; a Delete in Deleted Items deletes.
 
 The hierarchy is the service's default folders, then the owner's own (see
 ``engine.activesync_folders``); a device's ``eas_devices.folders`` says what it was told of
@@ -26,11 +34,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from .pim import FEATURES, CollectionSync, collection_unit, facts_of
+from .activesync_delivery import recipients, send_unit, store_message_unit
+from .pim import FEATURES, CollectionSync, collection_unit
 from .protocols import eas_bodies, eas_pim
 from .protocols.activesync import EasError, child_text, el
 from .protocols.activesync_filter import admits, applies
-from .protocols.activesync_tables import AIRSYNC
+from .protocols.activesync_tables import AIRSYNC, EMAIL2
 from .protocols.omads import ClientChange, DatastoreState
 from .protocols.wbxml import Element
 from .store import Store
@@ -47,9 +56,9 @@ log = logging.getLogger(__name__)
 
 #: The folder hierarchy: ServerId, display name, type (MS-ASCMD 2.2.3.186.3), PIM kind.
 FOLDERS: tuple[tuple[str, str, int, str | None], ...] = (
-    ("inbox", "Inbox", 2, None),
-    ("drafts", "Drafts", 3, None),
-    ("deleted", "Deleted Items", 4, None),
+    ("inbox", "Inbox", 2, "inbox_mail"),
+    ("drafts", "Drafts", 3, "drafts_mail"),
+    ("deleted", "Deleted Items", 4, "deleted_mail"),
     ("sent", "Sent Items", 5, "sent_mail"),
     ("outbox", "Outbox", 6, None),
     ("tasks", "Tasks", 7, "tasks"),
@@ -129,7 +138,7 @@ def folder_of(
     conn: sqlite3.Connection, caller: Caller, server_id: str
 ) -> tuple[Folder, dict[str, Any] | None] | None:
     """The folder a ServerId names in the caller's hierarchy and the PIM collection behind
-    it (None for the mail folders that hold nothing); None: no such folder."""
+    it (None for Outbox, which holds nothing); None: no such folder."""
     folders = hierarchy(conn, caller.account["id"], caller.features)
     found = next((f for f in folders if f.server_id == server_id), None)
     return (found, collection_for(conn, caller, found)) if found is not None else None
@@ -138,8 +147,8 @@ def folder_of(
 def collection_for(
     conn: sqlite3.Connection, caller: Caller, folder: Folder
 ) -> dict[str, Any] | None:
-    """The PIM collection behind a folder of the caller's hierarchy (None: a mail folder
-    that holds nothing)."""
+    """The PIM collection behind a folder of the caller's hierarchy (None: Outbox, which
+    holds nothing)."""
     if folder.kind is None:
         return None
     if folder.default:
@@ -233,6 +242,8 @@ class SyncWork:
     filter_type: int | None = None
     #: How the device wants bodies (the collection's Options), None: whole, as plain text.
     bodies: eas_bodies.BodyPreferences | None = None
+    #: A Delete of a message moves it to Deleted Items (DeletesAsMoves, MS-ASCMD 2.2.3.43).
+    deletes_as_moves: bool = True
 
 
 @dataclass
@@ -243,6 +254,8 @@ class SyncResult:
     responses: list[Element] = field(default_factory=list)
     more: bool = False
     changed_collection: str | None = None
+    #: Other collections the Sync changed (Deleted Items, for deletes as moves).
+    also_changed: list[str] = field(default_factory=list)
 
 
 def _sync_state(conn: sqlite3.Connection, work: SyncWork) -> dict[str, Any] | None:
@@ -296,7 +309,7 @@ def sync_unit(conn: sqlite3.Connection, work: SyncWork) -> SyncResult:
         return SyncResult(work.key, status=3)
     result = SyncResult(str(key + 1))
     filter_type = state["filter_type"] if work.filter_type is None else work.filter_type
-    if collection is None:  # mail folders: empty, and nothing may be added
+    if collection is None:  # Outbox: empty, and nothing may be added
         for command in work.commands:
             result.responses.append(_refused_command(command, "6"))
         new_seen = 0
@@ -412,10 +425,16 @@ def _apply_commands(
             if not client_id or data is None:
                 result.responses.append(_refused_command(command, "6"))
                 continue
+            if eas_pim.is_mail(kind) and not _drafts_16(work):
+                result.responses.append(_refused_command(command, "6"))  # only 16.0 drafts
+                continue
             try:
                 text = eas_pim.item_text(kind, data)
             except EasError:
                 result.responses.append(_refused_command(command, "6"))
+                continue
+            if _send_asked(work, command) and not recipients(text):
+                result.responses.append(_refused_command(command, "6"))  # nobody to send to
                 continue
             luid = db.client_luid(int(work.key), client_id)
             known = pim_db.mapped_item(conn, device_id, collection_id, luid)
@@ -430,6 +449,8 @@ def _apply_commands(
                 pim_db.put_mapping(conn, device_id, collection_id, str(item_id), item_id)
                 db.put_client_mapping(conn, device_id, collection_id, luid, item_id)
                 changed = True
+                if _send_asked(work, command):
+                    _send_draft(conn, work, collection_id, item_id, result)
             result.responses.append(
                 el(
                     AIRSYNC,
@@ -451,17 +472,26 @@ def _apply_commands(
                 result.responses.append(_refused_command(command, "6"))
                 continue
             try:
-                text = eas_pim.item_text(kind, data, stored["data"])
+                if kind == "drafts_mail" and not _drafts_16(work):
+                    text = eas_pim.mail_from_eas(data, stored["data"])  # Read and Flag only
+                else:
+                    text = eas_pim.item_text(kind, data, stored["data"])
             except EasError:
                 result.responses.append(_refused_command(command, "6"))
                 continue
             outcome = sync.apply_unit(
                 conn, [ClientChange("Replace", server_id or "", text, eas_pim.CONTENT_TYPES[kind])]
             )[0]
+            if outcome.status in (200, 208) and _send_asked(work, command):
+                _send_draft(conn, work, collection_id, item_id, result)
         else:
+            doomed = pim_db.item_in(conn, collection_id, item_id)
             outcome = sync.apply_unit(conn, [ClientChange("Delete", server_id or "", None, None)])[
                 0
             ]
+            if outcome.status == 200 and _live(doomed) and _moves_to_deleted(work):
+                assert doomed is not None
+                result.also_changed.append(_keep_deleted(conn, work, doomed["data"] or ""))
         status = _OUTCOME_STATUS.get(outcome.status, "1")
         if status != "1":  # Change and Delete are answered only when they fail
             result.responses.append(_refused_command(command, status))
@@ -469,6 +499,63 @@ def _apply_commands(
             changed = True
     if changed:
         result.changed_collection = collection_id
+
+
+def _drafts_16(work: SyncWork) -> bool:
+    """Whether the device may add and edit drafts (protocol 16.0 on, MS-ASCMD 3.1.5.4)."""
+    return work.kind == "drafts_mail" and float(work.caller.eas["protocol_version"]) >= 16.0
+
+
+def _send_asked(work: SyncWork, command: Element) -> bool:
+    """Whether an Add or Change of a draft asks for it to be sent (``email2:Send``, 16.0)."""
+    return _drafts_16(work) and any(c.tag == "Send" and c.ns == EMAIL2 for c in command.elements())
+
+
+def _send_draft(
+    conn: sqlite3.Connection, work: SyncWork, collection_id: str, item_id: int, result: SyncResult
+) -> None:
+    """Send a draft as SendMail would (from the owner's address, kept in Sent Items,
+    delivered in the organisation); it leaves Drafts, every device of the owner is told."""
+    item = pim_db.item_in(conn, collection_id, item_id)
+    if item is None or item["deleted"]:
+        return
+    text = eas_pim.without_state(item["data"] or "")
+    sender = work.caller.account.get("email")
+    if sender and eas_pim.header_value(text, "From") is None:
+        text = f"From: {sender}\r\n{text}"
+    if not recipients(text):
+        return  # a draft whose recipients were taken away stays a draft
+    result.also_changed += send_unit(conn, work.caller, text, True)
+    pim_db.update_item(
+        conn,
+        item_id,
+        {
+            "version": pim_db.next_version(conn, collection_id),
+            "origin": None,
+            "data": None,
+            "deleted": 1,
+            "updated_at": now(),
+        },
+    )
+    result.also_changed.append(collection_id)
+
+
+def _moves_to_deleted(work: SyncWork) -> bool:
+    """Whether a Delete here moves the message to Deleted Items: a mail folder other than
+    Deleted Items itself (whose Deletes delete), unless the device said DeletesAsMoves 0."""
+    return (
+        work.deletes_as_moves
+        and eas_pim.is_mail(work.kind)
+        and not (work.kind == "deleted_mail" and work.collection_id is None)
+    )
+
+
+def _keep_deleted(conn: sqlite3.Connection, work: SyncWork, text: str) -> str:
+    """A deleted message's copy in the owner's Deleted Items (every device of theirs, the
+    deleting one too, gets it there); the collection's id."""
+    return store_message_unit(
+        conn, work.caller.device["organisation_id"], work.caller.account["id"], "deleted_mail", text
+    )
 
 
 def _live(item: dict[str, Any] | None) -> bool:
@@ -613,32 +700,6 @@ def fetch_unit(
     return (found[0].kind, item["data"]) if item else None
 
 
-def save_sent_unit(conn: sqlite3.Connection, caller: Caller, text: str) -> str:
-    """Keep a sent message in the owner's Sent Items; every device of theirs gets it."""
-    collection = collection_unit(
-        conn, caller.device["organisation_id"], caller.account["id"], "sent_mail"
-    )
-    facts = facts_of("sent_mail", text, "message/rfc822")
-    at = now()
-    pim_db.insert_item(
-        conn,
-        {
-            "collection_id": collection["id"],
-            "organisation_id": caller.device["organisation_id"],
-            "version": pim_db.next_version(conn, collection["id"]),
-            "origin": None,
-            "content_type": facts.content_type,
-            "data": text,
-            "uid": None,
-            "fingerprint": facts.fingerprint,
-            "deleted": 0,
-            "created_at": at,
-            "updated_at": at,
-        },
-    )
-    return str(collection["id"])
-
-
 def repeatable(root: Element, requested: list[Element], answers: list[Element]) -> Element:
     """The Sync request an empty (or partial) Sync repeats: this one with the collections it
     ran (its own and those taken from the last request), without its wait and Commands, each
@@ -693,7 +754,7 @@ def sync_watch_unit(
         if state is None or key != str(state["sync_key"]):
             return None
         if state["collection_id"] is None:
-            continue  # mail folders never change
+            continue  # Outbox never changes
         if db.count_changes_after(
             conn, state["collection_id"], state["seen_version"], device_id, state["reset_version"]
         ):

@@ -5,8 +5,9 @@ SmartReply and SmartForward name the original by its folder and ServerId (``Sour
 ``FolderId`` and ``ItemId``), by the ``LongId`` a Search gave, or — protocol 12.1, whose
 message comes as ``message/rfc822`` — by the query's ``CollectionId`` and ``ItemId``. The
 service adds the original (:mod:`engine.protocols.eas_compose`) and keeps the result in Sent
-Items when asked (``SaveInSentItems``, ``SaveInSent=T``); there is no mail transport, so
-nothing leaves. Failures: 105 InvalidCombinationOfIDs (a LongId beside an ItemId or
+Items when asked (``SaveInSentItems``, ``SaveInSent=T``); it is delivered to the recipients
+of the sender's organisation (:mod:`engine.activesync_delivery`); there is no mail transport,
+so nothing leaves the service. Failures: 105 InvalidCombinationOfIDs (a LongId beside an ItemId or
 FolderId), 107 InvalidMIME, 119 MessageHasNoRecipient, 150 ItemNotFound.
 
 MeetingResponse answers a meeting request — a message holding an iTIP REQUEST
@@ -14,7 +15,8 @@ MeetingResponse answers a meeting request — a message holding an iTIP REQUEST
 decline (3). Accepting or tentatively accepting puts the event in the owner's calendar (the
 one with the same UID is updated) with the owner's PARTSTAT and answers its ``CalendarId``;
 declining removes it from the calendar. A request message leaves its folder once answered.
-From 16.0 a ``SendResponse`` keeps the iMIP REPLY for the organiser in Sent Items.
+From 16.0 a ``SendResponse`` keeps the iMIP REPLY for the organiser in Sent Items and
+delivers it to the organiser when they are of the same organisation.
 Statuses per request: 1 success, 2 invalid meeting request, 3 mailbox error (the
 organisation does not synchronise calendars), 4 server error.
 """
@@ -26,7 +28,8 @@ from dataclasses import dataclass
 from email.errors import MessageError
 from typing import TYPE_CHECKING, Any
 
-from .activesync_items import FOLDER_KINDS, save_sent_unit
+from .activesync_delivery import send_unit
+from .activesync_items import FOLDER_KINDS
 from .pim import collection_unit, facts_of
 from .protocols import activesync as eas
 from .protocols import eas_bodies, eas_compose, eas_pim
@@ -210,13 +213,13 @@ def composed_of(call: EasCall, tag: str) -> Composed | int:
 
 def _smart_unit(
     conn: sqlite3.Connection, caller: Caller, request: Composed, forward: bool
-) -> tuple[int, str | None]:
-    """Compose with the original and keep the message in Sent Items when asked: the status
-    and the collection that changed."""
+) -> tuple[int, list[str]]:
+    """Compose with the original, keep the message in Sent Items when asked and deliver it
+    to the recipients of the organisation: the status and the collections that changed."""
     found = find_item(conn, caller, request.folder, request.item_id, request.long_id)
     if found is None or not eas_pim.is_mail(FOLDER_KINDS.get(found[0])):
-        return eas_compose.ITEM_NOT_FOUND, None
-    original = found[1]["data"] or ""
+        return eas_compose.ITEM_NOT_FOUND, []
+    original = eas_pim.without_state(found[1]["data"] or "")
     try:
         if forward:
             text = eas_compose.forward(
@@ -225,14 +228,12 @@ def _smart_unit(
         else:
             text = eas_compose.reply(request.mime, original, request.replace_mime)
     except EasError as exc:
-        return exc.status, None
+        return exc.status, []
     except (MessageError, ValueError, LookupError, TypeError):
-        return eas_compose.INVALID_MIME, None  # a message the email package cannot rework
+        return eas_compose.INVALID_MIME, []  # a message the email package cannot rework
     if not eas_compose.recipients(eas_compose.parse(text)):
-        return eas_compose.MESSAGE_HAS_NO_RECIPIENT, None
-    if not request.save:
-        return 1, None
-    return 1, save_sent_unit(conn, caller, text)
+        return eas_compose.MESSAGE_HAS_NO_RECIPIENT, []
+    return 1, send_unit(conn, caller, text, request.save)
 
 
 async def smart_mail(backend: Backend, call: EasCall, caller: Caller, forward: bool) -> Answer:
@@ -241,8 +242,8 @@ async def smart_mail(backend: Backend, call: EasCall, caller: Caller, forward: b
     if isinstance(request, int):
         return request
     status, changed = await backend.store.write(_smart_unit, caller, request, forward)
-    if changed is not None:
-        backend.board.changed(changed)
+    for collection_id in changed:
+        backend.board.changed(collection_id)
     return None if status == 1 else status
 
 
@@ -384,7 +385,7 @@ def meeting_unit(
     if request.send_response and attendee:
         reply = eas_compose.meeting_reply(calendar_text, attendee, request.response, request.note)
         if reply is not None:
-            changed.add(save_sent_unit(conn, caller, reply))
+            changed.update(send_unit(conn, caller, reply, True))
     return MEETING_OK, calendar_id, sorted(changed)
 
 

@@ -148,7 +148,8 @@ async def device_datastores(
     device = await get_device(store, principal, organisation, device_id)
     rows = await store.read(db.sync_states_of_device, device["id"])
     features = await store.read(db.features_of_organisation, device["id"])
-    return [_datastore(row, features) for row in rows]
+    # ActiveSync mail folders (Inbox, Sent Items, ...) are no datastores of OMA DS.
+    return [_datastore(row, features) for row in rows if row["kind"] in FEATURES]
 
 
 async def request_refresh(

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from .eas_pim import dated
+from .eas_pim import MAIL_KINDS, dated
 
 #: The FilterType values each class accepts (MS-ASCMD 2.2.3.68.2's table).
 ALLOWED = {
-    "sent_mail": frozenset({0, 1, 2, 3, 4, 5}),
+    **{kind: frozenset({0, 1, 2, 3, 4, 5}) for kind in MAIL_KINDS},
     "calendar": frozenset({0, 4, 5, 6, 7}),
     "tasks": frozenset({0, 8}),
 }

@@ -17,10 +17,13 @@ import base64
 import re
 from datetime import UTC, datetime, timedelta
 from email import message_from_string
+from email.errors import MessageError
 from email.header import decode_header, make_header
-from email.message import Message
-from email.policy import compat32
-from email.utils import getaddresses, parsedate_to_datetime
+from email.message import EmailMessage, Message
+from email.policy import SMTP, compat32
+from email.policy import default as email_default
+from email.utils import format_datetime, getaddresses, parsedate_to_datetime
+from urllib.parse import quote, unquote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from . import eas_bodies, eas_compose, eas_meetings
@@ -32,6 +35,7 @@ from .activesync_tables import (
     CONTACTS,
     CONTACTS2,
     EMAIL,
+    EMAIL2,
     NOTES,
     PAGES,
     TASKS,
@@ -46,7 +50,13 @@ CLASSES = {
     "tasks": "Tasks",
     "notes": "Notes",
     "sent_mail": "Email",
+    "inbox_mail": "Email",
+    "drafts_mail": "Email",
+    "deleted_mail": "Email",
 }
+#: The store's kinds that hold messages (RFC 5322 text): Inbox, Drafts, Deleted Items and
+#: Sent Items (and the owner's own mail folders, which hold ``sent_mail``).
+MAIL_KINDS = ("inbox_mail", "drafts_mail", "deleted_mail", "sent_mail")
 #: A TIME_ZONE_INFORMATION of 172 zero bytes: UTC without daylight saving (MS-ASDTYPE 2.7.4).
 UTC_TIMEZONE = base64.b64encode(bytes(172)).decode()
 
@@ -790,9 +800,117 @@ def _has_html(message: Message) -> bool:
     return any(part.get_content_type() == "text/html" for part in message.walk())
 
 
+#: Where the store keeps what a device may change of a message (MS-ASEMAIL: Read and Flag):
+#: headers of the stored text, taken off again before the message is shown or sent.
+READ_HEADER = "X-ActiveSync-Read"
+FLAG_HEADER = "X-ActiveSync-Flag"
+STATE_HEADERS = (READ_HEADER, FLAG_HEADER)
+#: The Flag children kept (MS-ASEMAIL 2.2.2.34; FlagStatus is the Email page's ``Status``).
+_FLAG_CHILDREN = {
+    EMAIL: ("Status", "FlagType", "CompleteTime"),
+    TASKS: (
+        "StartDate",
+        "UtcStartDate",
+        "DueDate",
+        "UtcDueDate",
+        "DateCompleted",
+        "ReminderSet",
+        "ReminderTime",
+        "Subject",
+        "OrdinalDate",
+        "SubOrdinalDate",
+    ),
+}
+_IMPORTANCE = {"low": "0", "normal": "1", "high": "2"}
+_NEWLINE = re.compile(r"\r?\n")
+
+
+def _head(text: str) -> tuple[list[str], str, str]:
+    """A message's header lines, the line ending it uses, and the rest (from the empty line
+    that ends the header on)."""
+    newline = "\r\n" if "\r\n" in text else "\n"
+    if text.startswith(("\r\n", "\n")):
+        return [], newline, text
+    found = re.search(r"\r?\n\r?\n", text)
+    head, rest = (text, "") if found is None else (text[: found.start()], text[found.start() :])
+    return _NEWLINE.split(head), newline, rest
+
+
+def _fields(lines: list[str]) -> list[tuple[str, list[str]]]:
+    """Header fields (lower-case name, their lines with continuations)."""
+    fields: list[tuple[str, list[str]]] = []
+    for line in lines:
+        if line[:1] in (" ", "\t") and fields:
+            fields[-1][1].append(line)
+        else:
+            fields.append((line.split(":", 1)[0].strip().lower(), [line]))
+    return fields
+
+
+def drop_headers(text: str, names: tuple[str, ...]) -> str:
+    """The message without the header fields ``names`` (its other bytes untouched)."""
+    lines, newline, rest = _head(text)
+    dropped = {name.lower() for name in names}
+    kept = [line for name, group in _fields(lines) if name not in dropped for line in group]
+    return newline.join(kept) + rest
+
+
+def header_value(text: str, name: str) -> str | None:
+    """The (unfolded) value of the message's first ``name`` header field."""
+    lines, _, _ = _head(text)
+    for field_name, group in _fields(lines):
+        if field_name == name.lower():
+            return " ".join(part.strip() for part in group)[len(name) + 1 :].strip()
+    return None
+
+
+def without_state(text: str) -> str:
+    """The message as it was sent: the store's Read and Flag headers taken off (also from
+    what a device submits, so no sender can set them for a recipient)."""
+    return drop_headers(text, STATE_HEADERS)
+
+
+def mail_state(text: str) -> tuple[bool, list[tuple[str, str, str]]]:
+    """Whether a stored message is read (unmarked: read, as sent messages are), and its
+    Flag's children (namespace, tag, value); no children: not flagged."""
+    read = header_value(text, READ_HEADER) != "0"
+    flag: list[tuple[str, str, str]] = []
+    for part in (header_value(text, FLAG_HEADER) or "").split():
+        name, _, value = part.partition("=")
+        ns, _, tag = name.partition(":")
+        if tag in _FLAG_CHILDREN.get(ns, ()):
+            flag.append((ns, tag, unquote(value)))
+    return read, flag
+
+
+def with_state(text: str, read: bool, flag: list[tuple[str, str, str]]) -> str:
+    """The message with its Read and Flag stored as the store's headers."""
+    bare = without_state(text)
+    newline = "\r\n" if "\r\n" in bare else "\n"
+    fields = [f"{READ_HEADER}: {int(read)}"]
+    if flag:
+        values = " ".join(f"{ns}:{tag}={quote(value, safe='')}" for ns, tag, value in flag)
+        fields.append(f"{FLAG_HEADER}: {values}")
+    return newline.join(fields) + newline + bare
+
+
+def _flag_of(found: Element) -> list[tuple[str, str, str]]:
+    """The children of a device's ``email:Flag`` the store keeps (an empty Flag clears it)."""
+    kept: list[tuple[str, str, str]] = []
+    for child in found.elements():
+        if child.tag in _FLAG_CHILDREN.get(child.ns, ()) and len(child.text) <= 256:
+            kept.append((child.ns, child.tag, child.text.strip()))
+    return kept[:16]
+
+
+def _child(parent: Element, tag: str, ns: str) -> Element | None:
+    return next((c for c in parent.elements() if c.tag == tag and c.ns == ns), None)
+
+
 def mail_to_eas(text: str) -> list[Element]:
     """The Email properties (MS-ASEMAIL) of a stored RFC 5322 message, its body as text."""
     message = message_from_string(text, policy=compat32)
+    read, flag = mail_state(text)
     try:
         sent = parsedate_to_datetime(message["Date"]) if message["Date"] else None
     except (TypeError, ValueError):
@@ -803,13 +921,14 @@ def mail_to_eas(text: str) -> list[Element]:
     out = [el(EMAIL, "To", to)]
     if message["Cc"]:
         out.append(el(EMAIL, "Cc", _addresses(message["Cc"])))
+    importance = _IMPORTANCE.get(str(message["Importance"] or "normal").strip().lower(), "1")
     out += [
         el(EMAIL, "From", _addresses(message["From"])),
         el(EMAIL, "Subject", str(make_header(decode_header(message["Subject"] or "")))),
         el(EMAIL, "DateReceived", _long(sent)),
         el(EMAIL, "DisplayTo", "; ".join(names)),
-        el(EMAIL, "Importance", "1"),
-        el(EMAIL, "Read", "1"),
+        el(EMAIL, "Importance", importance),
+        el(EMAIL, "Read", "1" if read else "0"),
     ]
     body = _plain_text(message)
     out.append(
@@ -821,8 +940,10 @@ def mail_to_eas(text: str) -> list[Element]:
     out.append(el(EMAIL, "MessageClass", eas_meetings.MESSAGE_CLASS if meeting else "IPM.Note"))
     if meeting is not None:
         out.append(meeting)
+    out.append(el(EMAIL, "InternetCPID", "65001"))
+    if flag:
+        out.append(el(EMAIL, "Flag", *(el(ns, tag, value) for ns, tag, value in flag)))
     out += [
-        el(EMAIL, "InternetCPID", "65001"),
         el(
             EMAIL,
             "ContentClass",
@@ -834,16 +955,75 @@ def mail_to_eas(text: str) -> list[Element]:
 
 
 def mail_from_eas(data: Element, keep: str | None = None) -> str:
-    """A stored message stays as it was sent: a device changes only flags (Read, Flag)."""
+    """A stored message stays as it was sent: a device changes only its Read and Flag
+    (MS-ASEMAIL 3.1.5.3); a message is added by SendMail, never by Sync."""
     if keep is None:
         raise EasError("messages are added by SendMail, not by Sync", INVALID_CONTENT)
-    return keep
+    read, flag = mail_state(keep)
+    found = _child(data, "Read", EMAIL)
+    if found is not None:
+        read = found.text.strip() == "1"
+    flagged = _child(data, "Flag", EMAIL)
+    if flagged is not None:
+        flag = _flag_of(flagged)
+    return with_state(keep, read, flag)
+
+
+def draft_to_eas(text: str) -> list[Element]:
+    """A draft's Email properties, with its Bcc and IsDraft (Email2, protocol 16.0)."""
+    out = mail_to_eas(text)
+    bcc = message_from_string(text, policy=compat32)["Bcc"]
+    if bcc:
+        out.append(el(EMAIL2, "Bcc", _addresses(bcc)))
+    out.append(el(EMAIL2, "IsDraft", "1"))
+    return out
+
+
+def draft_from_eas(data: Element, keep: str | None = None) -> str:
+    """A draft (protocol 16.0, MS-ASEMAIL 3.1.5.3) as an RFC 5322 message: To, Cc, Bcc,
+    Subject, Importance and the Body the device sent; in a Change, what it leaves out stays
+    as it was (16.0 ghosts absent properties), and Read and Flag change as on any message."""
+    try:
+        message = (
+            message_from_string(without_state(keep), policy=email_default)
+            if keep is not None
+            else EmailMessage()
+        )
+        for tag, ns in (("To", EMAIL), ("Cc", EMAIL), ("Bcc", EMAIL2), ("Subject", EMAIL)):
+            found = _child(data, tag, ns)
+            if found is not None:
+                del message[tag]
+                if found.text.strip():
+                    message[tag] = found.text.strip()
+        importance = _child(data, "Importance", EMAIL)
+        if importance is not None:
+            del message["Importance"]
+            names = {value: name for name, value in _IMPORTANCE.items()}
+            message["Importance"] = names.get(importance.text.strip(), "normal")
+        body = _child(data, "Body", AIRSYNCBASE)
+        if body is not None or keep is None:
+            html = body is not None and child_text(body, "Type") == "2"
+            content = (child_text(body, "Data", "") or "") if body is not None else ""
+            message.set_content(content, subtype="html" if html else "plain")
+        if message["Date"] is None:
+            message["Date"] = format_datetime(datetime.now(UTC))
+        text = message.as_string(policy=SMTP)
+    except (ValueError, TypeError, LookupError, MessageError) as exc:
+        raise EasError(f"the draft cannot be kept: {exc}", INVALID_CONTENT) from exc
+    read, flag = mail_state(keep) if keep is not None else (True, [])
+    flagged = _child(data, "Flag", EMAIL)
+    if flagged is not None:
+        flag = _flag_of(flagged)
+    return with_state(text, read, flag)
 
 
 # --------------------------------------------------------------------------- dispatch
 
 _TO_EAS = {
     "sent_mail": mail_to_eas,
+    "inbox_mail": mail_to_eas,
+    "deleted_mail": mail_to_eas,
+    "drafts_mail": draft_to_eas,
     "contacts": contact_to_eas,
     "calendar": event_to_eas,
     "tasks": task_to_eas,
@@ -851,6 +1031,9 @@ _TO_EAS = {
 }
 _FROM_EAS = {
     "sent_mail": mail_from_eas,
+    "inbox_mail": mail_from_eas,
+    "deleted_mail": mail_from_eas,
+    "drafts_mail": draft_from_eas,
     "contacts": contact_from_eas,
     "calendar": event_from_eas,
     "tasks": task_from_eas,
@@ -859,6 +1042,9 @@ _FROM_EAS = {
 #: The content type the store is given for what an ActiveSync device sends.
 CONTENT_TYPES = {
     "sent_mail": "message/rfc822",
+    "inbox_mail": "message/rfc822",
+    "drafts_mail": "message/rfc822",
+    "deleted_mail": "message/rfc822",
     "contacts": "text/vcard",
     "calendar": "text/calendar",
     "tasks": "text/calendar",
@@ -881,7 +1067,8 @@ def application_data(
         found = next((c for c in children if c.tag == "Body" and c.ns == AIRSYNCBASE), None)
         plain = (child_text(found, "Data", "") or "") if found is not None else ""
         mail = is_mail(kind)
-        content = eas_bodies.mail_content(text, plain) if mail else eas_bodies.Content(plain)
+        shown = without_state(text) if mail else text
+        content = eas_bodies.mail_content(shown, plain) if mail else eas_bodies.Content(plain)
         children = eas_bodies.shape(children, content, bodies, mail)
     return Element("ApplicationData", AIRSYNC, children)
 
@@ -922,7 +1109,7 @@ def dated(kind: str, text: str) -> tuple[datetime | None, bool]:
     - tasks: no date (None); complete when STATUS is COMPLETED or COMPLETED is set;
     - contacts and notes: (None, False).
     """
-    if kind == "sent_mail":
+    if is_mail(kind):
         message = message_from_string(text, policy=compat32)
         try:
             sent = parsedate_to_datetime(message["Date"]) if message["Date"] else None
