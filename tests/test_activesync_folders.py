@@ -310,7 +310,7 @@ def test_a_database_of_before_migrates_in_place(tmp_path: Path) -> None:
         " sync_key, seen_version, updated_at) VALUES ('d', 'contacts', 'o', 'c', 4, 3, ?)",
         (at,),
     )
-    assert migrate(conn) == [13]
+    assert migrate(conn) == [13, 14]
     conn.row_factory = None  # plain tuples to compare
     assert conn.execute(
         "SELECT id, kind, version, is_default, deleted_at FROM pim_collections"
