@@ -1030,7 +1030,12 @@ class EasSessionLogic:
             folder = child_text(fetch, "CollectionId", "") or ""
             server_id = child_text(fetch, "ServerId", "") or ""
             found = await self.backend.store.read(fetch_unit, caller, folder, server_id)
-            if found is None:
+            bodies = eas_bodies.preferences_of(fetch, call.query.version)
+            try:
+                data = eas_pim.application_data(*found, bodies) if found is not None else None
+            except eas_pim.UNREADABLE:
+                data = None  # an item that cannot be shown is not found, as Sync leaves it out
+            if found is None or data is None:
                 responses.append(
                     el(
                         ITEM_OPERATIONS,
@@ -1041,10 +1046,7 @@ class EasSessionLogic:
                     )
                 )
                 continue
-            kind, text = found
-            data = eas_pim.application_data(
-                kind, text, eas_bodies.preferences_of(fetch, call.query.version)
-            )
+            kind = found[0]
             responses.append(
                 el(
                     ITEM_OPERATIONS,

@@ -12,10 +12,10 @@ Statuses, as MS-ASCMD 2.2.3.177.3/.4/.6 give them: 10 for a request lacking Sync
 ServerId, ParentId, DisplayName (or one longer than 256 characters) or a FolderCreate Type
 other than 1 and 12 to 17; 9 for a SyncKey that is not the device's current hierarchy key;
 FolderCreate 2 (a sibling of that name, case-insensitive), 5 (no such parent), 6 (a journal
-folder, or a kind the organisation switched off); FolderUpdate 2 (a default folder, or a
-sibling of that name), 4 (no such folder), 5 (no such parent, or the folder itself or one
-below it); FolderDelete 3 (a default folder), 4 (no such folder). Another account's folders
-are "no such folder".
+folder, a kind the organisation switched off, or beyond ``MAX_FOLDERS`` or ``MAX_DEPTH``);
+FolderUpdate 2 (a default folder, or a sibling of that name), 4 (no such folder), 5 (no such
+parent, or the folder itself or one below it), 6 (a move beyond ``MAX_DEPTH``); FolderDelete
+3 (a default folder), 4 (no such folder). Another account's folders are "no such folder".
 
 Each command carries the device's folder hierarchy SyncKey; a success takes the next key,
 and what the device now holds is recorded, so its next FolderSync does not repeat its own
@@ -64,6 +64,10 @@ USER_KINDS: dict[int, str | None] = {
 }
 #: The longest DisplayName kept (MS-ASCMD gives none; Exchange's folder names stop here).
 MAX_NAME = 256
+#: The most folders of its own an account keeps, and the deepest one lies below the root
+#: (MS-ASCMD gives no limits: beyond these, FolderCreate and FolderUpdate answer 6).
+MAX_FOLDERS = 1000
+MAX_DEPTH = 32
 
 # FolderCreate/FolderUpdate/FolderDelete statuses (MS-ASCMD 2.2.3.177.3, .4, .6).
 OK = 1
@@ -203,6 +207,11 @@ def _create(
         return FolderOutcome(SERVER_ERROR)  # journal, or a kind the organisation switched off
     if _sibling_named(folders, request.parent_id, request.name, None):
         return FolderOutcome(EXISTS_OR_SPECIAL)
+    if (
+        _depth(by_id, request.parent_id) >= MAX_DEPTH
+        or len(pim_db.folder_collections(conn, caller.account["id"])) >= MAX_FOLDERS
+    ):
+        return FolderOutcome(SERVER_ERROR)
     at = now()
     collection_id = new_id()
     pim_db.insert_collection(
@@ -224,12 +233,38 @@ def _create(
     return FolderOutcome(OK, server_id=collection_id)
 
 
+def _depth(by_id: dict[str, Folder], server_id: str) -> int:
+    """How far below the root a folder lies (the root 0, a folder in it 1)."""
+    depth = 0
+    while server_id in by_id and depth <= len(by_id):
+        depth += 1
+        server_id = by_id[server_id].parent_id
+    return depth
+
+
 def _under(folders: list[dict[str, Any]], server_id: str) -> list[str]:
-    """The folder and every folder below it, of the account's own folders."""
+    """The folder and every folder below it, of the account's own folders, parents first."""
+    children: dict[str, list[str]] = {}
+    for row in folders:
+        children.setdefault(row["parent_id"], []).append(row["id"])
     found = [server_id]
+    seen = {server_id}
     for parent in found:
-        found += [row["id"] for row in folders if row["parent_id"] == parent]
+        for child in children.get(parent, ()):
+            if child not in seen:
+                seen.add(child)
+                found.append(child)
     return found
+
+
+def _height(folders: list[dict[str, Any]], server_id: str) -> int:
+    """How many levels a folder and those below it take (a folder alone: 1)."""
+    parents = {row["id"]: row["parent_id"] for row in folders}
+    below = _under(folders, server_id)
+    levels = {server_id: 1}
+    for child in below[1:]:  # parents first: a child's parent has its level already
+        levels[child] = levels[parents[child]] + 1
+    return max(levels.values())
 
 
 def _update(
@@ -253,6 +288,8 @@ def _update(
         return FolderOutcome(PARENT_MISSING)  # not there, or the folder itself or below it
     if _sibling_named(folders, request.parent_id, request.name, target.server_id):
         return FolderOutcome(EXISTS_OR_SPECIAL)
+    if _depth(by_id, request.parent_id) + _height(own, target.server_id) > MAX_DEPTH:
+        return FolderOutcome(SERVER_ERROR)
     pim_db.update_collection(
         conn,
         target.server_id,

@@ -114,10 +114,14 @@ def hierarchy(conn: sqlite3.Connection, account_id: str, features: dict[str, boo
         for row in pim_db.folder_collections(conn, account_id)
         if features.get(FEATURES.get(row["kind"], ""), True)
     ]
-    while own:  # parents before children, whatever order they were made in
-        ready = [row for row in own if row["parent_id"] in shown]
-        if not ready:
-            break  # the rest hang under folders that are not shown
+    made = {row["id"]: index for index, row in enumerate(own)}
+    children: dict[str, list[dict[str, Any]]] = {}
+    for row in own:
+        children.setdefault(row["parent_id"], []).append(row)
+    # Parents before children, whatever order they were made in: a generation at a time,
+    # each in creation order; folders under folders that are not shown never come.
+    ready = [row for row in own if row["parent_id"] in shown]
+    while ready:
         for row in ready:
             folders.append(
                 Folder(
@@ -130,27 +134,31 @@ def hierarchy(conn: sqlite3.Connection, account_id: str, features: dict[str, boo
                 )
             )
             shown.add(row["id"])
-        own = [row for row in own if row["id"] not in shown]
+        below = (c for row in ready for c in children.get(row["id"], ()) if c["id"] not in shown)
+        ready = sorted(below, key=lambda row: made[row["id"]])
     return folders
 
 
 def folder_of(
-    conn: sqlite3.Connection, caller: Caller, server_id: str
+    conn: sqlite3.Connection, caller: Caller, server_id: str, create: bool = True
 ) -> tuple[Folder, dict[str, Any] | None] | None:
     """The folder a ServerId names in the caller's hierarchy and the PIM collection behind
     it (None for Outbox, which holds nothing); None: no such folder."""
     folders = hierarchy(conn, caller.account["id"], caller.features)
     found = next((f for f in folders if f.server_id == server_id), None)
-    return (found, collection_for(conn, caller, found)) if found is not None else None
+    return (found, collection_for(conn, caller, found, create)) if found is not None else None
 
 
 def collection_for(
-    conn: sqlite3.Connection, caller: Caller, folder: Folder
+    conn: sqlite3.Connection, caller: Caller, folder: Folder, create: bool = True
 ) -> dict[str, Any] | None:
     """The PIM collection behind a folder of the caller's hierarchy (None: Outbox, which
-    holds nothing)."""
+    holds nothing). A default folder's collection is made on first use only when
+    ``create``: a read unit must not write, so it passes False and finds none yet."""
     if folder.kind is None:
         return None
+    if folder.default and not create:
+        return pim_db.collection_of(conn, caller.account["id"], folder.kind)
     if folder.default:
         return collection_unit(
             conn, caller.device["organisation_id"], caller.account["id"], folder.kind
@@ -403,7 +411,11 @@ def _apply_commands(
         if tag == "Fetch":
             server_id = child_text(command, "ServerId", "") or ""
             item = _mapped_live_item(conn, device_id, collection_id, server_id)
-            if item is None:
+            try:
+                data = eas_pim.application_data(kind, item["data"], work.bodies) if item else None
+            except eas_pim.UNREADABLE:
+                data = None  # an item that cannot be shown is not found
+            if data is None:
                 result.responses.append(_refused_command(command, "8"))
             else:
                 result.responses.append(
@@ -412,7 +424,7 @@ def _apply_commands(
                         "Fetch",
                         el(AIRSYNC, "ServerId", server_id),
                         el(AIRSYNC, "Status", "1"),
-                        eas_pim.application_data(kind, item["data"], work.bodies),
+                        data,
                     )
                 )
             continue
@@ -669,7 +681,7 @@ def estimate_unit(
         return "4", None
     if state["collection_id"] is None:
         return "1", 0
-    found = folder_of(conn, caller, folder)
+    found = folder_of(conn, caller, folder, create=False)
     kind = found[0].kind if found else None
     chosen = state["filter_type"] if filter_type is None else filter_type
     if kind is None or not applies(kind, chosen):
@@ -692,8 +704,9 @@ def estimate_unit(
 def fetch_unit(
     conn: sqlite3.Connection, caller: Caller, folder: str, server_id: str
 ) -> tuple[str, str] | None:
-    """The kind and stored text of an item the device holds in ``folder``."""
-    found = folder_of(conn, caller, folder)
+    """The kind and stored text of an item the device holds in ``folder`` (None also when
+    the folder has no collection yet: nothing was ever synchronised in it)."""
+    found = folder_of(conn, caller, folder, create=False)
     if found is None or found[1] is None or found[0].kind is None:
         return None
     item = _mapped_live_item(conn, caller.device["id"], found[1]["id"], server_id)

@@ -32,7 +32,7 @@ from .activesync_delivery import send_unit
 from .activesync_items import FOLDER_KINDS
 from .pim import collection_unit, facts_of
 from .protocols import activesync as eas
-from .protocols import eas_bodies, eas_compose, eas_pim
+from .protocols import eas_bodies, eas_compose, eas_meetings, eas_pim
 from .protocols.activesync import EasError, child_text, el, integer
 from .protocols.activesync_tables import (
     AIRSYNC,
@@ -133,7 +133,15 @@ async def fetch_long_id(backend: Backend, call: EasCall, caller: Caller, fetch: 
     folder, item = found
     kind = FOLDER_KINDS[folder] or ""
     bodies = eas_bodies.preferences_of(fetch, call.query.version)
-    data = eas_pim.application_data(kind, item["data"] or "", bodies)
+    try:
+        data = eas_pim.application_data(kind, item["data"] or "", bodies)
+    except eas_pim.UNREADABLE:  # an item that cannot be shown is not found
+        return el(
+            ITEM_OPERATIONS,
+            "Fetch",
+            el(ITEM_OPERATIONS, "Status", "6"),
+            el(SEARCH, "LongId", value),
+        )
     return el(
         ITEM_OPERATIONS,
         "Fetch",
@@ -357,6 +365,8 @@ def meeting_unit(
         calendar_text = ""
     if "BEGIN:VEVENT" not in calendar_text.upper():
         return INVALID_MEETING_REQUEST, None, []
+    if eas_meetings.meeting_request_element(calendar_text) is None:
+        return INVALID_MEETING_REQUEST, None, []  # no start, or times that cannot be read
     if not caller.features.get("calendar_sync", True):
         return MAILBOX_ERROR, None, []
     attendee = caller.account.get("email") or ""
@@ -398,7 +408,10 @@ async def meeting_response(backend: Backend, call: EasCall, caller: Caller) -> A
         if request is None:
             results.append(el(MEETING_RESPONSE, "Result", el(MEETING_RESPONSE, "Status", "2")))
             continue
-        status, calendar_id, changed = await backend.store.write(meeting_unit, caller, request)
+        try:
+            status, calendar_id, changed = await backend.store.write(meeting_unit, caller, request)
+        except (ValueError, OverflowError):  # an invitation that cannot be read: nothing kept
+            status, calendar_id, changed = INVALID_MEETING_REQUEST, None, []
         for collection_id in changed:
             backend.board.changed(collection_id)
         children: list[Element | str | bytes | None] = []

@@ -5,18 +5,22 @@ The Global Address List is the caller's own organisation's active users and reso
 (:mod:`engine.store.activesync_search`): display name, email address, alias (the login),
 first and last name, company (the organisation); no pictures (a requested ``Picture`` is
 answered 173 NoPicture). A mailbox query is ``FreeText`` matched, word by word and without
-regard to case, against the subject, addresses and text of the owner's stored messages,
-optionally within one folder; results carry the message's properties with its body as the
-request's ``BodyPreference`` asks. ``DocumentLibrary`` has no libraries behind it: 16.x
-does not know the store (Store status 2), earlier versions are denied access (5).
+regard to case, against the subject, addresses and text of the owner's stored messages in
+their default folders, optionally within one folder (more than ``MAX_WORDS`` distinct words
+is Search's "too complex", 8, and Find's invalid request, 2); results carry the message's
+properties with its body as the request's ``BodyPreference`` asks. ``DocumentLibrary`` has
+no libraries behind it: 16.x does not know the store (Store status 2), earlier versions are
+denied access (5).
 
-ResolveRecipients resolves each ``To`` against the GAL: one match is status 1, several are
-suggestions (2, or 3 when ``MaxAmbiguousRecipients`` cuts them short, ``RecipientCount``
-then telling how many there are), none is 4. The service keeps no S/MIME certificates, so a
+ResolveRecipients resolves each distinct ``To`` (at most 100, more is status 5) against the
+GAL: one match is status 1, several are suggestions (2, or 3 when ``MaxAmbiguousRecipients``,
+at most 100, or ``MAX_RECIPIENTS`` in all cuts them short, ``RecipientCount`` then telling
+how many there are), none is 4. The service keeps no S/MIME certificates, so a
 ``CertificateRetrieval`` of 2 or 3 is answered 7 (no valid certificate) for each resolved
 recipient. ``Availability`` is the recipient's free/busy from their calendar in the PIM
-store, one digit per 30 minutes (0 free, 1 tentative, 2 busy, 4 no data); recurring events
-count by their first occurrence only.
+store, one digit per 30 minutes (0 free, 1 tentative, 2 busy, 4 no data), worked out once
+per account; recurring events count by their first occurrence only, events whose times
+cannot be read not at all.
 """
 
 from __future__ import annotations
@@ -57,6 +61,8 @@ if TYPE_CHECKING:
 #: The most results one request returns, and the most messages a mailbox query scans.
 MAX_RESULTS = 100
 MAX_SCANNED = 5000
+#: The most distinct words a mailbox query matches (more: Search's "too complex", status 8).
+MAX_WORDS = 20
 NO_PICTURE = "173"
 
 # --------------------------------------------------------------------------- shared
@@ -95,7 +101,8 @@ def gal_properties(entry: dict[str, Any], picture: bool) -> list[Element]:
 
 
 def _words(text: str) -> list[str]:
-    return [w.lower() for w in text.split() if w]
+    """The distinct words of a FreeText, without regard to case."""
+    return list(dict.fromkeys(w.lower() for w in text.split() if w))
 
 
 def _message_text(data: str) -> str:
@@ -230,8 +237,11 @@ def _mail_query_of(query: Element, options: Element | None) -> tuple[MailQuery |
             elif child.tag in ("And", "Or"):
                 stack.append(child)
     wanted = parse_range(child_text(options, "Range") if options is not None else None)
+    words = list(dict.fromkeys(words))
     if wanted is None or not words:
         return None, 2
+    if len(words) > MAX_WORDS:
+        return None, 8
     return (
         MailQuery(
             tuple(words),
@@ -281,7 +291,10 @@ async def search(backend: Backend, call: EasCall, caller: Caller) -> Answer:
     bodies = eas_bodies.preferences_of(options, call.query.version, "Email")
     results = []
     for folder, row, _ in found:
-        data = eas_pim.application_data(FOLDER_KINDS[folder] or "", row["data"] or "", bodies)
+        try:
+            data = eas_pim.application_data(FOLDER_KINDS[folder] or "", row["data"] or "", bodies)
+        except eas_pim.UNREADABLE:
+            continue  # a message that cannot be shown is left out
         results.append(
             el(
                 SEARCH,
@@ -383,7 +396,7 @@ async def find(backend: Backend, call: EasCall, caller: Caller) -> Answer:
             (c.text for c in query.elements() if c.tag == "CollectionId" and c.ns == AIRSYNC),
             None,
         )
-        if not words:
+        if not words or len(words) > MAX_WORDS:
             return _find_answer(2)
         folders = _mail_folders(caller, folder)
         if folders is None:
@@ -393,7 +406,10 @@ async def find(backend: Backend, call: EasCall, caller: Caller) -> Answer:
         )
         results = []
         for found_folder, row, server_id in found:
-            data = eas_pim.application_data(FOLDER_KINDS[found_folder] or "", row["data"] or "")
+            try:
+                data = eas_pim.application_data(FOLDER_KINDS[found_folder] or "", row["data"] or "")
+            except eas_pim.UNREADABLE:
+                continue  # a message that cannot be shown is left out
             results.append(
                 el(
                     FIND,
@@ -425,19 +441,22 @@ async def find(backend: Backend, call: EasCall, caller: Caller) -> Answer:
 #: The MergedFreeBusy digits.
 FREE, TENTATIVE, BUSY, NO_DATA = "0", "1", "2", "4"
 SLOT = timedelta(minutes=30)
+#: The most ``To`` a request may hold (MS-ASCMD 2.2.3.183: 1...100; more is status 5).
 MAX_TO = 100
+#: The most Recipients one response holds, over all its ``To``: each ``To``'s suggestions
+#: are cut short (status 3, RecipientCount telling how many there are) once they are given.
+MAX_RECIPIENTS = 500
 #: The longest free/busy span answered (MS-ASCMD leaves it to the server).
 MAX_SPAN = timedelta(days=42)
 
 
-def merged_free_busy(events: list[str], start: datetime, end: datetime) -> str:
-    """One digit per 30 minutes from ``start`` to ``end`` out of iCalendar events."""
-    slots = max(1, -(-int((end - start).total_seconds()) // int(SLOT.total_seconds())))
-    digits = [FREE] * slots
-    for text in events:
-        begin = finish = None
-        state = BUSY
-        inside = False
+def _busy_time(text: str) -> tuple[datetime, datetime, str] | None:
+    """An event's start, end and free/busy digit; None when it leaves its owner free or its
+    times cannot be read."""
+    begin = finish = None
+    state = BUSY
+    inside = False
+    try:
         for line in parse(text):
             if line.name == "BEGIN" and line.value.upper() == "VEVENT":
                 inside = True
@@ -453,13 +472,36 @@ def merged_free_busy(events: list[str], start: datetime, end: datetime) -> str:
                 state = FREE
             elif line.name == "STATUS" and line.value.strip().upper() == "TENTATIVE":
                 state = TENTATIVE
-        if begin is None or state == FREE:
+    except (ValueError, OverflowError):
+        return None
+    if begin is None or state == FREE:
+        return None
+    return begin, finish or begin, state
+
+
+def merged_free_busy(events: list[str], start: datetime, end: datetime) -> str:
+    """One digit per 30 minutes from ``start`` to ``end`` out of iCalendar events. An event
+    marks the slots it overlaps, found by arithmetic (the first slot it starts in, the slot
+    after the one it ends in), counted per digit, so the work is events plus slots."""
+    slots = max(1, -(-int((end - start).total_seconds()) // int(SLOT.total_seconds())))
+    # Per digit, +1 where an event's slots begin and -1 after they end.
+    marks = {TENTATIVE: [0] * (slots + 1), BUSY: [0] * (slots + 1)}
+    for text in events:
+        busy = _busy_time(text)
+        if busy is None:
             continue
-        finish = finish or begin
-        for index in range(slots):
-            slot_start = start + index * SLOT
-            if begin < slot_start + SLOT and finish > slot_start and digits[index] < state:
-                digits[index] = state
+        begin, finish, state = busy
+        first = max(0, (begin - start) // SLOT)  # slot i overlaps: begin < its end
+        after = min(slots, -((start - finish) // SLOT))  # ... and finish > its start
+        if first < after:
+            marks[state][first] += 1
+            marks[state][after] -= 1
+    digits = []
+    tentative = busy_count = 0
+    for index in range(slots):
+        tentative += marks[TENTATIVE][index]
+        busy_count += marks[BUSY][index]
+        digits.append(BUSY if busy_count else TENTATIVE if tentative else FREE)
     return "".join(digits)
 
 
@@ -471,8 +513,9 @@ def _gal_resolve_unit(
     span: tuple[datetime, datetime] | None,
 ) -> list[tuple[list[dict[str, Any]], int, dict[str, str]]]:
     """Per name: the GAL entries suggested (an exact address first), how many match, and
-    the free/busy of a unique match."""
+    the free/busy of a unique match (worked out once per account, however often named)."""
     out = []
+    free_busy_of: dict[str, str] = {}
     for name in names:
         text = name.strip()
         address = re.search(r"<([^>]+)>", text)
@@ -483,11 +526,16 @@ def _gal_resolve_unit(
             rows, total = db.gal_matches(conn, organisation_id, text, limit) if text else ([], 0)
         free_busy: dict[str, str] = {}
         if span is not None and total == 1:
-            calendar = pim_db.collection_of(conn, rows[0]["id"], "calendar")
-            events = (
-                [r["data"] for r in pim_db.live_items(conn, calendar["id"])] if calendar else []
-            )
-            free_busy[rows[0]["id"]] = merged_free_busy(events, *span)
+            account_id = rows[0]["id"]
+            if account_id not in free_busy_of:
+                calendar = pim_db.collection_of(conn, account_id, "calendar")
+                events = (
+                    [r["data"] or "" for r in pim_db.live_items(conn, calendar["id"])]
+                    if calendar
+                    else []
+                )
+                free_busy_of[account_id] = merged_free_busy(events, *span)
+            free_busy[account_id] = free_busy_of[account_id]
         out.append((rows, total, free_busy))
     return out
 
@@ -528,22 +576,24 @@ async def resolve_recipients(backend: Backend, call: EasCall, caller: Caller) ->
         if start is None or end is None or end <= start or end - start > MAX_SPAN:
             return refused()
         span = (start, end)
-    if not names or len(names) > (MAX_TO if span else 1000):
+    if not names or len(names) > MAX_TO:
         return refused()
-    limit = MAX_RESULTS if ambiguous is None else max(ambiguous, 1)
+    names = list(dict.fromkeys(names))  # a name given twice is resolved and answered once
+    cap = MAX_RESULTS if ambiguous is None else min(ambiguous, MAX_RESULTS)
     resolved = await backend.store.read(
-        _gal_resolve_unit, caller.account["organisation_id"], names, limit + 1, span
+        _gal_resolve_unit, caller.account["organisation_id"], names, max(cap, 1) + 1, span
     )
     responses = []
+    room = MAX_RECIPIENTS
     for name, (rows, total, free_busy) in zip(names, resolved, strict=True):
         if total == 0:
             status, shown = 4, []
         elif total == 1:
             status, shown = 1, rows
         else:
-            cap = MAX_RESULTS if ambiguous is None else ambiguous
-            shown = rows[:cap]
-            status = 2 if total <= cap else 3
+            shown = rows[: min(cap, max(room, 0))]
+            status = 2 if total <= len(shown) else 3
+        room -= len(shown)
         recipients = []
         for row in shown:
             children: list[Element | str | bytes | None] = [

@@ -47,7 +47,8 @@ def _long(moment: datetime) -> str:
 
 def meeting_request_element(calendar: str) -> Element | None:
     """The ``email:MeetingRequest`` of a meeting request's iCalendar object, or None when
-    it holds no event with a start."""
+    it holds no event with a start, or its times cannot be read (the message is then shown
+    as the plain message it also is)."""
     lines: dict[str, ContentLine] = {}
     inside = False
     for line in parse(calendar):
@@ -59,9 +60,12 @@ def meeting_request_element(calendar: str) -> Element | None:
             lines.setdefault(line.name, line)
     if "DTSTART" not in lines:
         return None
-    start, all_day = _when(lines["DTSTART"])
-    end = _when(lines["DTEND"])[0] if "DTEND" in lines else start + timedelta(days=all_day)
-    stamp = _when(lines["DTSTAMP"])[0] if "DTSTAMP" in lines else datetime.now(UTC)
+    try:
+        start, all_day = _when(lines["DTSTART"])
+        end = _when(lines["DTEND"])[0] if "DTEND" in lines else start + timedelta(days=all_day)
+        stamp = _when(lines["DTSTAMP"])[0] if "DTSTAMP" in lines else datetime.now(UTC)
+    except (ValueError, OverflowError):
+        return None
     organizer = lines["ORGANIZER"].value.split(":", 1)[-1] if "ORGANIZER" in lines else ""
     rsvp = any(
         (line.param("RSVP") or "").upper() == "TRUE"

@@ -1073,6 +1073,11 @@ def application_data(
     return Element("ApplicationData", AIRSYNC, children)
 
 
+#: What :func:`application_data` raises for a stored item it cannot read (a malformed date,
+#: one past the year 9999, a broken structure): such an item is left out, not answered 500.
+UNREADABLE = (ValueError, KeyError, OverflowError)
+
+
 def item_text(kind: str, data: Element, keep: str | None = None) -> str:
     """The store's text of an ``ApplicationData`` (``keep``: the stored item it changes)."""
     try:
@@ -1137,7 +1142,7 @@ def dated(kind: str, text: str) -> tuple[datetime | None, bool]:
             end, _ = ical_datetime(by_name["DTEND"])
         else:
             end = start + (timedelta(days=1) if all_day else _duration(by_name.get("DURATION")))
-    except ValueError:
+    except (ValueError, OverflowError):
         return None, False
     if "RRULE" not in by_name:
         return end, False
@@ -1149,11 +1154,17 @@ def dated(kind: str, text: str) -> tuple[datetime | None, bool]:
             )
         except EasError:
             return None, False
-        return max(end, until + (end - start)), False
+        try:
+            return max(end, until + (end - start)), False
+        except OverflowError:  # past the year 9999: a series without end
+            return None, False
     if "COUNT" in parts and parts["COUNT"].isdigit():
         step = _FREQ_STEP.get(parts.get("FREQ", ""), timedelta(days=366))
-        interval = int(parts["INTERVAL"]) if parts.get("INTERVAL", "").isdigit() else 1
-        return end + step * interval * max(int(parts["COUNT"]) - 1, 0), False
+        try:
+            interval = int(parts["INTERVAL"]) if parts.get("INTERVAL", "").isdigit() else 1
+            return end + step * interval * max(int(parts["COUNT"]) - 1, 0), False
+        except (OverflowError, ValueError):  # past the year 9999: a series without end
+            return None, False
     return None, False
 
 

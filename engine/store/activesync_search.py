@@ -71,7 +71,9 @@ _ENCODED = "i.data LIKE '%base64%' OR i.data LIKE '%quoted-printable%' OR i.data
 def mail_candidates(
     conn: sqlite3.Connection, account_id: str, kinds: list[str], words: list[str], limit: int
 ) -> list[Row]:
-    """The account's live items of these kinds that may contain every word, newest first:
+    """The account's live items of these kinds in its default collections (Inbox, Sent
+    Items...: a folder of the owner's own is no default one) that may contain every word,
+    newest first:
     those whose raw text holds each ASCII word (without regard to case), and the encoded
     ones. The caller matches the decoded text; this only spares it the rest."""
     if not kinds:
@@ -87,7 +89,8 @@ def mail_candidates(
         conn.execute(
             "SELECT i.id, i.data, i.updated_at, c.id AS collection_id, c.kind"
             " FROM pim_items i JOIN pim_collections c ON c.id = i.collection_id"
-            f" WHERE c.account_id = ? AND c.kind IN ({marks}) AND i.deleted = 0{conditions}"
+            f" WHERE c.account_id = ? AND c.kind IN ({marks}) AND c.is_default = 1"
+            f" AND i.deleted = 0{conditions}"
             " ORDER BY i.id DESC LIMIT ?",
             (*values, limit),
         )
