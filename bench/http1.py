@@ -26,6 +26,10 @@ class Response:
     headers: dict[str, str]  # lower-case names
     content: bytes
 
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
     def raise_for_status(self) -> None:
         if self.status_code >= 400:
             raise HttpError(f"{self.status_code}: {self.content[:200]!r}")
@@ -67,7 +71,8 @@ class KeepAliveClient:
     async def request(
         self, method: str, url: str, *, content: bytes, headers: dict[str, str]
     ) -> Response:
-        path = urlsplit(url).path or "/"
+        parts = urlsplit(url)
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         head = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}"]
         head += [f"{name}: {value}" for name, value in headers.items()]
         head.append(f"Content-Length: {len(content)}")
