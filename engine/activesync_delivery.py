@@ -8,7 +8,8 @@ organisation's people included, whatever their address — gets nothing. To, Cc 
 delivered alike, each recipient once; the delivered copy has no Bcc header (RFC 5322 3.6.3),
 so no recipient learns who was blind-copied, while the sender's Sent Items copy keeps it.
 A delivered message is unread (``eas_pim.READ_HEADER``); the store's Read and Flag headers a
-sender may have put in are taken off first.
+sender may have put in are taken off first. Its From is the sender's own address, whatever
+the device wrote; a message nested too deep or too large for all its copies is refused.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from __future__ import annotations
 import sqlite3
 from email import message_from_string
 from email.policy import compat32
-from email.utils import getaddresses
+from email.utils import formataddr, getaddresses
 from typing import TYPE_CHECKING
 
 from .pim import collection_unit, facts_of
 from .protocols import eas_pim
+from .protocols.activesync import EasError
+from .protocols.eas_compose import INVALID_MIME
 from .store import pim as pim_db
 from .store.activesync_search import gal_entry_by_email
 from .timestamps import now
@@ -30,6 +33,12 @@ if TYPE_CHECKING:
 
 #: Recipients a message is delivered to at most (a bound on one write unit's work).
 MAX_RECIPIENTS = 500
+#: Bytes one send may write in all, its Sent copy and every delivered one.
+MAX_DELIVERY_BYTES = 64 * 1024 * 1024
+#: Multipart nesting a message may have (renderers walk it; real mail nests a few levels).
+MAX_MIME_DEPTH = 32
+#: ComposeMail statuses (MS-ASCMD 2.2.2.x common status codes).
+SEND_QUOTA_EXCEEDED = 115
 
 
 def store_message_unit(
@@ -80,19 +89,57 @@ def local_accounts(conn: sqlite3.Connection, organisation_id: str, text: str) ->
     return found
 
 
+def from_caller(text: str, caller: Caller) -> str:
+    """The message as the caller sends it: its From is the caller's own address, whatever
+    the device wrote (nobody sends as a colleague), and it has no Sender. The message
+    starts with its header: leading blank or folded lines would join the first field."""
+    bare = eas_pim.drop_headers(text.lstrip(" \t\r\n"), ("From", "Sender"))
+    address = caller.account.get("email")
+    if not address:
+        return bare
+    newline = "\r\n" if "\r\n" in bare else "\n"
+    name = caller.account.get("display_name") or ""
+    return f"From: {formataddr((name, address))}{newline}{bare}"
+
+
+def _check_size(text: str, copies: int) -> None:
+    if _depth(text) > MAX_MIME_DEPTH:
+        raise EasError(f"MIME parts nested deeper than {MAX_MIME_DEPTH}", INVALID_MIME)
+    if len(text.encode()) * max(copies, 1) > MAX_DELIVERY_BYTES:
+        raise EasError("the message is too large for its recipients", SEND_QUOTA_EXCEEDED)
+
+
+def _depth(text: str) -> int:
+    """How deep the message's multipart parts nest, counted without recursion."""
+    deepest = 0
+    pending = [(message_from_string(text, policy=compat32), 1)]
+    while pending:
+        part, depth = pending.pop()
+        deepest = max(deepest, depth)
+        if depth <= MAX_MIME_DEPTH and part.is_multipart():
+            payload = part.get_payload()
+            if isinstance(payload, list):
+                pending.extend((child, depth + 1) for child in payload)
+    return deepest
+
+
 def send_unit(conn: sqlite3.Connection, caller: Caller, text: str, save: bool) -> list[str]:
     """Send a message: keep it in the sender's Sent Items when asked (``save``) and deliver
     it to the Inbox of its recipients of the sender's organisation; the collections that
-    changed (their parked Pings are woken)."""
+    changed (their parked Pings are woken). Refused (:class:`EasError`, nothing kept) when
+    its parts nest too deep, or when all its copies together would exceed
+    :data:`MAX_DELIVERY_BYTES`."""
     organisation_id = caller.device["organisation_id"]
-    message = eas_pim.without_state(text)
+    message = from_caller(eas_pim.without_state(text), caller)
+    accounts = local_accounts(conn, organisation_id, message)
+    _check_size(message, len(accounts) + int(save))
     changed: list[str] = []
     if save:
         changed.append(
             store_message_unit(conn, organisation_id, caller.account["id"], "sent_mail", message)
         )
     delivered = eas_pim.with_state(eas_pim.drop_headers(message, ("Bcc",)), False, [])
-    for account_id in local_accounts(conn, organisation_id, message):
+    for account_id in accounts:
         collection_id = store_message_unit(
             conn, organisation_id, account_id, "inbox_mail", delivered
         )

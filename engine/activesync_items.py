@@ -532,9 +532,6 @@ def _send_draft(
     if item is None or item["deleted"]:
         return
     text = eas_pim.without_state(item["data"] or "")
-    sender = work.caller.account.get("email")
-    if sender and eas_pim.header_value(text, "From") is None:
-        text = f"From: {sender}\r\n{text}"
     if not recipients(text):
         return  # a draft whose recipients were taken away stays a draft
     result.also_changed += send_unit(conn, work.caller, text, True)
@@ -644,7 +641,7 @@ def _outgoing(
             else:
                 try:
                     data = eas_pim.application_data(kind, row["data"] or "", work.bodies)
-                except (EasError, ValueError, KeyError):
+                except (EasError, *eas_pim.UNREADABLE):
                     log.warning("item %s cannot be shown over ActiveSync", row["id"])
                     last = row["version"]
                     continue

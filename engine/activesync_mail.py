@@ -227,7 +227,8 @@ def _smart_unit(
     found = find_item(conn, caller, request.folder, request.item_id, request.long_id)
     if found is None or not eas_pim.is_mail(FOLDER_KINDS.get(found[0])):
         return eas_compose.ITEM_NOT_FOUND, []
-    original = eas_pim.without_state(found[1]["data"] or "")
+    # Who was blind-copied stays with the sender, forwarded or not.
+    original = eas_pim.drop_headers(eas_pim.without_state(found[1]["data"] or ""), ("Bcc",))
     try:
         if forward:
             text = eas_compose.forward(
@@ -237,7 +238,7 @@ def _smart_unit(
             text = eas_compose.reply(request.mime, original, request.replace_mime)
     except EasError as exc:
         return exc.status, []
-    except (MessageError, ValueError, LookupError, TypeError):
+    except (MessageError, ValueError, LookupError, TypeError, AttributeError, RecursionError):
         return eas_compose.INVALID_MIME, []  # a message the email package cannot rework
     if not eas_compose.recipients(eas_compose.parse(text)):
         return eas_compose.MESSAGE_HAS_NO_RECIPIENT, []
@@ -410,7 +411,9 @@ async def meeting_response(backend: Backend, call: EasCall, caller: Caller) -> A
             continue
         try:
             status, calendar_id, changed = await backend.store.write(meeting_unit, caller, request)
-        except (ValueError, OverflowError):  # an invitation that cannot be read: nothing kept
+        except (ValueError, OverflowError, AttributeError, TypeError, LookupError, MessageError):
+            # An invitation that cannot be read or answered (the email package raises all
+            # of these on hostile addresses): nothing kept.
             status, calendar_id, changed = INVALID_MEETING_REQUEST, None, []
         for collection_id in changed:
             backend.board.changed(collection_id)

@@ -18,6 +18,7 @@ from bench.eas_client import EasClient
 from engine.actors.eas_pings import PingBoard
 from engine.ids import new_id
 from engine.principals import AccountKind
+from engine.protocols import eas_pim
 from engine.protocols.activesync import child_text, el
 from engine.protocols.activesync_tables import (
     AIRSYNC,
@@ -332,6 +333,40 @@ async def test_read_and_flag_reach_the_other_devices(mail: Mail) -> None:
     assert mail.counts() == before
 
 
+async def test_a_sender_cannot_pose_as_a_colleague_or_mark_its_mail_read(mail: Mail) -> None:
+    """From is the sender's own address; a leading folded line does not join the store's
+    Read header; a forwarded Sent copy keeps its Bcc to itself; parts nested too deep are
+    refused with nothing kept."""
+    alice = await mail.device("SPOOFALICE", "alice")
+    spoofed = message("Pay this", "bob@acme.test").replace(
+        "From: Alice <alice@acme.test>", "From: Dave <dave@acme.test>\r\nSender: dave@acme.test"
+    )
+    assert (await alice.send_mail(spoofed)).status_code == 200
+    (delivered,) = mail.items(mail.bob, "inbox_mail")
+    assert "dave@acme.test" not in delivered and "From: alice@acme.test" in delivered
+    assert "X-ActiveSync-Read: 0\r\n" in delivered
+    assert eas_pim.mail_state(eas_pim.with_state(" x\r\n" + spoofed, False, []))[0] is False
+    # Forwarding the Sent copy (which keeps its Bcc) does not tell the new recipients.
+    await alice.send_mail(message("Plans", "bob@acme.test", bcc="dave@acme.test"))
+    await alice.sync_all("sent")
+    sent_id = next(
+        sid for sid, data in alice.items["sent"].items() if child_text(data, "Subject") == "Plans"
+    )
+    forward = "From: alice@acme.test\r\nTo: bob@acme.test\r\nSubject: Fwd: Plans\r\n\r\nFYI\r\n"
+    source = [el(COMPOSE_MAIL, "FolderId", "sent"), el(COMPOSE_MAIL, "ItemId", sent_id)]
+    assert (await alice.smart("SmartForward", forward, source)).status_code == 200
+    (forwarded,) = [t for t in mail.items(mail.bob, "inbox_mail") if "Subject: Fwd: Plans" in t]
+    assert "Bcc" not in forwarded and "dave@acme.test" not in forwarded
+    before = mail.counts()
+    nested = "".join(
+        f'Content-Type: multipart/mixed; boundary="b{n}"\r\n\r\n--b{n}\r\n' for n in range(40)
+    )
+    deep = "From: alice@acme.test\r\nTo: bob@acme.test\r\nSubject: Deep\r\n" + nested + "x\r\n"
+    response = await alice.send_mail(deep)
+    assert response.status_code == 200 and response.content != b""  # a ComposeMail Status
+    assert mail.counts() == before
+
+
 async def test_deletes_move_to_deleted_items_unless_told_otherwise(mail: Mail) -> None:
     alice = await mail.device("DELALICE", "alice")
     bob = await mail.device("DELBOB")
@@ -427,7 +462,7 @@ async def test_drafts_from_protocol_16(mail: Mail) -> None:
     assert response_status(await sync_with(phone, "drafts", commands(add))) == ["1"]
     assert mail.items(mail.bob, "drafts_mail") == []
     (sent,) = mail.items(mail.bob, "sent_mail")
-    assert "From: bob@acme.test" in sent and "Subject: Go" in sent
+    assert "From: Bob <bob@acme.test>" in sent and "Subject: Go" in sent
     assert ["Subject: Go" in m for m in mail.items(mail.dave, "inbox_mail")] == [True]
     assert (await tablet.sync("drafts")).added == {}  # made and sent between two Syncs
     # Before 16.0 a device may not add drafts (MS-ASCMD 3.1.5.4): status 6, nothing kept.

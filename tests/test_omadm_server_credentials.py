@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import secrets
 
 from engine.omadm_credentials import SERVER_ID, ServerSecrets
 from engine.protocols import omadm as dm
@@ -238,3 +239,14 @@ async def test_a_refused_chunk_goes_again_from_its_first_byte() -> None:
         reply = await session.receive(client_message("1", str(msg), answers))
     assert refusals == 3 and "".join(taken) == value
     assert [(o.key, o.ok) for o in backend.outcomes] == [("big", True)]
+
+
+def test_a_server_nonce_shaped_to_forge_an_hmac_or_package_0_is_refused() -> None:
+    """Signed with a nonce ``N:B64(H(body))``, the server's MD5 credential would equal the
+    HMAC of that body under ``N``; such a nonce is never taken."""
+    device_nonce = secrets.token_bytes(16)
+    shaped = device_nonce + b":" + dm.md5_b64(b"any body").encode()
+    assert not dm.acceptable_server_nonce(base64.b64encode(shaped).decode())
+    assert dm.acceptable_server_nonce(base64.b64encode(device_nonce).decode())
+    assert not dm.acceptable_server_nonce("")
+    assert not dm.acceptable_server_nonce("tab\there")

@@ -885,7 +885,8 @@ def mail_state(text: str) -> tuple[bool, list[tuple[str, str, str]]]:
 
 def with_state(text: str, read: bool, flag: list[tuple[str, str, str]]) -> str:
     """The message with its Read and Flag stored as the store's headers."""
-    bare = without_state(text)
+    # Leading blank or folded lines would continue the field put in front of them.
+    bare = without_state(text).lstrip(" \t\r\n")
     newline = "\r\n" if "\r\n" in bare else "\n"
     fields = [f"{READ_HEADER}: {int(read)}"]
     if flag:
@@ -1075,7 +1076,7 @@ def application_data(
 
 #: What :func:`application_data` raises for a stored item it cannot read (a malformed date,
 #: one past the year 9999, a broken structure): such an item is left out, not answered 500.
-UNREADABLE = (ValueError, KeyError, OverflowError)
+UNREADABLE = (ValueError, KeyError, OverflowError, RecursionError)
 
 
 def item_text(kind: str, data: Element, keep: str | None = None) -> str:

@@ -119,6 +119,9 @@ MAX_HELD_VALUES = 5000
 MAX_HELD_BYTES = 8 * 1024 * 1024
 #: The longest NextNonce the server keeps from a client.
 MAX_NONCE = 256
+#: The longest server nonce (decoded) a client may give the server to sign with; see
+#: :func:`acceptable_server_nonce`.
+MAX_SERVER_NONCE_BYTES = 32
 #: How many times in a row a client may refuse the server's credentials before the server
 #: ends the session.
 MAX_SERVER_REFUSALS = 2
@@ -146,6 +149,17 @@ def nonce_bytes(nonce: str) -> bytes:
         return base64.b64decode(nonce, validate=True)
     except ValueError:
         return nonce.encode()
+
+
+def acceptable_server_nonce(nonce: str) -> bool:
+    """Whether the server takes ``nonce`` as the one it signs with next. The server's MD5
+    credential over a nonce of the client's choosing is an oracle: a nonce shaped
+    ``N:B64(H(body))`` would make it equal the HMAC of that body, or a package 0 digest,
+    under the nonce ``N``. Devices' nonces are a few random bytes; one longer than
+    :data:`MAX_SERVER_NONCE_BYTES` once decoded is refused."""
+    if not nonce or len(nonce) > MAX_NONCE or not nonce.isprintable():
+        return False
+    return len(nonce_bytes(nonce)) <= MAX_SERVER_NONCE_BYTES
 
 
 def md5_credential(digest: str, nonce: str) -> str:
@@ -634,11 +648,20 @@ class DmSession:
         meta = status.chal.meta if status.chal is not None else None
         nonce = meta.next_nonce if meta is not None else None
         server = self.server  # None: a nonce for credentials this session does not have
-        if nonce is not None and (not nonce or len(nonce) > MAX_NONCE or not nonce.isprintable()):
+        if nonce is not None and not acceptable_server_nonce(nonce):
             nonce = None
-        first = status.msg_ref in self.signed and not self.judged
+        answered = status.msg_ref in self.signed
+        first = answered and not self.judged
         self.judged |= first
-        if server is not None and (nonce is not None or code == AUTHENTICATION_ACCEPTED or first):
+        # A 2xx for a message the server did not sign says nothing of its credentials: a
+        # client cannot declare itself bootstrapped that way. A challenge (401/407) with a
+        # nonce still counts: a device whose bootstrap answer was lost asks for them so.
+        heard = answered or code in (INVALID_CREDENTIALS, MISSING_CREDENTIALS)
+        if (
+            server is not None
+            and heard
+            and (nonce is not None or code == AUTHENTICATION_ACCEPTED or first)
+        ):
             if nonce is not None:
                 server.nonce = nonce
             await self.backend.server_judged(self.peer, code, nonce)
