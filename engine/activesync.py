@@ -42,6 +42,7 @@ import trio
 
 from . import activesync_certs, activesync_mail, activesync_search
 from .activesync_delivery import send_unit
+from .activesync_folders import OK as FOLDER_OK
 from .activesync_folders import (
     folder_change_unit,
     folder_response,
@@ -714,6 +715,8 @@ class EasSessionLogic:
         outcome = await self.backend.store.write(folder_change_unit, caller, request)
         for collection_id in outcome.changed:
             self.backend.board.changed(collection_id, exclude=caller.device["id"])
+        if outcome.status == FOLDER_OK:
+            self.backend.board.hierarchy_changed(caller.account["id"], exclude=caller.device["id"])
         return wbxml_reply(folder_response(command, outcome))
 
     async def _cmd_FolderCreate(self, call: EasCall, caller: Caller) -> EasReply:

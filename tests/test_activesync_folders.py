@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import trio
 
 from bench.eas_client import EasClient, contact
 from engine.ids import new_id
@@ -95,6 +96,27 @@ async def test_contacts_folder_made_renamed_and_deleted_reaches_other_device(
     await tablet.folder_sync()
     assert work not in tablet.folders
     assert (await tablet.sync(work)).status == 8
+
+
+async def test_a_folder_made_elsewhere_ends_a_parked_ping_with_status_7(
+    world: EasWorld,
+) -> None:
+    phone = await ready(world, "HIERPHONE")
+    tablet = await ready(world, "HIERTABLET")
+    answered: list[int] = []
+    done = trio.Event()
+
+    async def park() -> None:
+        answered.append((await tablet.ping(["contacts"], 300))[0])
+        done.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(park)
+        await trio.sleep(0.3)  # parked
+        assert (await phone.folder_create("Projects", CONTACTS_FOLDER))[0] == 1
+        with trio.fail_after(1):
+            await done.wait()
+    assert answered == [7]  # FolderSync first
 
 
 async def test_move_items_between_contact_folders_is_seen_by_another_device(

@@ -175,6 +175,8 @@ def _answer(kind: str, folders: object, before_14: bool, sync: bool) -> EasReply
         return NOTHING_CHANGED if kind == "expired" else RESUME
     if kind == "changes":
         return ping_changes(list(folders))  # type: ignore[call-overload]
+    if kind == "hierarchy":  # the folders changed: FolderSync first (MS-ASCMD Ping 7)
+        return wbxml_reply(el(PING, "Ping", el(PING, "Status", "7")))
     return wbxml_reply(el(PING, "Ping", el(PING, "Status", "1")))
 
 

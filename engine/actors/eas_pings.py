@@ -72,13 +72,14 @@ class ParkedPing:
 
 class PingBoard:
     """Parked Pings and their indexes; ``answer(kind, folders, before_14)`` builds replies
-    (kind: ``changes``, ``expired``, ``provision``)."""
+    (kind: ``changes``, ``expired``, ``provision``, ``hierarchy``)."""
 
     def __init__(self, answer: Answer, clock: Callable[[], float] = trio.current_time) -> None:
         self.answer = answer
         self.clock = clock
         self.by_key: dict[str, ParkedPing] = {}
         self.by_device: dict[str, ParkedPing] = {}
+        self.by_account: dict[str, set[ParkedPing]] = {}
         self.by_collection: dict[str, set[ParkedPing]] = {}
         self.expiries: list[tuple[float, int, ParkedPing]] = []
         self._sequence = itertools.count()
@@ -106,6 +107,7 @@ class PingBoard:
         )
         self.by_key[key] = ping
         self.by_device[device_id] = ping
+        self.by_account.setdefault(account_id, set()).add(ping)
         for collection_id in watched:
             self.by_collection.setdefault(collection_id, set()).add(ping)
         heapq.heappush(self.expiries, (ping.deadline, next(self._sequence), ping))
@@ -116,6 +118,11 @@ class PingBoard:
         del self.by_key[ping.key]
         if self.by_device.get(ping.device_id) is ping:
             del self.by_device[ping.device_id]
+        same_account = self.by_account.get(ping.account_id)
+        if same_account is not None:
+            same_account.discard(ping)
+            if not same_account:
+                del self.by_account[ping.account_id]
         for collection_id in ping.watched:
             parked = self.by_collection.get(collection_id)
             if parked is not None:
@@ -130,6 +137,13 @@ class PingBoard:
         ping = self.by_key.get(key)
         if ping is not None:
             self._settle(ping, "expired")
+
+    def hierarchy_changed(self, account_id: str, exclude: str | None = None) -> None:
+        """The account's folders changed (a folder made, renamed, moved or deleted): its
+        other devices' Pings are told to FolderSync (Ping status 7)."""
+        for ping in tuple(self.by_account.get(account_id, ())):
+            if ping.device_id != exclude:
+                self._settle(ping, "hierarchy")
 
     def changed(self, collection_id: str, exclude: str | None = None) -> None:
         """A change was committed to the collection: answer the Pings watching it."""
