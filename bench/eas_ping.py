@@ -11,8 +11,9 @@ What it measures
     Hypercorn's task for it).
     Then, with all of them held, ``--changes`` times a writer device of one account adds a
     contact over ActiveSync (Sync), which wakes that account's parked Pings at once; and
-    ``--polled`` times a change is written straight into the PIM store (as OMA DS or the
-    portal would), which the board's poll (twice a second) notices. Reported: the time from
+    ``--polled`` times a change is written straight into the PIM store (as anything but
+    ActiveSync and OMA DS, which tell the board at once, would), which the board's poll
+    (twice a second) notices. Reported: the time from
     sending the change to each woken Ping's answer (p50, p99, max).
 
 Target

@@ -34,7 +34,7 @@ import trio
 from .auth import claim_sign_in_attempt, qualified_logins, sign_in_name
 from .devices import may_connect
 from .passwords import verify_password
-from .pim import DEFAULT_POLICY, FEATURES, CollectionSync, collection_unit
+from .pim import DEFAULT_POLICY, FEATURES, CollectionSync, PimChanges, collection_unit
 from .principals import AccountKind
 from .protocols import omads as ds
 from .protocols.syncml import Message, Source, Status, SyncHdr, Target, encode_message
@@ -89,9 +89,15 @@ def _md5_b64(data: bytes) -> str:
 class OmadsBackend:
     """What a :class:`~engine.protocols.omads.DsSession` asks of the service."""
 
-    def __init__(self, store: Store, deployment: Deployment | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        deployment: Deployment | None = None,
+        changes: PimChanges | None = None,
+    ) -> None:
         self.store = store
         self.deployment = deployment
+        self.changes = changes
         self.runs: list[CollectionSync] = []
 
     # ------------------------------------------------------------------ authentication
@@ -225,6 +231,7 @@ class OmadsBackend:
             seen_version=state["seen_version"] if state else 0,
             policy=peer.policy,
             accepts=list(stores.get(client_uri, [])),
+            changes=self.changes,
         )
         self.runs.append(run)
         return run
@@ -417,8 +424,13 @@ class OmadsSessionLogic:
     challenge at the RespURI it was given finds its session there.
     """
 
-    def __init__(self, store: Store, deployment: Deployment | None = None) -> None:
-        self.backend = OmadsBackend(store, deployment)
+    def __init__(
+        self,
+        store: Store,
+        deployment: Deployment | None = None,
+        changes: PimChanges | None = None,
+    ) -> None:
+        self.backend = OmadsBackend(store, deployment, changes)
         self.sessions: dict[str, ds.DsSession] = {}
         #: The last answer: (RespURI token, SessionID, MsgID, body). A repeat is answered
         #: only at the same token, so that no other session (one refused or still

@@ -17,6 +17,7 @@ the format they are in.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -191,6 +192,23 @@ def _request_refresh(
 # --------------------------------------------------------------------------- one device's sync
 
 
+class PimChanges:
+    """Who hears that a collection changed, once the change is committed: ActiveSync's
+    parked Pings, so that what an OMA DS client sends reaches them at once rather than at
+    their board's next look at the store."""
+
+    def __init__(self) -> None:
+        self._listeners: list[Callable[[str], None]] = []
+
+    def subscribe(self, listener: Callable[[str], None]) -> None:
+        """``listener(collection_id)`` must not block (it runs in the committing task)."""
+        self._listeners.append(listener)
+
+    def changed(self, collection_id: str) -> None:
+        for listener in self._listeners:
+            listener(collection_id)
+
+
 @dataclass
 class CollectionSync:
     """One device's synchronisation of one collection in one session (see the module)."""
@@ -215,6 +233,8 @@ class CollectionSync:
     send_back: set[int] = field(default_factory=set)
     snapshot: int | None = None
     map_outdated: bool = False
+    #: Told of the collection once the device's changes to it are committed.
+    changes: PimChanges | None = None
 
     async def begin(self, mode: str) -> None:
         self.mode = mode
@@ -232,7 +252,10 @@ class CollectionSync:
     # ------------------------------------------------------------------ the device's changes
 
     async def apply(self, changes: list[ClientChange]) -> list[ChangeOutcome]:
-        return await self.store.write(self.apply_unit, changes)
+        outcomes = await self.store.write(self.apply_unit, changes)
+        if changes and self.changes is not None:
+            self.changes.changed(self.collection_id)
+        return outcomes
 
     def apply_unit(
         self, conn: sqlite3.Connection, changes: list[ClientChange]

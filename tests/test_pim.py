@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from engine.ids import new_id
-from engine.pim import CollectionSync, collection_unit, facts_of, for_device
+from engine.pim import CollectionSync, PimChanges, collection_unit, facts_of, for_device
 from engine.protocols import icalendar, vcard
 from engine.protocols.omads import ClientChange, DatastoreState
 from engine.store import Store, open_sqlite_store
@@ -231,3 +231,18 @@ def test_items_are_converted_only_for_a_device_that_does_not_take_their_format()
         "calendar", "text/calendar", event, [["text/x-vcalendar", "1.0"]]
     )
     assert content_type == "text/x-vcalendar" and "VERSION:1.0" in data
+
+
+async def test_committed_changes_are_told_to_their_listeners(bench: Bench) -> None:
+    """What a sync client changes is told once committed (ActiveSync's parked Pings hear
+    it at once); a message without changes tells nobody."""
+    heard: list[str] = []
+    changes = PimChanges()
+    changes.subscribe(heard.append)
+    run = await bench.session(bench.devices[0], "two-way")
+    run.changes = changes
+    assert await run.apply([]) == []
+    assert heard == []
+    await run.apply([ClientChange("Add", "x1", card("Ann"), "text/vcard")])
+    assert heard == [run.collection_id]
+    assert await bench.live() == [card("Ann")]  # committed before anyone was told

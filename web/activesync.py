@@ -193,6 +193,7 @@ async def start(nursery: trio.Nursery, context: ServiceContext, bootstrap: Boots
         session_idle=SESSION_IDLE,
     )
     context.wakeups.subscribe(board.wake)
+    context.pim_changes.subscribe(board.changed)  # OMA DS: at once, not at the next poll
 
     async def read_versions(ids: list[str]) -> dict[str, int]:
         return await store.read(db.collection_versions, ids)

@@ -10,6 +10,7 @@ from quart import current_app
 
 from engine.actors import Listener
 from engine.apple_mdm import AppleMdm
+from engine.pim import PimChanges
 from engine.pki import CertificateAuthority
 from engine.service_settings import Deployment
 from engine.store import Store
@@ -29,6 +30,9 @@ class ServiceContext:
     listeners: dict[str, Listener] = field(default_factory=dict)
     #: Told after a command is queued; the protocols' push notifiers subscribe.
     wakeups: Wakeups = field(default_factory=Wakeups)
+    #: Told after a sync client's changes to a PIM collection are committed (OMA DS tells,
+    #: ActiveSync's Ping board listens).
+    pim_changes: PimChanges = field(default_factory=PimChanges)
     #: The service's own CA (issues and recognises device certificates), loaded at start.
     certificate_authority: CertificateAuthority | None = None
     #: Apple MDM's keys and store access, once its starter ran.

@@ -51,7 +51,7 @@ async def start(nursery: trio.Nursery, context: ServiceContext, bootstrap: Boots
     context.listeners[PROTOCOL] = await start_listener(
         nursery,
         PROTOCOL,
-        lambda key: OmadsSessionLogic(store, deployment),
+        lambda key: OmadsSessionLogic(store, deployment, context.pim_changes),
         session_capacity=bootstrap.limits.mailbox_capacity,
         session_idle=bootstrap.limits.session_idle_seconds,
     )
