@@ -55,7 +55,15 @@ from engine.timestamps import format_time, now
 
 from .apns_server import ApplePki
 from .apple_sim import Enrolment, SimulatedDevice
-from .common import cpu_seconds, environment, exit_on_sigterm, percentiles, print_table, verdict
+from .common import (
+    cpu_seconds,
+    environment,
+    exit_on_sigterm,
+    percentiles,
+    print_table,
+    running_service,
+    verdict,
+)
 from .device_list import (
     MANAGER_LOGIN,
     MANAGER_PASSWORD,
@@ -63,7 +71,6 @@ from .device_list import (
     _insert_rows,
     _supervisor,
     manager_client,
-    running_service,
 )
 from .healthz import init_service
 from .http1 import KeepAliveClient

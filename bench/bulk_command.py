@@ -41,12 +41,11 @@ import httpx
 
 from engine.store.sqlite import connect
 
-from .common import environment, exit_on_sigterm, percentiles, print_table, verdict
+from .common import environment, exit_on_sigterm, percentiles, print_table, running_service, verdict
 from .device_list import (
     ORGANISATION,
     Seeded,
     manager_client,
-    running_service,
     seed_database,
     timed_request,
 )

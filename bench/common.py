@@ -252,6 +252,20 @@ def server_process(
             stop_process(process)
 
 
+@contextlib.contextmanager
+def running_service(config: Path, log_dir: Path) -> Iterator[Server]:
+    """``emm serve`` as a subprocess; stopped on leaving the block, whatever happened."""
+    with server_process(
+        "service",
+        [sys.executable, "-m", "web", "serve", "--config", str(config)],
+        ready_prefix="emm: listening on ",
+        expect=2,  # https and http
+        log_dir=log_dir,
+        timeout=60.0,
+    ) as server:
+        yield server
+
+
 def _wait_until_listening(
     process: subprocess.Popen[bytes],
     log_path: Path,

@@ -64,7 +64,7 @@ from .common import (
     exit_on_sigterm,
     percentiles,
     print_table,
-    server_process,
+    running_service,
     verdict,
 )
 from .healthz import init_service
@@ -287,20 +287,6 @@ def seed_database(
     database = load_bootstrap(config).database.path
     seeded = trio.run(_seed, database, devices, owners, group_size, mixed_states, seed)
     return database, seeded
-
-
-@contextlib.contextmanager
-def running_service(config: Path, log_dir: Path) -> Iterator[Server]:
-    """``emm serve`` as a subprocess; stopped on leaving the block, whatever happened."""
-    with server_process(
-        "service",
-        [sys.executable, "-m", "web", "serve", "--config", str(config)],
-        ready_prefix="emm: listening on ",
-        expect=2,  # https and http
-        log_dir=log_dir,
-        timeout=60.0,
-    ) as server:
-        yield server
 
 
 def manager_client(server: Server) -> httpx.Client:

@@ -38,7 +38,14 @@ from engine.protocols.activesync import child_text, el
 from engine.protocols.activesync_tables import AIRSYNC, COMPOSE_MAIL, PING
 from engine.timestamps import now
 
-from .common import environment, exit_on_sigterm, percentiles, print_table, server_process, verdict
+from .common import (
+    environment,
+    exit_on_sigterm,
+    percentiles,
+    print_table,
+    running_service,
+    verdict,
+)
 from .eas_ping import PASSWORD, exchange, read_response, request
 from .healthz import init_service
 
@@ -224,15 +231,7 @@ def main() -> None:
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="emm-bench-")))
         config = init_service(work / "data")
-        server = stack.enter_context(
-            server_process(
-                "service",
-                [sys.executable, "-m", "web", "serve", "--config", str(config)],
-                ready_prefix="emm: listening on ",
-                expect=2,
-                log_dir=work,
-            )
-        )
+        server = stack.enter_context(running_service(config, work))
         people = populate(load_bootstrap(config).database.path, args.accounts)
         trio.run(run, args, server.url("http"), people)
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import sqlite3
-import sys
 import tempfile
 import time
 from contextlib import ExitStack
@@ -42,7 +41,7 @@ from .common import (
     exit_on_sigterm,
     print_table,
     rss_bytes,
-    server_process,
+    running_service,
 )
 from .eas_client import EasClient, contact
 from .healthz import init_service
@@ -197,15 +196,7 @@ def main() -> None:
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="emm-bench-")))
         config = init_service(work / "data")
-        server = stack.enter_context(
-            server_process(
-                "service",
-                [sys.executable, "-m", "web", "serve", "--config", str(config)],
-                ready_prefix="emm: listening on ",
-                expect=2,
-                log_dir=work,
-            )
-        )
+        server = stack.enter_context(running_service(config, work))
         populate(load_bootstrap(config).database.path, args.contacts, args.devices)
         trio.run(run, args, server.url("http"), server.pid)
 

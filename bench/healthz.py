@@ -48,6 +48,7 @@ from .common import (
     print_table,
     require_executable,
     rss_bytes,
+    running_service,
     server_process,
 )
 
@@ -158,15 +159,7 @@ def measure(args: argparse.Namespace, wrk: str) -> None:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="emm-bench-")))
         config = init_service(work / "data")
         servers = [
-            stack.enter_context(
-                server_process(
-                    "service",
-                    [sys.executable, "-m", "web", "serve", "--config", str(config)],
-                    ready_prefix="emm: listening on ",
-                    expect=2,  # https and http
-                    log_dir=work,
-                )
-            ),
+            stack.enter_context(running_service(config, work)),
         ]
         bare_servers: list[tuple[str, list[str]]] = []
         if not args.skip_wrapper:

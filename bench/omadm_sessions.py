@@ -58,8 +58,15 @@ from engine.protocols import omadm_dmacc as dmacc
 from engine.store import open_sqlite_store
 from engine.timestamps import format_time
 
-from .common import cpu_seconds, environment, exit_on_sigterm, percentiles, print_table
-from .device_list import MANAGER_LOGIN, MANAGER_PASSWORD, _insert_rows, _supervisor, running_service
+from .common import (
+    cpu_seconds,
+    environment,
+    exit_on_sigterm,
+    percentiles,
+    print_table,
+    running_service,
+)
+from .device_list import MANAGER_LOGIN, MANAGER_PASSWORD, _insert_rows, _supervisor
 from .healthz import init_service
 from .http1 import KeepAliveClient
 from .omadm_sim import DmClient, plain_tree

@@ -38,7 +38,6 @@ import shutil
 import socket
 import sqlite3
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -75,7 +74,7 @@ from .common import (
     exit_on_sigterm,
     percentiles,
     print_table,
-    server_process,
+    running_service,
     verdict,
 )
 from .healthz import init_service
@@ -345,14 +344,7 @@ async def concurrent_sessions(
 def service(work: Path, owners: dict[str, str]) -> Iterator[Server]:
     config = init_service(work / "data")
     seed_service(config, owners)
-    with server_process(
-        "service",
-        [sys.executable, "-m", "web", "serve", "--config", str(config)],
-        ready_prefix="emm: listening on ",
-        expect=2,
-        log_dir=work,
-        timeout=60,
-    ) as server:
+    with running_service(config, work) as server:
         yield server
 
 

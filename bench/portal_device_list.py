@@ -42,7 +42,15 @@ from pathlib import Path
 
 import httpx
 
-from .common import Server, environment, exit_on_sigterm, percentiles, print_table, verdict
+from .common import (
+    Server,
+    environment,
+    exit_on_sigterm,
+    percentiles,
+    print_table,
+    running_service,
+    verdict,
+)
 from .device_list import (
     MANAGER_LOGIN,
     MANAGER_PASSWORD,
@@ -52,7 +60,6 @@ from .device_list import (
     cases,
     manager_client,
     run_case,
-    running_service,
     seed_database,
     store_share,
     timed_request,

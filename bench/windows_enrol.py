@@ -46,8 +46,15 @@ from engine.principals import AccountKind
 from engine.store import open_sqlite_store
 from engine.timestamps import format_time
 
-from .common import cpu_seconds, environment, exit_on_sigterm, percentiles, print_table
-from .device_list import MANAGER_LOGIN, MANAGER_PASSWORD, _insert_rows, _supervisor, running_service
+from .common import (
+    cpu_seconds,
+    environment,
+    exit_on_sigterm,
+    percentiles,
+    print_table,
+    running_service,
+)
+from .device_list import MANAGER_LOGIN, MANAGER_PASSWORD, _insert_rows, _supervisor
 from .healthz import init_service
 from .windows_sim import SimulatedWindows, timed_keys
 

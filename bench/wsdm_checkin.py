@@ -57,9 +57,9 @@ from .common import (
     exit_on_sigterm,
     percentiles,
     print_table,
+    running_service,
     verdict,
 )
-from .device_list import running_service
 from .healthz import init_service
 from .http1 import HttpError, KeepAliveClient
 

@@ -49,8 +49,7 @@ from engine.principals import AccountKind, Principal
 from engine.store import open_sqlite_store
 from engine.timestamps import now
 
-from .common import environment, exit_on_sigterm, percentiles, print_table
-from .device_list import running_service
+from .common import environment, exit_on_sigterm, percentiles, print_table, running_service
 from .healthz import init_service
 from .prosody import SERVICE_PASSWORD, Prosody
 
