@@ -19,12 +19,14 @@ from engine.protocols.activesync_tables import (
     AIRSYNCBASE,
     COMPOSE_MAIL,
     CONTACTS,
+    FIND,
     FOLDER_HIERARCHY,
     GET_ITEM_ESTIMATE,
     ITEM_OPERATIONS,
     MOVE,
     PING,
     PROVISION,
+    SEARCH,
     SETTINGS,
 )
 from engine.protocols.wbxml import Element
@@ -564,3 +566,43 @@ def contact(first: str, last: str, phone: str = "+44 20 7946 0000") -> list[Elem
         el(CONTACTS, "LastName", last),
         el(CONTACTS, "MobilePhoneNumber", phone),
     ]
+
+
+def search(store: str, query: Element | str, *options: Element) -> Element:
+    """A Search request of one Store (``GAL``, ``Mailbox``); a text ``query`` is the Query."""
+    return el(
+        SEARCH,
+        "Search",
+        el(
+            SEARCH,
+            "Store",
+            el(SEARCH, "Name", store),
+            query if isinstance(query, Element) else el(SEARCH, "Query", query),
+            el(SEARCH, "Options", *options) if options else None,
+        ),
+    )
+
+
+def mailbox_find(search_id: str, text: str, range_text: str, folder: str = "sent") -> Element:
+    """A Find (16.1) of mail in one folder by free text."""
+    return el(
+        FIND,
+        "Find",
+        el(FIND, "SearchId", search_id),
+        el(
+            FIND,
+            "ExecuteSearch",
+            el(
+                FIND,
+                "MailBoxSearchCriterion",
+                el(
+                    FIND,
+                    "Query",
+                    el(AIRSYNC, "Class", "Email"),
+                    el(AIRSYNC, "CollectionId", folder),
+                    el(FIND, "FreeText", text),
+                ),
+                el(FIND, "Options", el(FIND, "Range", range_text)),
+            ),
+        ),
+    )

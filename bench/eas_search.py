@@ -39,7 +39,6 @@ from engine.protocols.activesync import child_text, el
 from engine.protocols.activesync_tables import (
     AIRSYNC,
     AIRSYNCBASE,
-    FIND,
     ITEM_OPERATIONS,
     RESOLVE_RECIPIENTS,
     SEARCH,
@@ -55,7 +54,7 @@ from .common import (
     print_table,
     running_service,
 )
-from .eas_client import EasClient
+from .eas_client import EasClient, mailbox_find, search
 from .healthz import init_service
 
 PASSWORD = "bench password"
@@ -137,17 +136,7 @@ def populate(database: Path, accounts: int, messages: int) -> None:
 
 
 def gal_search(number: int) -> Element:
-    return el(
-        SEARCH,
-        "Search",
-        el(
-            SEARCH,
-            "Store",
-            el(SEARCH, "Name", "GAL"),
-            el(SEARCH, "Query", f"Person{number % 100:02d}"),
-            el(SEARCH, "Options", el(SEARCH, "Range", "0-9")),
-        ),
-    )
+    return search("GAL", f"Person{number % 100:02d}", el(SEARCH, "Range", "0-9"))
 
 
 def resolve(number: int, accounts: int) -> Element:
@@ -170,61 +159,28 @@ def resolve(number: int, accounts: int) -> Element:
 
 def mailbox_search(number: int) -> Element:
     word = ("budget", "travel", "hiring", "launch")[number % 4]
-    return el(
+    query = el(
         SEARCH,
-        "Search",
+        "Query",
         el(
             SEARCH,
-            "Store",
-            el(SEARCH, "Name", "Mailbox"),
-            el(
-                SEARCH,
-                "Query",
-                el(
-                    SEARCH,
-                    "And",
-                    el(AIRSYNC, "Class", "Email"),
-                    el(AIRSYNC, "CollectionId", "sent"),
-                    el(SEARCH, "FreeText", word),
-                ),
-            ),
-            el(
-                SEARCH,
-                "Options",
-                el(SEARCH, "Range", "0-9"),
-                el(
-                    AIRSYNCBASE,
-                    "BodyPreference",
-                    el(AIRSYNCBASE, "Type", "1"),
-                    el(AIRSYNCBASE, "TruncationSize", "100"),
-                ),
-            ),
+            "And",
+            el(AIRSYNC, "Class", "Email"),
+            el(AIRSYNC, "CollectionId", "sent"),
+            el(SEARCH, "FreeText", word),
         ),
     )
+    bodies = el(
+        AIRSYNCBASE,
+        "BodyPreference",
+        el(AIRSYNCBASE, "Type", "1"),
+        el(AIRSYNCBASE, "TruncationSize", "100"),
+    )
+    return search("Mailbox", query, el(SEARCH, "Range", "0-9"), bodies)
 
 
 def find(number: int) -> Element:
-    return el(
-        FIND,
-        "Find",
-        el(FIND, "SearchId", str(number)),
-        el(
-            FIND,
-            "ExecuteSearch",
-            el(
-                FIND,
-                "MailBoxSearchCriterion",
-                el(
-                    FIND,
-                    "Query",
-                    el(AIRSYNC, "Class", "Email"),
-                    el(AIRSYNC, "CollectionId", "sent"),
-                    el(FIND, "FreeText", f"week {number % 500}:"),
-                ),
-                el(FIND, "Options", el(FIND, "Range", "0-9")),
-            ),
-        ),
-    )
+    return mailbox_find(str(number), f"week {number % 500}:", "0-9")
 
 
 def fetch_mime(long_id: str) -> Element:

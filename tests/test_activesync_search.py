@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from bench.eas_client import EasClient
+from bench.eas_client import EasClient, mailbox_find, search
 from engine.ids import new_id
 from engine.pim import collection_unit, facts_of
 from engine.pki import CertificateAuthority
@@ -97,20 +97,6 @@ async def world(running: RunningService, tmp_path: Path) -> AsyncIterator[EasWor
                 },
             )
         yield made
-
-
-def search(store: str, query: Element | str, *options: Element) -> Element:
-    return el(
-        SEARCH,
-        "Search",
-        el(
-            SEARCH,
-            "Store",
-            el(SEARCH, "Name", store),
-            query if isinstance(query, Element) else el(SEARCH, "Query", query),
-            el(SEARCH, "Options", *options) if options else None,
-        ),
-    )
 
 
 def store_of(root: Element | None) -> Element:
@@ -398,27 +384,7 @@ async def test_mailbox_search_and_find(world: EasWorld) -> None:
 
     # Find (16.1) over the mailbox: results carry the device's ServerIds.
     def find(range_text: str, text: str = "holiday") -> Element:
-        return el(
-            FIND,
-            "Find",
-            el(FIND, "SearchId", "m1"),
-            el(
-                FIND,
-                "ExecuteSearch",
-                el(
-                    FIND,
-                    "MailBoxSearchCriterion",
-                    el(
-                        FIND,
-                        "Query",
-                        el(AIRSYNC, "Class", "Email"),
-                        el(AIRSYNC, "CollectionId", "sent"),
-                        el(FIND, "FreeText", text),
-                    ),
-                    el(FIND, "Options", el(FIND, "Range", range_text)),
-                ),
-            ),
-        )
+        return mailbox_find("m1", text, range_text)
 
     answer = await phone.call("Find", find("0-9"))
     response = answer.find("Response")  # type: ignore[union-attr]
