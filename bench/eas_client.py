@@ -583,8 +583,10 @@ def search(store: str, query: Element | str, *options: Element) -> Element:
     )
 
 
-def mailbox_find(search_id: str, text: str, range_text: str, folder: str = "sent") -> Element:
-    """A Find (16.1) of mail in one folder by free text."""
+def mailbox_find(
+    search_id: str, text: str, range_text: str, folder: str | None = "sent"
+) -> Element:
+    """A Find (16.1) of mail by free text, in one folder or (``folder`` None) in all."""
     return el(
         FIND,
         "Find",
@@ -599,7 +601,7 @@ def mailbox_find(search_id: str, text: str, range_text: str, folder: str = "sent
                     FIND,
                     "Query",
                     el(AIRSYNC, "Class", "Email"),
-                    el(AIRSYNC, "CollectionId", folder),
+                    el(AIRSYNC, "CollectionId", folder) if folder is not None else None,
                     el(FIND, "FreeText", text),
                 ),
                 el(FIND, "Options", el(FIND, "Range", range_text)),

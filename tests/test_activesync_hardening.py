@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.eas_client import mailbox_find
+from bench.eas_client import search as search_store
 from engine.activesync_search import BUSY, FREE, SLOT, TENTATIVE, merged_free_busy
 from engine.ids import new_id
 from engine.pim import collection_unit, facts_of
@@ -20,7 +22,6 @@ from engine.protocols import eas_pim
 from engine.protocols.activesync import child_text, el
 from engine.protocols.activesync_tables import (
     AIRSYNC,
-    FIND,
     ITEM_OPERATIONS,
     MEETING_RESPONSE,
     RESOLVE_RECIPIENTS,
@@ -33,6 +34,7 @@ from engine.timestamps import now
 from .conftest import RunningService
 from .eas_world import EasWorld, eas_world, ready
 from .omads_world import _password_hash, database
+from .test_activesync_search import store_of
 
 COUNTED = ("pim_items", "pim_collections", "pim_id_map")
 
@@ -385,42 +387,12 @@ async def test_folders_within_their_number_and_depth(world: EasWorld) -> None:
 
 
 def search(text: str) -> Element:
-    return el(
-        SEARCH,
-        "Search",
-        el(
-            SEARCH,
-            "Store",
-            el(SEARCH, "Name", "Mailbox"),
-            el(SEARCH, "Query", el(SEARCH, "And", el(SEARCH, "FreeText", text))),
-            el(SEARCH, "Options", el(SEARCH, "Range", "0-9")),
-        ),
-    )
+    query = el(SEARCH, "Query", el(SEARCH, "And", el(SEARCH, "FreeText", text)))
+    return search_store("Mailbox", query, el(SEARCH, "Range", "0-9"))
 
 
 def find(text: str) -> Element:
-    return el(
-        FIND,
-        "Find",
-        el(FIND, "SearchId", "h1"),
-        el(
-            FIND,
-            "ExecuteSearch",
-            el(
-                FIND,
-                "MailBoxSearchCriterion",
-                el(FIND, "Query", el(AIRSYNC, "Class", "Email"), el(FIND, "FreeText", text)),
-                el(FIND, "Options", el(FIND, "Range", "0-9")),
-            ),
-        ),
-    )
-
-
-def store_of(root: Element | None) -> Element:
-    assert root is not None and child_text(root, "Status") == "1"
-    found = root.find("Response").find("Store")  # type: ignore[union-attr]
-    assert found is not None
-    return found
+    return mailbox_find("h1", text, "0-9", folder=None)
 
 
 async def test_mailbox_queries_of_default_folders_and_few_words(world: EasWorld) -> None:
