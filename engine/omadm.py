@@ -77,11 +77,10 @@ from .protocols.syncml import (
     Message,
     Meta,
     Replace,
-    Source,
-    Status,
     SyncHdr,
     Target,
     encode_message,
+    header_only_answer,
 )
 from .store import Store
 from .store import devices as inventory
@@ -974,27 +973,7 @@ class DmResponse:
 
 def error_message(header: SyncHdr, code: int) -> Message:
     """A reply that only answers the header (an unknown or finished session)."""
-    return Message(
-        SyncHdr(
-            session_id=header.session_id,
-            msg_id="1",
-            target=Target(header.source.loc_uri),
-            source=Source(header.target.loc_uri),
-            ver_proto=dm.VER_PROTO,
-        ),
-        [
-            Status(
-                cmd_id="1",
-                msg_ref=header.msg_id,
-                cmd_ref="0",
-                cmd="SyncHdr",
-                data=str(code),
-                target_refs=[header.target.loc_uri],
-                source_refs=[header.source.loc_uri],
-            )
-        ],
-        final=True,
-    )
+    return header_only_answer(header, code, dm.VER_PROTO)
 
 
 async def known_dm_id(store: Store, dm_id: str) -> bool:

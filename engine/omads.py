@@ -37,7 +37,7 @@ from .passwords import verify_password
 from .pim import DEFAULT_POLICY, FEATURES, CollectionSync, PimChanges, collection_unit
 from .principals import AccountKind
 from .protocols import omads as ds
-from .protocols.syncml import Message, Source, Status, SyncHdr, Target, encode_message
+from .protocols.syncml import Message, SyncHdr, encode_message, header_only_answer
 from .service_settings import Deployment, effective_settings_of
 from .store import Store
 from .store import pim as db
@@ -371,30 +371,6 @@ class DsResponse:
     wbxml: bool
 
 
-def error_message(header: SyncHdr, code: int) -> Message:
-    """A reply that only answers the header (the session is unknown or over)."""
-    return Message(
-        SyncHdr(
-            session_id=header.session_id,
-            msg_id="1",
-            target=Target(header.source.loc_uri),
-            source=Source(header.target.loc_uri),
-        ),
-        [
-            Status(
-                cmd_id="1",
-                msg_ref=header.msg_id,
-                cmd_ref="0",
-                cmd="SyncHdr",
-                data=str(code),
-                target_refs=[header.target.loc_uri],
-                source_refs=[header.source.loc_uri],
-            )
-        ],
-        final=True,
-    )
-
-
 async def known_sync_id(store: Store, sync_id: str) -> bool:
     """Whether a device of the inventory has this SyncML device id: for any other, the
     route answers without activating a session actor (:func:`refuse_unknown`)."""
@@ -442,7 +418,7 @@ class OmadsSessionLogic:
         if request.token is not None:
             session = self.sessions.get(request.token)
             if session is None or session.session_id != header.session_id:
-                return self._answer(error_message(header, ds.NOT_FOUND), request.wbxml)
+                return self._answer(header_only_answer(header, ds.NOT_FOUND), request.wbxml)
             if self.last is not None and self.last[:3] == (
                 request.token,
                 header.session_id,

@@ -596,6 +596,32 @@ class Message:
     final: bool = False
 
 
+def header_only_answer(header: SyncHdr, code: int, ver_proto: str = "SyncML/1.2") -> Message:
+    """A reply that only answers the client's header with ``code`` (an unknown or finished
+    session, a refused identity): OMA DS and OMA DM answer so alike, in their ``ver_proto``."""
+    return Message(
+        SyncHdr(
+            session_id=header.session_id,
+            msg_id="1",
+            target=Target(header.source.loc_uri),
+            source=Source(header.target.loc_uri),
+            ver_proto=ver_proto,
+        ),
+        [
+            Status(
+                cmd_id="1",
+                msg_ref=header.msg_id,
+                cmd_ref="0",
+                cmd="SyncHdr",
+                data=str(code),
+                target_refs=[header.target.loc_uri],
+                source_refs=[header.source.loc_uri],
+            )
+        ],
+        final=True,
+    )
+
+
 # -- content types -------------------------------------------------------------------------
 
 
