@@ -20,8 +20,7 @@ from typing import Any
 import trio
 from hypercorn.trio import serve
 
-from web.server import hypercorn_config
-from web.server import serve as web_serve
+from web.server import hypercorn_config, serve as web_serve
 
 BODY = b'{"status": "ok", "version": "0.1.0", "uptime_seconds": 12.345}'
 HEADERS = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(BODY))]

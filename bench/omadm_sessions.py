@@ -53,8 +53,7 @@ from engine.organisations import NewOrganisation, create_organisation
 from engine.passwords import hash_password
 from engine.pki import CertificateAuthority
 from engine.principals import AccountKind
-from engine.protocols import omadm as dm
-from engine.protocols import omadm_dmacc as dmacc
+from engine.protocols import omadm as dm, omadm_dmacc as dmacc
 from engine.store import open_sqlite_store
 from engine.timestamps import format_time
 

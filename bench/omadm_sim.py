@@ -38,8 +38,7 @@ from urllib.parse import urlsplit
 import httpx
 from cryptography.hazmat.primitives import serialization
 
-from engine.protocols import omadm as dm
-from engine.protocols import omadm_dmacc as dmacc
+from engine.protocols import omadm as dm, omadm_dmacc as dmacc
 from engine.protocols.syncml import (
     Add,
     Alert,

@@ -59,12 +59,12 @@ from .store.accounts import (
     template_named,
     template_users,
     templates_page,
+    update_account as update_account_row,
+    update_template as update_template_row,
     vendor_by_id,
     vendor_organisations,
     vendors_page,
 )
-from .store.accounts import update_account as update_account_row
-from .store.accounts import update_template as update_template_row
 from .store.audit import insert_event, insert_with_event
 from .store.organisations import update_organisation
 from .store.rows import Row

@@ -42,8 +42,8 @@ import trio
 
 from . import activesync_certs, activesync_mail, activesync_search
 from .activesync_delivery import send_unit
-from .activesync_folders import OK as FOLDER_OK
 from .activesync_folders import (
+    OK as FOLDER_OK,
     folder_change_unit,
     folder_response,
     move_response,
@@ -76,8 +76,7 @@ from .passwords import verify_password
 from .pim import DEFAULT_POLICY, FEATURES
 from .pki import CertificateAuthority
 from .principals import AccountKind
-from .protocols import activesync as eas
-from .protocols import activesync_filter, eas_bodies, eas_pim
+from .protocols import activesync as eas, activesync_filter, eas_bodies, eas_pim
 from .protocols.activesync import EasError, EasQuery, child_text, el, integer
 from .protocols.activesync_tables import (
     AIRSYNC,
@@ -97,8 +96,7 @@ from .protocols.activesync_tables import (
 )
 from .protocols.wbxml import Element
 from .service_settings import Deployment, effective_settings_unit
-from .store import Store
-from .store import activesync as db
+from .store import Store, activesync as db
 from .store.accounts import account_by_login
 from .store.audit import insert_event
 from .store.devices import insert_device, update_device

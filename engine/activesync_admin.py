@@ -21,9 +21,7 @@ from .audit import audit_event
 from .devices import get_device
 from .organisations import visible_organisation
 from .principals import Principal, Right, require_right
-from .store import Store
-from .store import activesync as db
-from .store import pim as pim_db
+from .store import Store, activesync as db, pim as pim_db
 from .store.audit import insert_event
 from .timestamps import now
 

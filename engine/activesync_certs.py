@@ -18,8 +18,7 @@ import trio
 from cryptography import x509
 
 from .activesync_mail import Answer
-from .protocols import activesync as eas
-from .protocols import eas_certificates
+from .protocols import activesync as eas, eas_certificates
 from .protocols.activesync import EasError, el
 from .protocols.activesync_tables import VALIDATE_CERT
 from .protocols.wbxml import Element

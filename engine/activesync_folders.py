@@ -40,13 +40,11 @@ from typing import TYPE_CHECKING, Any
 from .activesync_items import ROOT, Folder, collection_for, held_folders, hierarchy, hold
 from .ids import new_id
 from .pim import FEATURES
-from .protocols import activesync as eas
-from .protocols import eas_pim
+from .protocols import activesync as eas, eas_pim
 from .protocols.activesync import EasError, child_text, el
 from .protocols.activesync_tables import FOLDER_HIERARCHY, MOVE
 from .protocols.wbxml import Element
-from .store import activesync as db
-from .store import pim as pim_db
+from .store import activesync as db, pim as pim_db
 from .timestamps import now
 
 if TYPE_CHECKING:

@@ -42,9 +42,7 @@ from .protocols.activesync_filter import admits, applies
 from .protocols.activesync_tables import AIRSYNC, EMAIL2
 from .protocols.omads import ClientChange, DatastoreState
 from .protocols.wbxml import Element
-from .store import Store
-from .store import activesync as db
-from .store import pim as pim_db
+from .store import Store, activesync as db, pim as pim_db
 from .timestamps import now
 
 if TYPE_CHECKING:

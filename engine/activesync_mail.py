@@ -31,8 +31,7 @@ from typing import TYPE_CHECKING, Any
 from .activesync_delivery import send_unit
 from .activesync_items import FOLDER_KINDS
 from .pim import collection_unit, facts_of
-from .protocols import activesync as eas
-from .protocols import eas_bodies, eas_compose, eas_meetings, eas_pim
+from .protocols import activesync as eas, eas_bodies, eas_compose, eas_meetings, eas_pim
 from .protocols.activesync import EasError, child_text, el, integer
 from .protocols.activesync_tables import (
     AIRSYNC,
@@ -42,8 +41,7 @@ from .protocols.activesync_tables import (
     SEARCH,
 )
 from .protocols.wbxml import Element
-from .store import activesync as eas_db
-from .store import pim as pim_db
+from .store import activesync as eas_db, pim as pim_db
 from .timestamps import now
 
 if TYPE_CHECKING:

@@ -36,8 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from .activesync_items import FOLDER_KINDS, folders_for
 from .activesync_mail import Answer, long_id
-from .protocols import activesync as eas
-from .protocols import eas_bodies, eas_pim
+from .protocols import activesync as eas, eas_bodies, eas_pim
 from .protocols.activesync import EasError, child_text, el
 from .protocols.activesync_tables import (
     AIRSYNC,
@@ -51,9 +50,7 @@ from .protocols.activesync_tables import (
 )
 from .protocols.contentline import parse
 from .protocols.wbxml import Element
-from .store import activesync as eas_db
-from .store import activesync_search as db
-from .store import pim as pim_db
+from .store import activesync as eas_db, activesync_search as db, pim as pim_db
 
 if TYPE_CHECKING:
     from .activesync import Backend, Caller, EasCall

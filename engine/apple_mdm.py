@@ -59,17 +59,18 @@ from .audit import audit_event
 from .devices import LicenceLimit, check_room, may_connect
 from .errors import DomainError, Invalid, NotFound
 from .ids import new_id
-from .installation_codes import InstallationCodeRefused, Purpose, normalise_code
-from .installation_codes import redeem_unit as redeem_code_unit
+from .installation_codes import (
+    InstallationCodeRefused,
+    Purpose,
+    normalise_code,
+    redeem_unit as redeem_code_unit,
+)
 from .organisations import visible_organisation
 from .pki import CertificateAuthority
 from .principals import AccountKind, Principal, Right, require_right
-from .protocols import apple_mdm as protocol
-from .protocols import cms, mobileconfig
+from .protocols import apple_mdm as protocol, cms, mobileconfig
 from .service_settings import Deployment, effective_settings_unit
-from .store import Store
-from .store import apple_mdm as units
-from .store import devices as inventory
+from .store import Store, apple_mdm as units, devices as inventory
 from .store.audit import insert_event
 from .store.certificates import certificate_usable_by
 from .store.commands import command_by_id, commands_of_device

@@ -15,15 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from .audit import audit_event
-from .devices import LIST as DEVICE_LIST
-from .devices import summary as device_summary
+from .devices import LIST as DEVICE_LIST, summary as device_summary
 from .errors import AlreadyExists, Invalid, NotFound, refuse_unknown
 from .ids import new_id
 from .listing import ListQuery, ListSpec, Page
 from .organisations import changeable_organisation, readable_organisation
 from .principals import Principal, Right
-from .store import Conflict, Store
-from .store import devices as inventory
+from .store import Conflict, Store, devices as inventory
 from .store.audit import insert_event, insert_with_event
 from .store.rows import Row
 from .timestamps import now

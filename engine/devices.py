@@ -41,13 +41,11 @@ from .accounts import PHONE_PATTERN
 from .audit import audit_event
 from .errors import AlreadyExists, Invalid, NotFound, refuse_unknown
 from .ids import new_id
-from .installation_codes import Purpose, code_row, insert_new_code
-from .installation_codes import public as public_code
+from .installation_codes import Purpose, code_row, insert_new_code, public as public_code
 from .listing import ListQuery, ListSpec, Page
 from .organisations import changeable_organisation, visible_organisation
 from .principals import AccountKind, Principal, Right, owner_scope
-from .store import Store
-from .store import devices as inventory
+from .store import Store, devices as inventory
 from .store.accounts import account_in
 from .store.audit import insert_event
 from .store.organisations import organisation_by_id

@@ -37,8 +37,7 @@ from .ids import new_id
 from .listing import ListQuery, ListSpec, Page
 from .organisations import changeable_organisation, readable_organisation
 from .principals import AccountKind, Principal, Right
-from .store import Store
-from .store import messages as board
+from .store import Store, messages as board
 from .store.audit import insert_event
 from .store.devices import group_in
 from .store.rows import Row

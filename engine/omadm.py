@@ -63,8 +63,7 @@ from .omadm_credentials import SERVER_ID, ServerSecrets
 from .organisations import visible_organisation
 from .passwords import verify_password
 from .principals import AccountKind, Principal, Right, owner_scope, require_kind, require_right
-from .protocols import omadm as dm
-from .protocols import omadm_dmacc as dmacc
+from .protocols import omadm as dm, omadm_dmacc as dmacc
 from .protocols.omadm_nodes import WINDOWS_UNENROL, Action, profile_of
 from .protocols.syncml import (
     Add,
@@ -82,9 +81,7 @@ from .protocols.syncml import (
     encode_message,
     header_only_answer,
 )
-from .store import Store
-from .store import devices as inventory
-from .store import omadm as db
+from .store import Store, devices as inventory, omadm as db
 from .store.audit import insert_event
 from .store.commands import commands_of_device
 from .store.rows import Row

@@ -39,8 +39,7 @@ from .principals import AccountKind
 from .protocols import omads as ds
 from .protocols.syncml import Message, SyncHdr, encode_message, header_only_answer
 from .service_settings import Deployment, effective_settings_of
-from .store import Store
-from .store import pim as db
+from .store import Store, pim as db
 from .store.devices import update_device
 from .store.sign_in import clear_attempts
 from .timestamps import now

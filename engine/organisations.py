@@ -40,8 +40,8 @@ from .store.organisations import (
     list_organisations,
     organisation_by_code,
     organisation_by_id,
+    update_organisation as update_organisation_row,
 )
-from .store.organisations import update_organisation as update_organisation_row
 from .timestamps import now
 
 CODE_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{1,31}")

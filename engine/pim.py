@@ -29,8 +29,7 @@ from .principals import AccountKind, Principal, Right, holds
 from .protocols import icalendar, vcard
 from .protocols.contentline import digest
 from .protocols.omads import ChangeOutcome, ClientChange, DatastoreState, ServerChange
-from .store import Store
-from .store import pim as db
+from .store import Store, pim as db
 from .store.audit import insert_event
 from .timestamps import now
 

@@ -55,12 +55,14 @@ from .passwords import verify_password
 from .pki import CertificateAuthority
 from .principals import AccountKind, Principal, Right
 from .protocols import windows_enrolment as wire
-from .protocols.pkcs10 import CertificateRequest, RequestError, open_signed_data
-from .protocols.pkcs10 import parse_certificate_request as parse_pkcs10
+from .protocols.pkcs10 import (
+    CertificateRequest,
+    RequestError,
+    open_signed_data,
+    parse_certificate_request as parse_pkcs10,
+)
 from .service_settings import Deployment, effective_settings_unit
-from .store import Store
-from .store import devices as inventory
-from .store import windows_enrolment as enrolments
+from .store import Store, devices as inventory, windows_enrolment as enrolments
 from .store.accounts import account_by_id, account_by_login
 from .store.audit import insert_event
 from .store.organisations import organisation_by_code, organisation_by_id

@@ -44,8 +44,13 @@ import outcome
 
 from .audit import audit_event
 from .auth import authenticate, login, logout
-from .commands import RefusedTransition, State, mark_sent_unit, record_result_unit
-from .commands import public as public_command
+from .commands import (
+    RefusedTransition,
+    State,
+    mark_sent_unit,
+    public as public_command,
+    record_result_unit,
+)
 from .devices import check_room
 from .errors import NotFound, Throttled, Unauthenticated
 from .ids import new_id
@@ -55,9 +60,7 @@ from .principals import AccountKind, Principal, owner_scope
 from .protocols import wsdm as protocol
 from .protocols.wsdm import CheckIn, DeviceFacts, Enrolment, OwnerLogin, ProtocolError, Result
 from .service_settings import Deployment, effective_settings_unit
-from .store import Store
-from .store import devices as inventory
-from .store import wsdm as units
+from .store import Store, devices as inventory, wsdm as units
 from .store.audit import insert_event
 from .store.commands import command_by_id, commands_of_device
 from .store.devices import code_by_text

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from .service_settings import Deployment, effective_settings_unit
-from .store import Store
-from .store import wsdm as units
+from .store import Store, wsdm as units
 from .timestamps import format_time
 
 #: A device is overdue once it missed this many connection intervals.

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.eas_client import mailbox_find
-from bench.eas_client import search as search_store
+from bench.eas_client import mailbox_find, search as search_store
 from engine.activesync_search import BUSY, FREE, SLOT, TENTATIVE, merged_free_busy
 from engine.ids import new_id
 from engine.pim import collection_unit, facts_of

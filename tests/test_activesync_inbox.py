@@ -37,9 +37,13 @@ from .conftest import RunningService
 from .eas_world import EasWorld, eas_world
 from .omads_world import _password_hash, database, make_world
 from .portal_client import Portal
-from .test_api_commands import API, new_organisation, sign_in_supervisor
-from .test_api_commands import PASSWORD as API_PASSWORD
-from .test_api_commands import add_account as api_account
+from .test_api_commands import (
+    API,
+    PASSWORD as API_PASSWORD,
+    add_account as api_account,
+    new_organisation,
+    sign_in_supervisor,
+)
 
 COUNTED = ("pim_items", "pim_collections", "pim_id_map", "eas_folder_states")
 INVITATION = (

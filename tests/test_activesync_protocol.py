@@ -14,8 +14,7 @@ from lxml import etree
 
 from engine.actors import Reply
 from engine.actors.eas_pings import PingBoard
-from engine.protocols import activesync as eas
-from engine.protocols import eas_pim
+from engine.protocols import activesync as eas, eas_pim
 from engine.protocols.activesync import EasError, child_text, el
 from engine.protocols.activesync_tables import (
     AIRSYNC,

@@ -25,8 +25,7 @@ from engine.ids import new_id
 from engine.listing import ListQuery
 from engine.passwords import hash_password
 from engine.principals import AccountKind, Principal
-from engine.store import open_sqlite_store
-from engine.store import sqlite as sqlite_store
+from engine.store import open_sqlite_store, sqlite as sqlite_store
 from engine.store.migrations import MIGRATIONS
 from engine.timestamps import now
 from engine.wakeups import Waiting, Wakeups

@@ -17,8 +17,7 @@ from bench.apple_sim import SimulatedDevice, read_profile
 from engine import apple_mdm as domain
 from engine.pki import CertificateAuthority
 from engine.principals import AccountKind
-from engine.protocols import apple_mdm as protocol
-from engine.protocols import cms
+from engine.protocols import apple_mdm as protocol, cms
 
 from .apple_support import AppleService, apple_fixture  # noqa: F401  (the fixture)
 from .portal_client import Portal

@@ -19,8 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from engine.pki import CertificateAuthority
-from engine.protocols import apple_mdm as protocol
-from engine.protocols import cms, mobileconfig
+from engine.protocols import apple_mdm as protocol, cms, mobileconfig
 
 HEADER = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n'

@@ -15,8 +15,7 @@ import trio
 from engine.actors import MailboxFull
 from engine.errors import AlreadyExists, Throttled
 from engine.service_settings import Deployment
-from engine.store import open_sqlite_store
-from engine.store import sqlite as sqlite_store
+from engine.store import open_sqlite_store, sqlite as sqlite_store
 from web import device_edge
 from web.context import ServiceContext
 from web.device_edge import DeviceEdge, DeviceRoute, EdgeRequest, EdgeResponse

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from engine.protocols import omadm as dm
-from engine.protocols import syncml
+from engine.protocols import omadm as dm, syncml
 from engine.protocols.syncml import (
     Atomic,
     Exec,

@@ -16,9 +16,7 @@ import pytest
 from bench.omadm_sim import DmClient
 from engine.omadm_credentials import ServerSecrets
 from engine.pki import CertificateAuthority
-from engine.protocols import omadm as dm
-from engine.protocols import omadm_dmacc as dmacc
-from engine.protocols import syncml
+from engine.protocols import omadm as dm, omadm_dmacc as dmacc, syncml
 from engine.protocols.syncml import Alert, Chal, Message, Meta, Source, Status, SyncHdr, Target
 
 from .conftest import RunningService

@@ -10,8 +10,7 @@ import hashlib
 import secrets
 
 from engine.omadm_credentials import SERVER_ID, ServerSecrets
-from engine.protocols import omadm as dm
-from engine.protocols import omadm_dmacc as dmacc
+from engine.protocols import omadm as dm, omadm_dmacc as dmacc
 from engine.protocols.syncml import (
     Add,
     Alert,

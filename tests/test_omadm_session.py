@@ -18,8 +18,7 @@ import trio
 from bench.omadm_sim import DmClient, SessionFailed
 from engine.ids import new_id
 from engine.principals import AccountKind
-from engine.protocols import omadm as dm
-from engine.protocols import syncml
+from engine.protocols import omadm as dm, syncml
 from engine.timestamps import now
 
 from .conftest import RunningService

@@ -20,8 +20,7 @@ from bench.windows_sim import Enrolment, SimulatedWindows
 from engine.omadm_credentials import ServerSecrets
 from engine.pki import CertificateAuthority
 from engine.principals import AccountKind, Principal, parse_rights
-from engine.protocols import omadm as dm
-from engine.protocols import syncml
+from engine.protocols import omadm as dm, syncml
 from engine.store import open_sqlite_store
 from engine.windows_enrolment import request_unenrolment
 

@@ -15,8 +15,7 @@ import trio
 from engine.ids import new_id
 from engine.omads import OmadsBackend
 from engine.passwords import hash_password
-from engine.protocols import omads as ds
-from engine.protocols import syncml
+from engine.protocols import omads as ds, syncml
 from engine.protocols.syncml import (
     Add,
     Alert,

@@ -7,8 +7,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from engine.protocols import omads as ds
-from engine.protocols import syncml
+from engine.protocols import omads as ds, syncml
 from engine.protocols.syncml import (
     Add,
     Alert,

@@ -31,8 +31,7 @@ from engine.actors.apns import ApnsNotifier, ClientIdentity, Push
 from engine.config import Bootstrap
 from engine.errors import DomainError
 from engine.installation_codes import InstallationCodeRefused
-from engine.protocols import apple_mdm as protocol
-from engine.protocols import mobileconfig
+from engine.protocols import apple_mdm as protocol, mobileconfig
 from engine.timestamps import format_time
 from engine.wakeups import Waiting
 

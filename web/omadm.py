@@ -36,8 +36,7 @@ from engine.omadm import (
     refuse_unknown,
 )
 from engine.omadm_credentials import ServerSecrets
-from engine.protocols import omadm as dm
-from engine.protocols import syncml
+from engine.protocols import omadm as dm, syncml
 from engine.wakeups import Waiting
 from engine.windows_enrolment import WindowsEnrolment
 

@@ -20,8 +20,7 @@ from email import message_from_string
 from email.errors import MessageError
 from email.header import decode_header, make_header
 from email.message import EmailMessage, Message
-from email.policy import SMTP, compat32
-from email.policy import default as email_default
+from email.policy import SMTP, compat32, default as email_default
 from email.utils import format_datetime, getaddresses, parsedate_to_datetime
 from urllib.parse import quote, unquote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError

@@ -74,12 +74,28 @@ MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 MAX_DEPTH = 40
 MAX_ELEMENTS = 500_000
 
-# SyncML status codes the parser reports (SyncML Representation Protocol 1.2, 10.1).
+# SyncML status codes (SyncML Representation Protocol 1.2, 10.1) that the parser and both
+# OMA DS and OMA DM answer with; each protocol adds its own beside them.
+OK = 200
+AUTHENTICATION_ACCEPTED = 212
+CHUNK_ACCEPTED = 213
 BAD_REQUEST = 400
+INVALID_CREDENTIALS = 401
+FORBIDDEN = 403
+NOT_FOUND = 404
+COMMAND_NOT_ALLOWED = 405
+OPTIONAL_FEATURE_NOT_SUPPORTED = 406
+MISSING_CREDENTIALS = 407
+INCOMPLETE_COMMAND = 412
 REQUEST_ENTITY_TOO_LARGE = 413
 UNSUPPORTED_MEDIA_TYPE = 415
+SIZE_MISMATCH = 424
+COMMAND_FAILED = 500
 DTD_VERSION_NOT_SUPPORTED = 505
-OPTIONAL_FEATURE_NOT_SUPPORTED = 406
+
+#: Authentication types of ``Cred``/``Chal`` Meta both protocols take.
+AUTH_BASIC = "syncml:auth-basic"
+AUTH_MD5 = "syncml:auth-md5"
 
 #: The order of child elements each element must have, from the SyncML 1.2 DTDs
 #: (RepPro and MetInf). ``?`` optional, ``*`` any number, ``+`` at least one, ``!`` exactly one.

@@ -6,9 +6,7 @@ from typing import Any
 
 from quart import Blueprint, Response
 
-from engine import device_groups as groups
-from engine import devices as domain
-from engine import installation_codes as codes
+from engine import device_groups as groups, devices as domain, installation_codes as codes
 from engine.accounts import PHONE_PATTERN
 from engine.listing import ListQuery
 from engine.principals import Principal

@@ -15,11 +15,14 @@ from urllib.parse import urlencode
 
 from quart import Blueprint, Response, redirect, request, url_for
 
-from engine import accounts, organisations
-from engine import commands as orders
-from engine import device_groups as groups
-from engine import devices as inventory
-from engine import installation_codes as codes
+from engine import (
+    accounts,
+    commands as orders,
+    device_groups as groups,
+    devices as inventory,
+    installation_codes as codes,
+    organisations,
+)
 from engine.errors import DomainError, Invalid
 from engine.listing import ListQuery
 from engine.principals import AccountKind, Principal

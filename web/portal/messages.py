@@ -11,8 +11,7 @@ from typing import Any
 from quart import Blueprint, Response, url_for
 from werkzeug.datastructures import MultiDict
 
-from engine import device_groups, organisations
-from engine import messages as domain
+from engine import device_groups, messages as domain, organisations
 from engine.listing import ListQuery
 from engine.principals import AccountKind, Principal, holds
 

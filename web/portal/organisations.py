@@ -17,8 +17,7 @@ from urllib.parse import urlencode
 
 from quart import Blueprint, Response, request, url_for
 
-from engine import apns_certificates, audit_log, devices, service_settings
-from engine import organisations as domain
+from engine import apns_certificates, audit_log, devices, organisations as domain, service_settings
 from engine.accounts import VENDOR_LIST, list_vendors
 from engine.config.services import SERVICES
 from engine.errors import Invalid, NotFound

@@ -18,9 +18,7 @@ from typing import Any
 from quart import Blueprint, Response, request, url_for
 from werkzeug.datastructures import MultiDict
 
-from engine import accounts as domain
-from engine import commands, devices, organisations
-from engine import messages as broadcasts
+from engine import accounts as domain, commands, devices, messages as broadcasts, organisations
 from engine.errors import Forbidden, Invalid, NotFound
 from engine.listing import ListQuery
 from engine.principals import AccountKind, Principal, Right, holds
