@@ -309,11 +309,14 @@ def test_detached_signatures_verify_and_name_their_signer(ca: CertificateAuthori
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
-@pytest.mark.parametrize("options", [["-md", "sha1"], ["-md", "sha256"], ["-noattr"]])
+@pytest.mark.parametrize(
+    "options", [["-md", "sha1"], ["-md", "sha256"], ["-noattr"], ["-keyid"], ["-keyid", "-noattr"]]
+)
 def test_signatures_made_by_openssl(
     tmp_path: Path, ca: CertificateAuthority, options: list[str]
 ) -> None:
-    """Another implementation's SignedData (devices sign with SHA-1 or SHA-256)."""
+    """Another implementation's SignedData (devices sign with SHA-1 or SHA-256; a signer
+    named by its issuer and serial number or by its key identifier)."""
     certificate, key = ca.issue_client_certificate("device")
     assert key is not None
     (tmp_path / "c.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))

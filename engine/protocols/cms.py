@@ -14,6 +14,12 @@ Two directions:
   (or, without signed attributes, the signature over the body itself), and the signature
   with the signer certificate named by ``sid`` and carried in ``certificates``.
 
+Verification runs on every message a device sends, so it comes in two steps:
+:func:`_read_signed_data` walks the DER by offsets into the one ``bytes`` object (no
+element is copied, only the few values the check needs are sliced out) and
+:func:`_check_signature` does the cryptography (the body's digest and the signature), the
+part a caller may run in a worker thread since ``cryptography`` releases the GIL there.
+
 Whether the signer certificate is one of *ours* (issued by the service's CA, bound to the
 enrolment) is the caller's decision; this module only proves who signed the body.
 """
@@ -23,13 +29,18 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple, ParamSpec, TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from cryptography.hazmat.primitives.asymmetric.types import (
+    CertificatePublicKeyTypes,
+    PrivateKeyTypes,
+)
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 
 __all__ = [
@@ -57,10 +68,29 @@ _DIGESTS: dict[str, type[hashes.HashAlgorithm]] = {
 #: A signature of a device is 1-3 KiB of DER; more is refused before it is decoded.
 MAX_SIGNATURE_LENGTH = 32 * 1024
 
-# DER tags used below (universal, or context-specific constructed).
+# DER tags used below (universal, or context-specific).
 _INTEGER, _OCTET_STRING, _OID = 0x02, 0x04, 0x06
 _SEQUENCE, _SET = 0x30, 0x31
-_CONTEXT_0, _CONTEXT_1 = 0xA0, 0xA1
+_CONTEXT_0 = 0xA0  # constructed [0]
+_PRIMITIVE_0 = 0x80  # primitive [0]: a SubjectKeyIdentifier signer id
+#: Any tag, for elements whose tag RFC 5652 leaves open or this module does not check.
+_ANY = -1
+
+#: What reading a malformed signature can raise besides SignatureError: some of
+#: ``cryptography``'s certificate errors (an unknown version, a duplicated extension, an
+#: unknown kind of name among the extensions) are not ValueErrors.
+_MALFORMED = (
+    ValueError,
+    TypeError,
+    IndexError,
+    UnsupportedAlgorithm,
+    x509.InvalidVersion,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+)
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 class SignatureError(ValueError):
@@ -100,75 +130,91 @@ def verify_header(header: str, body: bytes) -> x509.Certificate:
 
 def verify_detached(der: bytes, body: bytes) -> x509.Certificate:
     """The certificate whose key signed ``body``, per the detached SignedData ``der``."""
-    return _guarded(der, body)[1]
+    return _check_signature(_read_signed_data(der, detached=True), body)
 
 
 def signed_content(der: bytes) -> tuple[bytes, x509.Certificate]:
     """The content of an attached SignedData (a signed profile) and its signer, verified."""
-    return _guarded(der, None)
+    signed = _read_signed_data(der, detached=False)
+    assert signed.content is not None  # an attached SignedData without content is refused
+    return signed.content, _check_signature(signed, signed.content)
 
 
-def _guarded(der: bytes, body: bytes | None) -> tuple[bytes, x509.Certificate]:
-    try:
-        return _verify(der, body)
-    except SignatureError:
-        raise
-    except (ValueError, TypeError, IndexError, UnsupportedAlgorithm) as exc:
-        raise SignatureError(f"malformed signature: {exc}") from None
+def _refusing(function: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Whatever a malformed signature makes go wrong inside ``function`` is a SignatureError.
+
+    Callers catch one exception; the parsers involved (``cryptography``'s certificate
+    loader, the key's ``verify``) have their own, which must not escape as a crash.
+    """
+
+    @functools.wraps(function)
+    def refusing(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return function(*args, **kwargs)
+        except SignatureError:
+            raise
+        except _MALFORMED as exc:
+            raise SignatureError(f"malformed signature: {exc}") from None
+
+    return refusing
 
 
 # --------------------------------------------------------------------------- DER reading
+#
+# An element is located by offsets into the whole DER: ``start`` (its tag), ``content``
+# (after its length) and ``end`` (after its contents); ``limit`` is the end of the element
+# that contains it. Nothing is copied until a value is needed.
 
 
-@dataclass(frozen=True, slots=True)
-class _Element:
-    tag: int
-    raw: bytes  # the whole TLV
-    value: bytes  # the contents
+def _tlv(
+    der: bytes, start: int, limit: int, tag: int = _ANY, what: str = "element"
+) -> tuple[int, int, int]:
+    """The tag, content offset and end of the element at ``start``, which ends by ``limit``.
 
-
-def _read(data: bytes, offset: int = 0) -> tuple[_Element, int]:
-    """One TLV at ``offset``; definite lengths only (DER)."""
-    if offset + 2 > len(data):
-        raise SignatureError("truncated DER")
-    tag = data[offset]
-    if tag & 0x1F == 0x1F:
+    DER only: definite lengths of at most four bytes and low tag numbers (which is all CMS
+    uses). With ``tag``, an element with another tag is refused.
+    """
+    if start + 2 > limit:
+        raise SignatureError(f"{what}: truncated DER")
+    found = der[start]
+    if found & 0x1F == 0x1F:
         raise SignatureError("high tag numbers do not occur in CMS signatures")
-    first = data[offset + 1]
-    position = offset + 2
-    if first < 0x80:
-        length = first
-    else:
-        count = first & 0x7F
+    if tag != _ANY and found != tag:
+        raise SignatureError(f"{what}: expected tag {tag:#04x}, found {found:#04x}")
+    length = der[start + 1]
+    content = start + 2
+    if length & 0x80:
+        count = length & 0x7F
         if count == 0 or count > 4:
             raise SignatureError("indefinite or oversized DER length")
-        if position + count > len(data):
+        if content + count > limit:
             raise SignatureError("truncated DER length")
-        length = int.from_bytes(data[position : position + count], "big")
-        position += count
-    end = position + length
-    if end > len(data):
+        length = int.from_bytes(der[content : content + count], "big")
+        content += count
+    end = content + length
+    if end > limit:
         raise SignatureError("DER element runs past its container")
-    return _Element(tag, data[offset:end], data[position:end]), end
+    return found, content, end
 
 
-def _children(element: _Element) -> list[_Element]:
-    items = []
-    offset = 0
-    while offset < len(element.value):
-        item, offset = _read(element.value, offset)
-        items.append(item)
-    return items
+def _only(der: bytes, start: int, limit: int, tag: int, what: str) -> tuple[int, int]:
+    """The content and end of the element at ``start``, the last one before ``limit``."""
+    _, content, end = _tlv(der, start, limit, tag, what)
+    if end != limit:
+        raise SignatureError(f"{what}: trailing bytes")
+    return content, end
 
 
-def _expect(element: _Element, tag: int, what: str) -> _Element:
-    if element.tag != tag:
-        raise SignatureError(f"{what}: expected tag {tag:#04x}, found {element.tag:#04x}")
-    return element
+def _walk(der: bytes, start: int, limit: int) -> None:
+    """Read the elements from ``start`` to ``limit`` only to refuse malformed ones."""
+    while start < limit:
+        start = _tlv(der, start, limit)[2]
 
 
-def _oid(element: _Element) -> str:
-    return _oid_text(_expect(element, _OID, "object identifier").value)
+def _oid(der: bytes, start: int, limit: int, what: str) -> tuple[str, int]:
+    """The object identifier at ``start`` (dotted) and its end."""
+    _, content, end = _tlv(der, start, limit, _OID, what)
+    return _oid_text(der[content:end]), end
 
 
 @functools.lru_cache(maxsize=256)
@@ -187,50 +233,7 @@ def _oid_text(value: bytes) -> str:
     return ".".join(str(p) for p in (first, parts[0] - 40 * first, *parts[1:]))
 
 
-def _whole(data: bytes, tag: int, what: str) -> _Element:
-    element, end = _read(data)
-    if end != len(data):
-        raise SignatureError(f"{what}: trailing bytes")
-    return _expect(element, tag, what)
-
-
-def _verify(der: bytes, body: bytes | None) -> tuple[bytes, x509.Certificate]:
-    if body is not None and len(der) > MAX_SIGNATURE_LENGTH:
-        raise SignatureError("signature is too long")
-    content_info = _children(_whole(der, _SEQUENCE, "ContentInfo"))
-    if len(content_info) != 2 or _oid(content_info[0]) != _SIGNED_DATA:
-        raise SignatureError("not a CMS SignedData")
-    (signed_data,) = _children(_expect(content_info[1], _CONTEXT_0, "content"))
-    parts = _children(_expect(signed_data, _SEQUENCE, "SignedData"))
-    if len(parts) < 4:
-        raise SignatureError("SignedData is incomplete")
-    _expect(parts[0], _INTEGER, "version")
-    _expect(parts[1], _SET, "digestAlgorithms")
-    encapsulated = _children(_expect(parts[2], _SEQUENCE, "encapContentInfo"))
-    if not encapsulated or _oid(encapsulated[0]) != _DATA:
-        raise SignatureError("the signed content is not data")
-    if body is None:  # attached: the content is inside, [0] EXPLICIT OCTET STRING
-        if len(encapsulated) != 2:
-            raise SignatureError("the signature carries no content")
-        (inner,) = _children(_expect(encapsulated[1], _CONTEXT_0, "eContent"))
-        body = _expect(inner, _OCTET_STRING, "eContent").value
-    elif len(encapsulated) != 1:
-        raise SignatureError("the signature is not detached")
-    certificates: list[_Certificate] = []
-    signer_infos: _Element | None = None
-    for part in parts[3:]:
-        if part.tag == _CONTEXT_0:
-            certificates = [
-                _certificate(item.raw) for item in _children(part) if item.tag == _SEQUENCE
-            ]
-        elif part.tag == _SET:
-            signer_infos = part
-    if signer_infos is None:
-        raise SignatureError("no signerInfos")
-    signers = _children(signer_infos)
-    if len(signers) != 1:
-        raise SignatureError("exactly one signer expected")
-    return body, _check_signer(signers[0], certificates, body)
+# --------------------------------------------------------------------------- SignedData
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,7 +241,7 @@ class _Certificate:
     """A certificate with what matching a signer and checking its signature read of it."""
 
     certificate: x509.Certificate
-    key: object  # the public key
+    key: CertificatePublicKeyTypes
     issuer: bytes  # DER of the issuer name
     serial_number: int
 
@@ -255,44 +258,132 @@ def _certificate(der: bytes) -> _Certificate:
     )
 
 
-def _check_signer(
-    signer: _Element, certificates: list[_Certificate], body: bytes
-) -> x509.Certificate:
-    fields = _children(_expect(signer, _SEQUENCE, "SignerInfo"))
-    if len(fields) < 5:
-        raise SignatureError("SignerInfo is incomplete")
-    certificate = _signer_certificate(fields[1], certificates)
-    digest_oid = _oid(_children(_expect(fields[2], _SEQUENCE, "digestAlgorithm"))[0])
+class _SignedData(NamedTuple):
+    """What reading a SignedData found: everything the cryptographic check needs."""
+
+    signer: _Certificate
+    algorithm: hashes.HashAlgorithm
+    signature: bytes
+    #: The signed attributes as signed (RFC 5652 5.4: with the SET tag, not [0]) and their
+    #: messageDigest; without signed attributes the signature is over the content itself.
+    attributes: bytes | None
+    message_digest: bytes | None
+    content: bytes | None  # attached content (a signed profile); None when detached
+
+
+@_refusing
+def _read_signed_data(der: bytes, *, detached: bool) -> _SignedData:
+    """The structural part of verifying ``der``: every element where RFC 5652 puts it.
+
+    Cheap (no cryptography besides parsing a certificate not seen before), and nothing in
+    it is trusted until :func:`_check_signature` has checked the signature.
+    """
+    if detached and len(der) > MAX_SIGNATURE_LENGTH:
+        raise SignatureError("signature is too long")
+    # ContentInfo ::= SEQUENCE { contentType OID, [0] EXPLICIT SignedData }
+    start, limit = _only(der, 0, len(der), _SEQUENCE, "ContentInfo")
+    content_type, position = _oid(der, start, limit, "contentType")
+    if content_type != _SIGNED_DATA:
+        raise SignatureError("not a CMS SignedData")
+    start, limit = _only(der, position, limit, _CONTEXT_0, "content")
+    start, limit = _only(der, start, limit, _SEQUENCE, "SignedData")
+    # SignedData ::= SEQUENCE { version, digestAlgorithms SET, encapContentInfo,
+    #   [0] certificates OPTIONAL, [1] crls OPTIONAL, signerInfos SET }
+    position = _tlv(der, start, limit, _INTEGER, "version")[2]
+    position = _tlv(der, position, limit, _SET, "digestAlgorithms")[2]
+    _, encapsulated, position = _tlv(der, position, limit, _SEQUENCE, "encapContentInfo")
+    content = _encapsulated_content(der, encapsulated, position, detached)
+    certificates: list[_Certificate] = []
+    signer_infos: tuple[int, int] | None = None
+    while position < limit:
+        tag, inner, end = _tlv(der, position, limit)
+        if tag == _CONTEXT_0:
+            certificates = []
+            while inner < end:
+                item, _, item_end = _tlv(der, inner, end)
+                if item == _SEQUENCE:
+                    certificates.append(_certificate(der[inner:item_end]))
+                inner = item_end
+        elif tag == _SET:
+            signer_infos = inner, end
+        position = end
+    if signer_infos is None:
+        raise SignatureError("no signerInfos")
+    start, end = signer_infos
+    _, start, limit = _tlv(der, start, end, _SEQUENCE, "SignerInfo")
+    if limit != end:
+        raise SignatureError("exactly one signer expected")
+    return _read_signer_info(der, start, limit, certificates, content)
+
+
+def _encapsulated_content(der: bytes, start: int, limit: int, detached: bool) -> bytes | None:
+    """The attached content of EncapsulatedContentInfo, which must be data (None if detached)."""
+    content_type, position = _oid(der, start, limit, "eContentType")
+    if content_type != _DATA:
+        raise SignatureError("the signed content is not data")
+    if detached:
+        if position != limit:
+            raise SignatureError("the signature is not detached")
+        return None
+    if position == limit:
+        raise SignatureError("the signature carries no content")
+    start, limit = _only(der, position, limit, _CONTEXT_0, "eContent")  # [0] EXPLICIT
+    start, limit = _only(der, start, limit, _OCTET_STRING, "eContent")
+    return der[start:limit]
+
+
+def _read_signer_info(
+    der: bytes, start: int, limit: int, certificates: list[_Certificate], content: bytes | None
+) -> _SignedData:
+    """What the one SignerInfo says: who signed (``sid``), with which digest, over what.
+
+    Its fields are read even where nothing in them is used (version, unsigned attributes),
+    so that a malformed element anywhere is refused.
+    """
+    # SignerInfo ::= SEQUENCE { version, sid, digestAlgorithm, [0] signedAttrs OPTIONAL,
+    #   signatureAlgorithm, signature OCTET STRING, [1] unsignedAttrs OPTIONAL }
+    position = _tlv(der, start, limit, _ANY, "SignerInfo version")[2]
+    sid, sid_content, position = _tlv(der, position, limit, _ANY, "sid")
+    signer = _signer_certificate(der, sid, sid_content, position, certificates)
+    _, start, position = _tlv(der, position, limit, _SEQUENCE, "digestAlgorithm")
+    digest_oid, parameters = _oid(der, start, position, "digestAlgorithm")
+    _walk(der, parameters, position)
     if digest_oid not in _DIGESTS:
         raise SignatureError(f"unsupported digest algorithm {digest_oid}")
-    algorithm = _DIGESTS[digest_oid]()
-    index = 3
-    signed_attributes: _Element | None = None
-    if fields[index].tag == _CONTEXT_0:
-        signed_attributes = fields[index]
-        index += 1
-    if len(fields) < index + 2:
-        raise SignatureError("SignerInfo is incomplete")
-    _expect(fields[index], _SEQUENCE, "signatureAlgorithm")
-    signature = _expect(fields[index + 1], _OCTET_STRING, "signature").value
-    if signed_attributes is None:
-        signed = body
-    else:
-        _check_attributes(signed_attributes, algorithm, body)
-        # RFC 5652 5.4: the signature covers the attributes' DER with the SET tag, not [0].
-        signed = bytes([_SET]) + signed_attributes.raw[1:]
-    _check_signature(certificate.key, signature, signed, algorithm)
-    return certificate.certificate
+    attributes: bytes | None = None
+    message_digest: bytes | None = None
+    tag, start, end = _tlv(der, position, limit, _ANY, "signedAttrs")
+    if tag == _CONTEXT_0:
+        message_digest = _message_digest(der, start, end)
+        attributes = bytes([_SET]) + der[position + 1 : end]
+        position = end
+    position = _tlv(der, position, limit, _SEQUENCE, "signatureAlgorithm")[2]
+    _, start, position = _tlv(der, position, limit, _OCTET_STRING, "signature")
+    _walk(der, position, limit)
+    return _SignedData(
+        signer,
+        _DIGESTS[digest_oid](),
+        der[start:position],
+        attributes,
+        message_digest,
+        content,
+    )
 
 
-def _signer_certificate(sid: _Element, certificates: list[_Certificate]) -> _Certificate:
-    if sid.tag == _SEQUENCE:  # IssuerAndSerialNumber
-        issuer, serial = _children(sid)
-        number = int.from_bytes(_expect(serial, _INTEGER, "serialNumber").value, "big", signed=True)
+def _signer_certificate(
+    der: bytes, sid: int, start: int, limit: int, certificates: list[_Certificate]
+) -> _Certificate:
+    """The certificate the signer identifier (``sid``, contents from ``start``) names."""
+    if sid == _SEQUENCE:  # IssuerAndSerialNumber ::= SEQUENCE { issuer Name, serialNumber }
+        issuer_end = _tlv(der, start, limit, _ANY, "issuer")[2]
+        number, number_end = _only(der, issuer_end, limit, _INTEGER, "serialNumber")
+        serial_number = int.from_bytes(der[number:number_end], "big", signed=True)
+        issuer = der[start:issuer_end]
         for certificate in certificates:
-            if certificate.serial_number == number and certificate.issuer == issuer.raw:
+            if certificate.serial_number == serial_number and certificate.issuer == issuer:
                 return certificate
-    elif sid.tag == 0x80:  # [0] SubjectKeyIdentifier
+    elif sid == _PRIMITIVE_0:  # [0] SubjectKeyIdentifier
+        identifier = der[start:limit]
         for certificate in certificates:
             try:
                 ski = certificate.certificate.extensions.get_extension_for_class(
@@ -300,38 +391,77 @@ def _signer_certificate(sid: _Element, certificates: list[_Certificate]) -> _Cer
                 )
             except x509.ExtensionNotFound:
                 continue
-            if ski.value.digest == sid.value:
+            if ski.value.digest == identifier:
                 return certificate
     raise SignatureError("the signer's certificate is not in the signature")
 
 
-def _check_attributes(attributes: _Element, algorithm: hashes.HashAlgorithm, body: bytes) -> None:
-    found: dict[str, list[_Element]] = {}
-    for attribute in _children(attributes):
-        kind, values = _children(_expect(attribute, _SEQUENCE, "Attribute"))
-        if _oid(kind) in found:
+def _message_digest(der: bytes, start: int, limit: int) -> bytes:
+    """The messageDigest of the signed attributes from ``start`` to ``limit``.
+
+    Each attribute type may appear once, the content type must be data and exactly one
+    digest must be there; the other attributes' values are only read as DER.
+    """
+    seen: set[str] = set()
+    message_digest: bytes | None = None
+    content_type = False
+    while start < limit:
+        # Attribute ::= SEQUENCE { attrType OID, attrValues SET OF AttributeValue }
+        _, position, end = _tlv(der, start, limit, _SEQUENCE, "Attribute")
+        kind, position = _oid(der, position, end, "attrType")
+        if kind in seen:
             raise SignatureError("a signed attribute appears twice")
-        found[_oid(kind)] = _children(_expect(values, _SET, "attrValues"))
-    if [_oid(v) for v in found.get(_CONTENT_TYPE, [])] != [_DATA]:
+        seen.add(kind)
+        position, values_end = _only(der, position, end, _SET, "attrValues")
+        if kind == _CONTENT_TYPE:
+            value, position = _oid(der, position, values_end, "contentType")
+            if value != _DATA or position != values_end:
+                raise SignatureError("the signed content type is not data")
+            content_type = True
+        elif kind == _MESSAGE_DIGEST:
+            _, value_start, position = _tlv(
+                der, position, values_end, _OCTET_STRING, "messageDigest"
+            )
+            if position != values_end:
+                raise SignatureError("exactly one message digest expected")
+            message_digest = der[value_start:position]
+        else:
+            _walk(der, position, values_end)
+        start = end
+    if not content_type:
         raise SignatureError("the signed content type is not data")
-    digests = found.get(_MESSAGE_DIGEST, [])
-    if len(digests) != 1:
+    if message_digest is None:
         raise SignatureError("no message digest among the signed attributes")
-    hasher = hashes.Hash(algorithm)
-    hasher.update(body)
-    if _expect(digests[0], _OCTET_STRING, "messageDigest").value != hasher.finalize():
-        raise SignatureError("the signature is not over this body")
+    return message_digest
 
 
-def _check_signature(
-    key: object, signature: bytes, signed: bytes, algorithm: hashes.HashAlgorithm
-) -> None:
+# --------------------------------------------------------------------------- cryptography
+
+
+@_refusing
+def _check_signature(signed: _SignedData, body: bytes) -> x509.Certificate:
+    """The signer of ``body`` once the digest and the signature check out.
+
+    The expensive part of verifying (hashing the body, the RSA or ECDSA verification),
+    kept apart from the reading so that it can run where the CPU time is best spent.
+    """
+    algorithm = signed.algorithm
+    if signed.attributes is None:
+        message = body
+    else:
+        hasher = hashes.Hash(algorithm)
+        hasher.update(body)
+        if hasher.finalize() != signed.message_digest:
+            raise SignatureError("the signature is not over this body")
+        message = signed.attributes
+    key = signed.signer.key
     try:
         if isinstance(key, rsa.RSAPublicKey):
-            key.verify(signature, signed, padding.PKCS1v15(), algorithm)
+            key.verify(signed.signature, message, padding.PKCS1v15(), algorithm)
         elif isinstance(key, ec.EllipticCurvePublicKey):
-            key.verify(signature, signed, ec.ECDSA(algorithm))
+            key.verify(signed.signature, message, ec.ECDSA(algorithm))
         else:
             raise SignatureError(f"unsupported signer key {type(key).__name__}")
     except InvalidSignature:
         raise SignatureError("the signature does not verify") from None
+    return signed.signer.certificate
