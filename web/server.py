@@ -40,6 +40,7 @@ too large, 413 and ``http.disconnect`` to the app when a streamed body grows pas
 
 from __future__ import annotations
 
+import math
 import ssl
 import types
 from collections.abc import Awaitable, Callable, Sequence
@@ -52,6 +53,7 @@ import trio
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from hypercorn.config import Config
+from hypercorn.events import Event, RawData
 from hypercorn.trio import run as _hypercorn_run
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.typing import AppWrapper, ASGIFramework
@@ -236,12 +238,20 @@ async def _send_413(send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
 
 
 class _ConnectionApp:
-    """Hypercorn ``AppWrapper`` for one connection: adds its TLS extension, bounds bodies."""
+    """Hypercorn ``AppWrapper`` for one connection: adds its TLS extension, bounds bodies,
+    and sends an HTTP/1.x response's head with its body (``corked``)."""
 
-    def __init__(self, app: AppWrapper, tls: dict[str, Any] | None, max_body: int | None) -> None:
+    def __init__(
+        self,
+        app: AppWrapper,
+        tls: dict[str, Any] | None,
+        max_body: int | None,
+        corked: Callable[[Callable[[Any], Awaitable[None]]], Callable[[Any], Awaitable[None]]],
+    ) -> None:
         self._app = app
         self._tls = tls
         self._max_body = max_body
+        self._corked = corked
 
     async def __call__(
         self,
@@ -258,6 +268,8 @@ class _ConnectionApp:
                 **self._tls,
                 "client_cert_chain": list(self._tls["client_cert_chain"]),
             }
+        if scope["type"] == "http" and scope["http_version"] in ("1.0", "1.1"):
+            send = self._corked(send)
         if scope["type"] == "http" and self._max_body is not None:
             limit = self._max_body
             declared = _header_int(scope["headers"], b"content-length")
@@ -311,12 +323,132 @@ def _bounded_body(
     return bounded_receive, guarded_send
 
 
+class _KeepAliveTimer:
+    """A connection's keep-alive timer: one task per connection, not one per request.
+
+    Hypercorn's ``TCPServer.idle_task`` starts a fresh task (``nursery.start``) each time a
+    connection turns idle, and cancels it when the next request arrives. On a keep-alive
+    connection that is a task start, a cancellation and two lock round trips for every
+    request: a tenth of what a small device request costs the event loop. This keeps the
+    same interface (``restart`` when idle, ``stop`` when busy) and the same behaviour (an
+    idle connection closes after ``keep_alive_timeout``, or at once when the server shuts
+    down; a busy one never), with one task whose cancel-scope deadline moves instead.
+    """
+
+    def __init__(self, timeout: float, terminated: Any, close: Callable[[], Awaitable[None]]):
+        self._timeout = timeout
+        self._terminated = terminated  # Hypercorn's EventWrapper: set at shutdown
+        self._close = close
+        self._idle = False
+        self._deadline = math.inf
+        self._scope: trio.CancelScope | None = None
+        self._watching = False
+        self._became_idle: trio.Event | None = None
+        self._done = False
+
+    async def restart(self, task_group: Any, action: Any) -> None:
+        """The connection is idle (``action``, Hypercorn's own timer, is not needed)."""
+        self._idle = True
+        self._deadline = trio.current_time() + self._timeout
+        if self._scope is not None:
+            self._scope.deadline = self._deadline
+        if self._became_idle is not None:
+            self._became_idle.set()
+        if not self._watching:
+            self._watching = True
+            task_group._nursery.start_soon(self._watch)
+
+    async def stop(self) -> None:
+        """A request is in progress: no timer runs until the connection is idle again."""
+        self._idle = False
+        self._deadline = math.inf
+        if self._scope is not None:
+            self._scope.deadline = math.inf
+
+    def end(self) -> None:
+        """The connection is gone: the timer has nothing left to close."""
+        self._done = True
+        if self._scope is not None:
+            self._scope.cancel()
+        if self._became_idle is not None:
+            self._became_idle.set()
+
+    async def _watch(self) -> None:
+        while not self._done:
+            with trio.CancelScope(deadline=self._deadline) as self._scope:
+                await self._terminated.wait()
+            self._scope = None
+            if self._done:
+                return
+            if self._terminated.is_set() and not self._idle:
+                # Shutting down in the middle of a request: close once it is answered.
+                self._became_idle = trio.Event()
+                await self._became_idle.wait()
+                if self._done:
+                    return
+            if self._idle and (self._terminated.is_set() or trio.current_time() >= self._deadline):
+                break
+            # Otherwise a request arrived just as the deadline passed: keep watching.
+        with trio.CancelScope(shield=True):
+            await self._close()
+
+
 class _TLSTCPServer(TCPServer):
-    """Hypercorn's TCPServer, plus the peer certificate handed to the app (see module doc)."""
+    """Hypercorn's TCPServer, plus the peer certificate handed to the app (see module doc),
+    and a cheaper keep-alive timer (:class:`_KeepAliveTimer`)."""
 
     def __init__(self, *args: Any, settings: _ServerSettings) -> None:
         super().__init__(*args)
         self._settings = settings
+        self._held: list[bytes] | None = None  # a response head waiting for its body
+        self.idle_task = _KeepAliveTimer(  # type: ignore[assignment]
+            self.config.keep_alive_timeout, self.context.terminated, self._initiate_server_close
+        )
+
+    async def protocol_send(self, event: Event) -> None:
+        if isinstance(event, RawData):
+            # h11 frames the end of a Content-Length body as no bytes at all: sending them
+            # would only take the send lock and yield to the scheduler.
+            if not event.data:
+                return
+            if self._held is not None:
+                self._held.append(event.data)
+                return
+        elif self._held:
+            await self._flush()  # what the connection does next comes after the response
+        await super().protocol_send(event)
+
+    def corked(self, send: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
+        """``send`` for an HTTP/1.x request, sending a response's head with its body.
+
+        Hypercorn writes the status line and headers as soon as the app starts its response,
+        then the body in a second write: two system calls and two passes through the send
+        lock for every small answer. The head is held until the next body message instead
+        (each body message is sent at once, so a streamed response is not delayed beyond
+        its first part).
+        """
+
+        async def corked_send(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                self._held = []
+            try:
+                await send(message)
+            finally:
+                if message["type"] == "http.response.body":
+                    await self._flush()
+
+        return corked_send
+
+    async def _flush(self) -> None:
+        held, self._held = self._held, None
+        if held:
+            await super().protocol_send(RawData(data=b"".join(held)))
+
+    async def _read_data(self) -> None:
+        try:
+            await super()._read_data()
+        finally:
+            self.idle_task.end()  # type: ignore[attr-defined]
 
     async def run(self) -> None:
         tls = None
@@ -329,7 +461,7 @@ class _TLSTCPServer(TCPServer):
                 # give up the same way. trio.serve_listeners closes the stream.
                 return
             tls = _tls_extension(self.stream, self._settings.server_cert_pem)
-        self.app = _ConnectionApp(self.app, tls, self._settings.max_body)
+        self.app = _ConnectionApp(self.app, tls, self._settings.max_body, self.corked)
         await super().run()
 
 
