@@ -871,7 +871,7 @@ class AppleSession:
                     command_model.mark_sent_unit(conn, row["id"])
                     _record(conn, channel.device["id"], row["id"], False, reason, None)
 
-            await self.mdm.store.write(fail)
+            await self.mdm.store.write_point(fail)
             return None
         return row["id"], apple
 
@@ -902,12 +902,12 @@ class AppleSession:
                 done = self.parts_done.setdefault(command_id, set())
                 done.add(request_type)
                 if not done.issuperset(protocol.INVENTORY_PARTS):
-                    await store.write(_record_inventory, device_id, command_id, found)
+                    await store.write_point(_record_inventory, device_id, command_id, found)
                     return False
         self.parts_done.pop(command_id, None)
         # Cancelled meanwhile, or answered differently before: the first answer holds.
         with contextlib.suppress(command_model.RefusedTransition):
-            await store.write(
+            await store.write_point(
                 _record, device_id, command_id, ok, protocol.result_summary(report), found
             )
         return True

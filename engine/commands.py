@@ -754,7 +754,7 @@ async def pending_commands(
 
 async def mark_sent(store: Store, command_id: str) -> dict[str, Any]:
     """The command went to its device; sending it again keeps the first ``sent_at``."""
-    return public(await store.write(mark_sent_unit, command_id), for_device=True)
+    return public(await store.write_point(mark_sent_unit, command_id), for_device=True)
 
 
 def mark_sent_unit(conn: sqlite3.Connection, command_id: str) -> Row:
@@ -777,7 +777,7 @@ async def record_result(
         raise Invalid("result must be a JSON object", field="result") from None
     target = State.ACKNOWLEDGED if ok else State.FAILED
     return public(
-        await store.write(record_result_unit, command_id, target, stored), for_device=True
+        await store.write_point(record_result_unit, command_id, target, stored), for_device=True
     )
 
 

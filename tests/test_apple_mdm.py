@@ -460,6 +460,8 @@ class _SessionStore:
     async def write(self, unit: object, *args: object) -> object:
         raise AssertionError(f"unexpected write {unit!r}")
 
+    write_point = write
+
 
 async def test_a_session_ended_with_not_now_asks_for_one_retry_push() -> None:
     pushes: list[tuple[list[str], float]] = []

@@ -41,6 +41,16 @@ class Store(Protocol):
         """
         ...
 
+    async def write_point(self, unit: Callable[..., T], /, *args: Any) -> T:
+        """Like :meth:`write`, for a *point* write: a few rows changed by a unique key.
+
+        Committed with the other writes all the same; such a unit may run on the caller's
+        thread, since it takes less than handing it to a worker thread and back (which,
+        in Python, also means waiting for the GIL at each step the unit takes). A unit that
+        may touch many rows goes through :meth:`write`.
+        """
+        ...
+
     async def read(self, unit: Callable[..., T], /, *args: Any) -> T:
         """Run ``unit(connection, *args)`` on a reader connection (a consistent snapshot)."""
         ...

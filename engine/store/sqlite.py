@@ -134,7 +134,14 @@ class Writer(Actor):
         while envelopes:
             batch = [envelopes.popleft() for _ in range(min(len(envelopes), self.max_batch))]
             try:
-                results = await trio.to_thread.run_sync(self._commit, batch)
+                if all(point for (_, _, point), _ in batch):
+                    # Point writes run here, on the event loop: handing each batch's Python
+                    # to a thread costs more than it saves, since it needs the GIL the loop
+                    # holds. Only the commit (the fsync) goes to a thread.
+                    results = self._apply(batch)
+                    await trio.to_thread.run_sync(self._commit)
+                else:
+                    results = await trio.to_thread.run_sync(self._apply_and_commit, batch)
             except BaseException as exc:
                 error = exc if isinstance(exc, Exception) else StoreError("store is stopping")
                 for _, reply in batch:
@@ -147,14 +154,19 @@ class Writer(Actor):
                 if reply is not None:
                     reply.settle(result)
 
-    def _commit(self, batch: list[Envelope]) -> list[outcome.Outcome[Any]]:
-        """Runs in a worker thread: one transaction, one savepoint per write."""
+    def _apply_and_commit(self, batch: list[Envelope]) -> list[outcome.Outcome[Any]]:
+        results = self._apply(batch)
+        self._commit()
+        return results
+
+    def _apply(self, batch: list[Envelope]) -> list[outcome.Outcome[Any]]:
+        """One transaction, one savepoint per write; left open for :meth:`_commit`."""
         conn = self.conn
         assert conn is not None
         results: list[outcome.Outcome[Any]] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for (unit, args), _ in batch:
+            for (unit, args, _), _ in batch:
                 conn.execute("SAVEPOINT w")
                 try:
                     value = unit(conn, *args)
@@ -165,12 +177,21 @@ class Writer(Actor):
                 else:
                     conn.execute("RELEASE w")
                     results.append(outcome.Value(value))
-            conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
         return results
+
+    def _commit(self) -> None:
+        conn = self.conn
+        assert conn is not None
+        try:
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
     async def stopping(self) -> None:
         if self.conn is not None:
@@ -200,7 +221,12 @@ class SQLiteStore:
 
     async def write(self, unit: Callable[..., T], /, *args: Any) -> T:
         reply = Reply()
-        self._writer.post((unit, args), reply)
+        self._writer.post((unit, args, False), reply)
+        return await reply.wait()
+
+    async def write_point(self, unit: Callable[..., T], /, *args: Any) -> T:
+        reply = Reply()
+        self._writer.post((unit, args, True), reply)
         return await reply.wait()
 
     async def read(self, unit: Callable[..., T], /, *args: Any) -> T:
