@@ -54,6 +54,17 @@ def cpu_seconds(pid: int | str = "self") -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
+def children_cpu_seconds(pid: int) -> float:
+    """CPU time used so far by the live child processes of ``pid`` (a service's offload
+    workers): ``cpu_seconds`` of the parent counts only children that have ended."""
+    total = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            with contextlib.suppress(FileNotFoundError):
+                total += cpu_seconds(child)
+    return total
+
+
 def percentiles(values: Sequence[float], *qs: float) -> list[float]:
     """Nearest-rank percentiles (``qs`` in 0..100) of ``values``; NaN when there are none."""
     if not values:

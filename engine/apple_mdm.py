@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import json
 import os
 import secrets
@@ -43,18 +44,20 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import trio
 from cryptography import x509
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from . import commands as command_model
+from .actors import ActorDead, ActorRef
+from .actors.offload import Call
 from .audit import audit_event
 from .devices import LicenceLimit, check_room, may_connect
 from .errors import DomainError, Invalid, NotFound
@@ -66,7 +69,7 @@ from .installation_codes import (
     redeem_unit as redeem_code_unit,
 )
 from .organisations import visible_organisation
-from .pki import CertificateAuthority
+from .pki import CertificateAuthority, issued_by
 from .principals import AccountKind, Principal, Right, require_right
 from .protocols import apple_mdm as protocol, cms, mobileconfig
 from .service_settings import Deployment, effective_settings_unit
@@ -135,23 +138,17 @@ class AppleMdm:
     #: Asks the push notifier to wake devices (by device id), now or after a delay.
     push: Callable[[Sequence[str], float], None] = field(default=lambda devices, delay: None)
 
-    #: Identities already checked against the CA (fingerprint → not after), so that a
-    #: device's every message costs one signature check, not two.
-    _checked: dict[str, datetime] = field(default_factory=dict, repr=False)
+    #: Where signed messages are checked and read (:func:`checked_message`): a worker
+    #: process; None: on the caller's thread.
+    offload: ActorRef[Call] | None = None
+
+    @functools.cached_property
+    def ca_der(self) -> bytes:
+        return self.ca.certificate.public_bytes(serialization.Encoding.DER)
 
     def trusted(self, certificate: x509.Certificate) -> str:
         """The fingerprint of a client certificate of the service's CA; else Refused."""
-        key = fingerprint(certificate)
-        not_after = self._checked.get(key)
-        if not_after is None:
-            if not self.ca.is_issued_by(certificate, purpose=ExtendedKeyUsageOID.CLIENT_AUTH):
-                raise Refused("the identity was not issued by this service")
-            if len(self._checked) >= 100_000:
-                self._checked.clear()
-            not_after = self._checked[key] = certificate.not_valid_after_utc
-        if not_after <= datetime.now(UTC):
-            raise Refused("the identity has expired")
-        return key
+        return trusted_identity(self.ca_der, certificate)
 
     def profile_identifier(self, organisation_code: str) -> str:
         host = urlsplit(self.deployment.public_url).hostname or "localhost"
@@ -160,6 +157,35 @@ class AppleMdm:
 
 def fingerprint(certificate: x509.Certificate) -> str:
     return certificate.fingerprint(hashes.SHA256()).hex()
+
+
+#: Identities already checked against a CA, in this process: (CA certificate DER,
+#: fingerprint) → not after. A device's every message then costs one signature check, not
+#: two (its own, and the CA's on its certificate).
+_CHECKED: dict[tuple[bytes, str], datetime] = {}
+
+
+@functools.lru_cache(maxsize=4)
+def _ca_certificate(ca_der: bytes) -> x509.Certificate:
+    return x509.load_der_x509_certificate(ca_der)
+
+
+def trusted_identity(ca_der: bytes, certificate: x509.Certificate) -> str:
+    """The fingerprint of ``certificate`` if it is a client certificate of the CA whose
+    certificate is ``ca_der``; else Refused. Runs in a worker process too."""
+    key = fingerprint(certificate)
+    not_after = _CHECKED.get((ca_der, key))
+    if not_after is None:
+        if not issued_by(
+            _ca_certificate(ca_der), certificate, purpose=ExtendedKeyUsageOID.CLIENT_AUTH
+        ):
+            raise Refused("the identity was not issued by this service")
+        if len(_CHECKED) >= 100_000:
+            _CHECKED.clear()
+        not_after = _CHECKED[(ca_der, key)] = certificate.not_valid_after_utc
+    if not_after <= datetime.now(UTC):
+        raise Refused("the identity has expired")
+    return key
 
 
 # --------------------------------------------------------------------------- profiles
@@ -312,21 +338,46 @@ def _redeem_for_profile(
 # --------------------------------------------------------------------------- identities
 
 
-def identity_of(
-    mdm: AppleMdm, signature: str | None, body: bytes, tls_certificate: x509.Certificate | None
-) -> str:
-    """The fingerprint of the identity that sent ``body``: the ``Mdm-Signature`` signer, or
-    else the TLS client certificate; it must be a client certificate of the service's CA."""
-    if signature is not None:
-        try:
-            certificate = cms.verify_header(signature, body)
-        except cms.SignatureError as exc:
-            raise Refused(f"Mdm-Signature: {exc}") from None
-    elif tls_certificate is not None:
-        certificate = tls_certificate
-    else:
+def identity_of(mdm: AppleMdm, tls_certificate: x509.Certificate | None) -> str:
+    """The fingerprint of the TLS client certificate an unsigned message came with; it must
+    be a client certificate of the service's CA."""
+    if tls_certificate is None:
         raise Refused("the message is neither signed nor sent with a client certificate")
-    return mdm.trusted(certificate)
+    return mdm.trusted(tls_certificate)
+
+
+M = TypeVar("M")
+
+
+def read_signed(
+    ca_der: bytes, signature: str, body: bytes, parse: Callable[[bytes], M]
+) -> tuple[str, M]:
+    """A signed message checked and read: its signer's fingerprint (a client certificate of
+    the CA ``ca_der``, per ``Mdm-Signature``) and the message ``parse`` makes of ``body``.
+
+    A pure function of bytes, so that it can run in a worker process; the signature is
+    checked before the body is read, so a body nobody signed is never parsed."""
+    try:
+        certificate = cms.verify_header(signature, body)
+    except cms.SignatureError as exc:
+        raise Refused(f"Mdm-Signature: {exc}") from None
+    return trusted_identity(ca_der, certificate), parse(body)
+
+
+async def checked_message(
+    mdm: AppleMdm, signature: str, body: bytes, parse: Callable[[bytes], M]
+) -> tuple[str, M]:
+    """:func:`read_signed`, in the offload worker when there is one. Should the worker be
+    gone for good, the work is done here: slower, never refused for that reason."""
+    if mdm.offload is not None and mdm.offload.alive:
+        try:
+            answer: tuple[str, M] = await mdm.offload.ask(
+                Call(read_signed, (mdm.ca_der, signature, body, parse))
+            )
+            return answer
+        except ActorDead:
+            pass
+    return read_signed(mdm.ca_der, signature, body, parse)
 
 
 # --------------------------------------------------------------------------- check-in

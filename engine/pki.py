@@ -459,31 +459,40 @@ class CertificateAuthority:
         "verify"), or, with ``purpose``, a certificate lacking that extended key usage
         (e.g. ``ExtendedKeyUsageOID.CLIENT_AUTH`` so a server certificate is no device).
         """
-        when = at or _now()
+        return issued_by(self._certificate, cert, at=at, purpose=purpose)
+
+
+def issued_by(
+    issuer: x509.Certificate,
+    cert: x509.Certificate,
+    *,
+    at: dt.datetime | None = None,
+    purpose: x509.ObjectIdentifier | None = None,
+) -> bool:
+    """:meth:`CertificateAuthority.is_issued_by` with only the CA's certificate at hand (a
+    worker process gets the certificate, never the CA's private key)."""
+    when = at or _now()
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    if not (cert.not_valid_before_utc <= when <= cert.not_valid_after_utc):
+        return False
+    if not (issuer.not_valid_before_utc <= when and when <= issuer.not_valid_after_utc):
+        return False
+    try:
+        if cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
+            return False
+    except x509.ExtensionNotFound:
+        pass
+    if purpose is not None:
         try:
-            cert.verify_directly_issued_by(self._certificate)
-        except (ValueError, TypeError, InvalidSignature):
-            return False
-        if not (cert.not_valid_before_utc <= when <= cert.not_valid_after_utc):
-            return False
-        if not (
-            self._certificate.not_valid_before_utc <= when
-            and when <= self._certificate.not_valid_after_utc
-        ):
-            return False
-        try:
-            if cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
-                return False
+            usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
         except x509.ExtensionNotFound:
-            pass
-        if purpose is not None:
-            try:
-                usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-            except x509.ExtensionNotFound:
-                return False
-            if purpose not in usages:
-                return False
-        return True
+            return False
+        if purpose not in usages:
+            return False
+    return True
 
 
 # -- files for a fresh install ---------------------------------------------------------------

@@ -11,10 +11,12 @@ import pytest
 import trio
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from bench.apple_sim import SimulatedDevice, read_profile
 from engine import apple_mdm as domain
+from engine.actors.offload import start_offload
 from engine.pki import CertificateAuthority
 from engine.principals import AccountKind
 from engine.protocols import apple_mdm as protocol, cms
@@ -479,3 +481,34 @@ async def test_a_session_ended_with_not_now_asks_for_one_retry_push() -> None:
     assert answer.body == b""  # nothing else to do: the session ends
     await session.close()  # the session actor goes idle later
     assert pushes == [(["device-1"], domain.NOT_NOW_RETRY)]
+
+
+async def test_a_signed_message_is_checked_here_once_the_offload_worker_is_gone() -> None:
+    """The offload worker is an optimisation: once it is gone for good (it crashed too
+    often), a device's signed message is checked and read on the event loop instead."""
+    ca = CertificateAuthority.create("fallback test CA")
+    key = ec.generate_private_key(ec.SECP256R1())
+    certificate, _ = ca.issue_client_certificate("device", public_key=key.public_key())
+    body = plistlib.dumps({"UDID": "0000-FALLBACK", "Status": "Idle"})
+    signature = base64.b64encode(cms.sign_detached(body, certificate, key)).decode()
+    ca_der = ca.certificate.public_bytes(serialization.Encoding.DER)
+    async with trio.open_nursery() as nursery:
+        offload = await start_offload(nursery, "fallback")
+        offload.stop()
+        mdm = SimpleNamespace(offload=offload, ca_der=ca_der)
+        identity, report = await domain.checked_message(
+            mdm,  # type: ignore[arg-type]
+            signature,
+            body,
+            protocol.parse_report,
+        )
+        assert identity == domain.fingerprint(certificate)
+        assert report.channel.device == "0000-FALLBACK"
+        with pytest.raises(domain.Refused, match="Mdm-Signature"):
+            await domain.checked_message(
+                mdm,  # type: ignore[arg-type]
+                signature,
+                body + b" ",
+                protocol.parse_report,
+            )
+        nursery.cancel_scope.cancel()

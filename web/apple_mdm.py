@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import html
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 import trio
 from cryptography import x509
@@ -28,6 +29,7 @@ from quart import Blueprint, Response, request
 from engine import apple_mdm as domain
 from engine.actors import start_listener
 from engine.actors.apns import ApnsNotifier, ClientIdentity, Push
+from engine.actors.offload import start_offload
 from engine.config import Bootstrap
 from engine.errors import DomainError
 from engine.installation_codes import InstallationCodeRefused
@@ -44,6 +46,8 @@ from .requests import client_address
 log = logging.getLogger(__name__)
 
 blueprint = Blueprint("apple_mdm", __name__)
+
+M = TypeVar("M")
 
 #: How often the scheduled-notification timer looks for devices due a push.
 SCHEDULE_TICK = 60.0
@@ -74,12 +78,18 @@ def _mdm(request: EdgeRequest) -> domain.AppleMdm:
     return mdm
 
 
-def _identity(request: EdgeRequest, content_type: str) -> str:
+async def _checked(
+    request: EdgeRequest, content_type: str, parse: Callable[[bytes], M]
+) -> tuple[str, M]:
+    """The sender's identity and its message, or a refusal (400)."""
     if request.media_type != content_type:
         raise _BadRequest(f"Content-Type must be {content_type}")
+    mdm = _mdm(request)
     signature = request.header(b"mdm-signature")
-    certificate = None if signature is not None else request.client_certificate()
-    return domain.identity_of(_mdm(request), signature, request.body, certificate)
+    if signature is not None:
+        return await domain.checked_message(mdm, signature, request.body, parse)
+    identity = domain.identity_of(mdm, request.client_certificate())
+    return identity, parse(request.body)
 
 
 def _answer(request: EdgeRequest, answer: domain.Answer) -> EdgeResponse:
@@ -91,8 +101,9 @@ def _answer(request: EdgeRequest, answer: domain.Answer) -> EdgeResponse:
 
 
 async def check_in(request: EdgeRequest) -> EdgeResponse:
-    identity = _identity(request, protocol.CHECK_IN_CONTENT_TYPE)
-    message = protocol.parse_check_in(request.body)
+    identity, message = await _checked(
+        request, protocol.CHECK_IN_CONTENT_TYPE, protocol.parse_check_in
+    )
     answer = await ask_device_session(
         domain.PROTOCOL,
         message.channel.device,
@@ -103,8 +114,7 @@ async def check_in(request: EdgeRequest) -> EdgeResponse:
 
 
 async def command_queue(request: EdgeRequest) -> EdgeResponse:
-    identity = _identity(request, protocol.SERVER_CONTENT_TYPE)
-    report = protocol.parse_report(request.body)
+    identity, report = await _checked(request, protocol.SERVER_CONTENT_TYPE, protocol.parse_report)
     answer = await ask_device_session(
         domain.PROTOCOL,
         report.channel.device,
@@ -246,6 +256,7 @@ async def start_apple_mdm(
     nursery: trio.Nursery, context: ServiceContext, bootstrap: Bootstrap
 ) -> None:
     mdm = await trio.to_thread.run_sync(_load_mdm, context, bootstrap)
+    mdm.offload = await start_offload(nursery, "apple-mdm-offload")
     notifier = notifier_for(mdm, bootstrap)
     await nursery.start(notifier.run)
     mdm.push = notifier.wake
