@@ -24,6 +24,8 @@ end-of-file on its input, which ends it too.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import pickle
 import struct
 import subprocess
@@ -62,6 +64,8 @@ class Offload(Actor):
         self._process = await trio.lowlevel.open_process(
             [sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE
         )
+        for stream in (self._process.stdin, self._process.stdout):
+            _widen(stream)
 
     async def handle_batch(self, envelopes: deque[Envelope]) -> None:
         batch = list(envelopes)
@@ -116,6 +120,16 @@ class Offload(Actor):
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+#: Linux's F_SETPIPE_SZ: a pipe that holds a whole batch takes it in one write.
+_SET_PIPE_SIZE = 1031
+PIPE_BYTES = 1 << 20
+
+
+def _widen(stream: Any) -> None:
+    with contextlib.suppress(OSError, AttributeError):  # not Linux, or over the user's limit
+        fcntl.fcntl(stream.fileno(), _SET_PIPE_SIZE, PIPE_BYTES)
 
 
 def _frame(value: Any) -> bytes:
