@@ -541,17 +541,19 @@ def _authenticate(conn: sqlite3.Connection, deployment: Deployment, request: Che
 
 
 def _device_channel(conn: sqlite3.Connection, key: str, identity: str) -> tuple[Row, Row]:
-    """The device channel and its device, if ``identity`` is bound to it and it may connect."""
-    enrolment = units.enrolment_by_id(conn, key)
-    if enrolment is None or enrolment["identity"] != identity:
+    """The device channel and its device (``id``, ``state``, ``organisation_code``), if
+    ``identity`` is bound to it and it may connect. One statement: every message of a
+    device asks this, on the event loop for its reports."""
+    found = units.channel_by_id(conn, key)
+    if found is None or found[0]["identity"] != identity:
         raise Refused("unknown device")
+    enrolment, device, organisation = found
     if enrolment["state"] == units.CHECKED_OUT:
         raise Refused("the device checked out")
-    device = inventory.device_by_id(conn, enrolment["device_id"])
-    organisation = organisation_by_id(conn, enrolment["organisation_id"])
     if device is None or organisation is None or not may_connect(device, organisation):
         raise Refused("the device may not connect")
-    return enrolment, device | {"organisation_code": organisation["code"]}
+    device["organisation_code"] = organisation["code"]
+    return enrolment, device
 
 
 def _token_update(conn: sqlite3.Connection, sealer: Sealer, request: CheckInRequest) -> str | None:
@@ -752,36 +754,45 @@ REPORT_WINDOW = 64
 def _report_state(
     conn: sqlite3.Connection, key: str, identity: str, command_id: str | None
 ) -> tuple[_Channel, Row | None, list[Row]]:
-    """In one snapshot: the channel, the command a report answers, what is still to give."""
+    """In one snapshot: the channel, the command a report answers, what is still to give.
+
+    The command answered is most often among those still to give (it was sent): then it is
+    not read a second time.
+    """
     channel = _report_channel(conn, key, identity)
-    answered = None
-    if command_id is not None:
-        answered = command_by_id(conn, command_id)
-        if answered is None or answered["device_id"] != channel.device["id"]:
-            raise Refused("CommandUUID is not a command of this device")
     rows = commands_of_device(
         conn,
         channel.device["id"],
         [command_model.State.QUEUED, command_model.State.SENT],
         REPORT_WINDOW,
     )
+    answered = None
+    if command_id is not None:
+        answered = next((row for row in rows if row["id"] == command_id), None)
+        if answered is None:
+            answered = command_by_id(conn, command_id)
+            if answered is None or answered["device_id"] != channel.device["id"]:
+                raise Refused("CommandUUID is not a command of this device")
     return channel, answered, rows
 
 
 def _record(
     conn: sqlite3.Connection,
     device_id: str,
-    command_id: str,
+    read: Row,
     ok: bool,
     result: dict[str, Any],
     found: protocol.Inventory | None,
 ) -> None:
-    """The command's result and what it tells of the device, in one unit."""
-    row = command_model.command_row(conn, command_id)
-    if row["device_id"] != device_id:
+    """The command's result and what it tells of the device, in one unit. ``read``: the
+    command as the report's snapshot read it (see :func:`command_model.record_result_unit`,
+    which reads it again only where needed)."""
+    if read["device_id"] != device_id:
         raise Refused("CommandUUID is not a command of this device")
     target = command_model.State.ACKNOWLEDGED if ok else command_model.State.FAILED
-    command_model.record_result_unit(conn, command_id, target, json.dumps(result, sort_keys=True))
+    command_model.record_result_unit(
+        conn, read["id"], target, json.dumps(result, sort_keys=True), read
+    )
     at = now()
     changes: dict[str, Any] = {"last_seen_at": at, "updated_at": at}
     if found is not None and (found.sections or found.columns):
@@ -874,7 +885,7 @@ class AppleSession:
                 continue
             command_uuid, apple = next_command
             if row["state"] == command_model.State.QUEUED:
-                await command_model.mark_sent(store, row["id"])
+                await store.write_point(command_model.mark_sent_unit, row["id"], row)
             return Answer(protocol.build_command(command_uuid, apple.request_type, apple.values))
         if self.not_now:
             # The session ends with commands the device could not do yet: try again later,
@@ -896,7 +907,6 @@ class AppleSession:
             return None
         if row["id"] in self.not_now:
             return None
-        command = command_model.public(row, for_device=True)
         try:
             unlock_token = None
             if row["kind"] == command_model.CommandKind.UNLOCK:  # the only command needing it
@@ -907,8 +917,8 @@ class AppleSession:
                         "the stored UnlockToken cannot be read: its passcode cannot be cleared"
                     ) from None
             apple = protocol.command_for(
-                command["kind"],
-                command["parameters"],
+                row["kind"],
+                json.loads(row["parameters"]),
                 unlock_token=unlock_token,
                 profile_identifier=self.mdm.profile_identifier(channel.device["organisation_code"]),
             )
@@ -919,8 +929,8 @@ class AppleSession:
                 # The state table fails sent commands only: a queued one is marked sent
                 # first, in the same unit. Cancelled meanwhile: it stays cancelled.
                 with contextlib.suppress(command_model.RefusedTransition):
-                    command_model.mark_sent_unit(conn, row["id"])
-                    _record(conn, channel.device["id"], row["id"], False, reason, None)
+                    sent = command_model.mark_sent_unit(conn, row["id"], row)
+                    _record(conn, channel.device["id"], sent, False, reason, None)
 
             await self.mdm.store.write_point(fail)
             return None
@@ -959,7 +969,7 @@ class AppleSession:
         # Cancelled meanwhile, or answered differently before: the first answer holds.
         with contextlib.suppress(command_model.RefusedTransition):
             await store.write_point(
-                _record, device_id, command_id, ok, protocol.result_summary(report), found
+                _record, device_id, row, ok, protocol.result_summary(report), found
             )
         return True
 

@@ -33,6 +33,7 @@ Decisions worth knowing:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sqlite3
@@ -757,7 +758,13 @@ async def mark_sent(store: Store, command_id: str) -> dict[str, Any]:
     return public(await store.write_point(mark_sent_unit, command_id), for_device=True)
 
 
-def mark_sent_unit(conn: sqlite3.Connection, command_id: str) -> Row:
+def mark_sent_unit(conn: sqlite3.Connection, command_id: str, read: Row | None = None) -> Row:
+    """``read``: the command as read before this unit (a protocol's snapshot of what its
+    device has to be given), which spares reading it again. A queued one is moved on only
+    if still queued; should it have moved on since, it is read again, as if never read."""
+    if read is not None and read["state"] == State.QUEUED:
+        with contextlib.suppress(RefusedTransition):
+            return _move(conn, read, State.SENT, {}, None)
     row = command_row(conn, command_id)
     if row["state"] == State.SENT:
         return row
@@ -782,9 +789,21 @@ async def record_result(
 
 
 def record_result_unit(
-    conn: sqlite3.Connection, command_id: str, target: State, stored: str
+    conn: sqlite3.Connection, command_id: str, target: State, stored: str, read: Row | None = None
 ) -> Row:
-    row = command_row(conn, command_id)
+    """``read``: the command as read before this unit (e.g. in the snapshot that found the
+    command a device answered), which spares reading it again. A command read in a state
+    that is not final is moved on only if still in that state; should that be refused (it
+    moved on since, or may not move so), it is read again, as if never read.
+    """
+    if read is not None and read["state"] not in FINAL:
+        with contextlib.suppress(RefusedTransition):
+            return _record_result(conn, read, target, stored)
+    return _record_result(conn, command_row(conn, command_id), target, stored)
+
+
+def _record_result(conn: sqlite3.Connection, row: Row, target: State, stored: str) -> Row:
+    command_id = row["id"]
     if row["state"] == target and row["result"] == stored:
         return row
     values: dict[str, Any] = {"result": stored}

@@ -20,7 +20,7 @@ from engine.protocols.apple_mdm import CHECK_IN_CONTENT_TYPE, SERVER_CONTENT_TYP
 from engine.protocols.cms import sign_detached
 
 from .apple_support import AppleService, apple_fixture, upload_push_certificate  # noqa: F401
-from .test_api_commands import database, new_organisation
+from .test_api_commands import API, database, new_organisation
 
 pytestmark = pytest.mark.trio
 
@@ -166,20 +166,25 @@ def _signature(body: bytes, identity: tuple[x509.Certificate, Any]) -> str:
     return base64.b64encode(sign_detached(body, *identity)).decode()
 
 
+async def pushed(apple: AppleService, device: SimulatedDevice) -> None:
+    """Wait until the push for a queued command is recorded (before a snapshot is taken)."""
+    with trio.fail_after(5):
+        while True:
+            with database(apple.running) as conn:
+                at = conn.execute(
+                    "SELECT last_push_at FROM apple_mdm_enrolments WHERE id = ?", (device.udid,)
+                ).fetchone()[0]
+            if at is not None:
+                return
+            await trio.sleep(0.01)
+
+
 async def test_bad_command_reports_are_400_and_change_nothing(apple: AppleService) -> None:
     device = await apple.device()
     other = await apple.device()
     command = await apple.queue(apple.device_id(other), "lock")
     assert await other.report(apple.client, {"Status": "Idle"}) is not None  # now sent
-    with trio.fail_after(5):  # the push for the command is recorded before the snapshot
-        while True:
-            with database(apple.running) as conn:
-                pushed = conn.execute(
-                    "SELECT last_push_at FROM apple_mdm_enrolments WHERE id = ?", (other.udid,)
-                ).fetchone()[0]
-            if pushed is not None:
-                break
-            await trio.sleep(0.01)
+    await pushed(apple, other)
     unknown = SimulatedDevice(read_profile(await apple.profile()), apple.running.http_url)
     before = snapshot(apple)
     mine = (device.enrolment.identity, device.enrolment.key)
@@ -253,6 +258,51 @@ async def test_a_removed_device_and_an_oversized_message_are_refused(
     device.enrolment = read_profile(await apple.profile())
     await device.enrol(apple.client)
     assert apple.device_id(device) != old
+
+
+async def test_a_device_of_an_inactive_organisation_or_without_its_row_may_not_connect(
+    apple: AppleService,
+) -> None:
+    """Reports and check-ins of such a channel are refused as any device that may not connect
+    (the channel, its device and organisation are read together), and change nothing."""
+    orphan = await apple.device()
+    device = await apple.device()
+    command = await apple.queue(apple.device_id(device), "lock")
+    await pushed(apple, device)
+    with database(apple.running) as conn:  # a row only a database without foreign keys loses
+        conn.execute("DELETE FROM devices WHERE id = ?", (apple.device_id(orphan),))
+    off = await apple.client.patch(
+        f"{API}/organisations/{apple.org.code}", json={"active": False}, headers=apple.supervisor
+    )
+    assert off.status_code == 200, off.text
+    before = snapshot(apple)
+    for enrolled in (orphan, device):
+        identity = (enrolled.enrolment.identity, enrolled.enrolment.key)
+        idle = plistlib.dumps({"Status": "Idle", "UDID": enrolled.udid})
+        token = plistlib.dumps(
+            {
+                "MessageType": "TokenUpdate",
+                "Topic": enrolled.enrolment.topic,
+                "UDID": enrolled.udid,
+                "Token": b"\x02" * 32,
+                "PushMagic": "magic",
+            }
+        )
+        for path, body, content_type in (
+            ("/mdm/server", idle, SERVER_CONTENT_TYPE),
+            ("/mdm/checkin", token, CHECK_IN_CONTENT_TYPE),
+        ):
+            response = await apple.client.put(
+                path,
+                content=body,
+                headers={"Content-Type": content_type, "Mdm-Signature": _signature(body, identity)},
+            )
+            assert response.status_code == 400, path
+            assert response.text == "the device may not connect\n", path
+    assert snapshot(apple) == before
+    with database(apple.running) as conn:
+        state = conn.execute("SELECT state FROM commands WHERE id = ?", (command,)).fetchone()[0]
+    assert state == "queued"
 
 
 async def test_a_fresh_profile_cannot_take_over_an_enrolled_device(apple: AppleService) -> None:

@@ -34,6 +34,28 @@ def enrolment_by_id(conn: sqlite3.Connection, enrolment_id: str) -> Row | None:
     return one(conn.execute("SELECT * FROM apple_mdm_enrolments WHERE id = ?", (enrolment_id,)))
 
 
+def channel_by_id(
+    conn: sqlite3.Connection, enrolment_id: str
+) -> tuple[Row, Row | None, Row | None] | None:
+    """A channel with what decides whether it may connect, in one statement (a device's
+    every message asks): the enrolment (every column), its device (``id``, ``state``) and
+    its organisation (``code``, ``active``), each of those two None if its row is gone."""
+    row = conn.execute(
+        "SELECT d.id, d.state, o.code, o.active, e.* FROM apple_mdm_enrolments e"
+        " LEFT JOIN devices d ON d.id = e.device_id"
+        " LEFT JOIN organisations o ON o.id = e.organisation_id"
+        " WHERE e.id = ?",
+        (enrolment_id,),
+    ).fetchone()
+    if row is None:
+        return None
+    device_id, device_state, code, active = row[:4]
+    enrolment = dict(zip(row.keys()[4:], row[4:], strict=True))
+    device = {"id": device_id, "state": device_state} if device_id is not None else None
+    organisation = {"code": code, "active": active} if code is not None else None
+    return enrolment, device, organisation
+
+
 def insert_enrolment(conn: sqlite3.Connection, enrolment: dict[str, Any]) -> None:
     insert(conn, "apple_mdm_enrolments", enrolment)
 

@@ -290,6 +290,9 @@ async def open_sqlite_store(
             give_back.send_nowait(conn)
         point = await trio.to_thread.run_sync(lambda: connect(path, readonly=True))
         point.execute("PRAGMA busy_timeout = 0")
+        # Its reads are point reads, whose temporary b-trees (an IN list, ORDER BY … LIMIT)
+        # hold a few rows: in memory, rather than a temporary file's pager opened for each.
+        point.execute("PRAGMA temp_store = MEMORY")
         try:
             yield SQLiteStore(writer, pool, give_back, stats, point)
         finally:
