@@ -159,30 +159,30 @@ def fingerprint(certificate: x509.Certificate) -> str:
     return certificate.fingerprint(hashes.SHA256()).hex()
 
 
-#: Identities already checked against a CA, in this process: (CA certificate DER,
-#: fingerprint) → not after. A device's every message then costs one signature check, not
+#: Identities already checked against a CA, in this process: (the CA's fingerprint, the
+#: identity's) → not after. A device's every message then costs one signature check, not
 #: two (its own, and the CA's on its certificate).
-_CHECKED: dict[tuple[bytes, str], datetime] = {}
+_CHECKED: dict[tuple[str, str], datetime] = {}
 
 
 @functools.lru_cache(maxsize=4)
-def _ca_certificate(ca_der: bytes) -> x509.Certificate:
-    return x509.load_der_x509_certificate(ca_der)
+def _ca_certificate(ca_der: bytes) -> tuple[x509.Certificate, str]:
+    certificate = x509.load_der_x509_certificate(ca_der)
+    return certificate, fingerprint(certificate)
 
 
 def trusted_identity(ca_der: bytes, certificate: x509.Certificate) -> str:
     """The fingerprint of ``certificate`` if it is a client certificate of the CA whose
     certificate is ``ca_der``; else Refused. Runs in a worker process too."""
+    ca, ca_key = _ca_certificate(ca_der)
     key = fingerprint(certificate)
-    not_after = _CHECKED.get((ca_der, key))
+    not_after = _CHECKED.get((ca_key, key))
     if not_after is None:
-        if not issued_by(
-            _ca_certificate(ca_der), certificate, purpose=ExtendedKeyUsageOID.CLIENT_AUTH
-        ):
+        if not issued_by(ca, certificate, purpose=ExtendedKeyUsageOID.CLIENT_AUTH):
             raise Refused("the identity was not issued by this service")
         if len(_CHECKED) >= 100_000:
             _CHECKED.clear()
-        not_after = _CHECKED[(ca_der, key)] = certificate.not_valid_after_utc
+        not_after = _CHECKED[(ca_key, key)] = certificate.not_valid_after_utc
     if not_after <= datetime.now(UTC):
         raise Refused("the identity has expired")
     return key

@@ -382,3 +382,17 @@ def test_a_profile_openssl_can_verify(tmp_path: Path, ca: CertificateAuthority) 
     payloads = {p["PayloadType"]: p for p in document["PayloadContent"]}
     root = payloads["com.apple.security.root"]["PayloadContent"]
     assert x509.load_der_x509_certificate(root) == ca.certificate
+
+
+def test_a_plist_nested_too_deep_is_refused() -> None:
+    """Far deeper than any device message: refused before anything walks or copies it."""
+    inner = "<array>" * (protocol.MAX_PLIST_DEPTH + 1) + "</array>" * (protocol.MAX_PLIST_DEPTH + 1)
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?><plist version="1.0"><dict>'
+        "<key>UDID</key><string>0000</string><key>Status</key><string>Idle</string>"
+        f"<key>Deep</key>{inner}</dict></plist>"
+    ).encode()
+    with pytest.raises(protocol.ProtocolError, match="nests deeper"):
+        protocol.parse_report(body)
+    shallow = body.replace(b"<array>", b"", 2).replace(b"</array>", b"", 2)
+    assert protocol.parse_report(shallow).status is protocol.Status.IDLE

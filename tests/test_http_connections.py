@@ -175,3 +175,29 @@ async def test_shutdown_closes_idle_connections_and_finishes_requests_in_progres
         assert await _closed_within(busy, 2.0)
         with trio.fail_after(5):
             await returned.wait()
+
+
+async def test_a_pipelined_request_keeps_its_connection_until_it_is_answered() -> None:
+    """Two requests in one write: the second is in progress as soon as the first is
+    answered, so neither the idle timer nor a shutdown may close the connection under it."""
+    stop = trio.Event()
+    answering = trio.Event()
+
+    async def answer(scope: dict[str, Any], send: Any) -> None:
+        if scope["path"] == "/slow":
+            answering.set()
+            await trio.sleep(1.0)  # twice the keep-alive timeout
+        await _plain(scope["path"].encode(), send)
+
+    async with _serving(_app(answer), keep_alive=0.5, stop=stop) as (port, returned):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        await stream.send_all(
+            b"GET /quick HTTP/1.1\r\nHost: test\r\n\r\nGET /slow HTTP/1.1\r\nHost: test\r\n\r\n"
+        )
+        assert (await _read_answer(stream)).endswith(b"/quick")
+        await answering.wait()
+        stop.set()
+        assert (await _read_answer(stream)).endswith(b"/slow")
+        assert await _closed_within(stream, 2.0)
+        with trio.fail_after(5):
+            await returned.wait()

@@ -97,3 +97,32 @@ async def test_the_worker_ends_when_the_service_is_cancelled() -> None:
         pid = await offload.ask(Call(os.getpid, ()))
         nursery.cancel_scope.cancel()
     assert await _gone(pid)
+
+
+def nested(depth: int) -> list[object]:
+    value: list[object] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+async def test_an_answer_that_cannot_travel_fails_its_call_only() -> None:
+    async with trio.open_nursery() as nursery:
+        offload = await start_offload(nursery, "test")
+        pid = await offload.ask(Call(os.getpid, ()))
+        answers: dict[str, object] = {}
+
+        async def ask(name: str, call: Call) -> None:
+            try:
+                answers[name] = await offload.ask(call)
+            except Exception as exc:
+                answers[name] = exc
+
+        async with trio.open_nursery() as callers:  # one batch: too deep for pickle, and not
+            callers.start_soon(ask, "deep", Call(nested, (5000,)))
+            callers.start_soon(ask, "plain", Call(operator.add, (2, 2)))
+        assert isinstance(answers["deep"], RuntimeError)
+        assert "cannot be sent back" in str(answers["deep"])
+        assert answers["plain"] == 4
+        assert await offload.ask(Call(os.getpid, ())) == pid  # the same worker, alive
+        nursery.cancel_scope.cancel()

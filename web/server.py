@@ -53,7 +53,7 @@ import trio
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from hypercorn.config import Config
-from hypercorn.events import Event, RawData
+from hypercorn.events import Event, RawData, Updated
 from hypercorn.trio import run as _hypercorn_run
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.typing import AppWrapper, ASGIFramework
@@ -389,6 +389,8 @@ class _KeepAliveTimer:
             if self._idle and (self._terminated.is_set() or trio.current_time() >= self._deadline):
                 break
             # Otherwise a request arrived just as the deadline passed: keep watching.
+        if self._done:
+            return  # the connection ended before the timer first ran
         with trio.CancelScope(shield=True):
             await self._close()
 
@@ -415,6 +417,12 @@ class _TLSTCPServer(TCPServer):
                 self._held.append(event.data)
                 return
         elif self._held:
+            if isinstance(event, Updated):
+                # The keep-alive timer first: flushing yields, and a pipelined request may
+                # start meanwhile; its stop() must not be overtaken by this older restart().
+                await super().protocol_send(event)
+                await self._flush()
+                return
             await self._flush()  # what the connection does next comes after the response
         await super().protocol_send(event)
 

@@ -98,10 +98,10 @@ class Offload(Actor):
             await self._receive(process.stdout)
         payload = bytes(self._received[_LENGTH.size : _LENGTH.size + size])
         del self._received[: _LENGTH.size + size]
-        results: list[tuple[bool, Any]] = pickle.loads(payload)
-        if len(results) != len(calls):
+        answers: list[bytes] = pickle.loads(payload)
+        if len(answers) != len(calls):
             raise RuntimeError("the offload worker answered another number of calls")
-        return results
+        return [pickle.loads(answer) for answer in answers]
 
     async def _receive(self, stdout: trio.abc.ReceiveStream) -> None:
         chunk = await stdout.receive_some(1 << 16)
@@ -137,8 +137,9 @@ def _frame(value: Any) -> bytes:
     return _LENGTH.pack(len(payload)) + payload
 
 
-#: A worker that keeps dying is not worth restarting at once; callers do the work meanwhile.
-POLICY = RestartPolicy(max_restarts=5, within=60.0, backoff_initial=0.5, backoff_max=10.0)
+#: Calls wait in the mailbox while a worker is replaced: restart it quickly, and give up
+#: (callers then do the work themselves) if it keeps dying.
+POLICY = RestartPolicy(max_restarts=5, within=60.0, backoff_initial=0.05, backoff_max=1.0)
 
 
 async def start_offload(nursery: trio.Nursery, name: str) -> ActorRef[Call]:
@@ -151,15 +152,25 @@ async def start_offload(nursery: trio.Nursery, name: str) -> ActorRef[Call]:
 # --------------------------------------------------------------------------- the worker
 
 
-def _answer(call: Call) -> tuple[bool, Any]:
+def _answer(call: Call) -> bytes:
+    """One call's answer, pickled on its own: an answer that cannot travel (an exception
+    pickle cannot rebuild, a value nested too deep) fails that call, not the worker."""
     try:
-        return True, call.function(*call.args)
+        answer: tuple[bool, Any] = (True, call.function(*call.args))
     except Exception as exc:
-        try:
-            pickle.loads(pickle.dumps(exc))  # it must arrive, not only leave
-        except Exception:
-            return False, RuntimeError(f"{type(exc).__name__}: {exc}")
-        return False, exc
+        answer = (False, exc)
+    try:
+        payload = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
+        pickle.loads(payload)  # it must arrive, not only leave
+    except Exception as exc:
+        ok, value = answer
+        reason = (
+            f"the answer cannot be sent back: {type(exc).__name__}"
+            if ok
+            else f"{type(value).__name__}: {value}"
+        )
+        payload = pickle.dumps((False, RuntimeError(reason[:500])), pickle.HIGHEST_PROTOCOL)
+    return payload
 
 
 def serve_calls(source: IO[bytes], sink: IO[bytes]) -> None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import plistlib
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -92,7 +92,30 @@ def read_plist(body: bytes) -> dict[str, Any]:
         raise ProtocolError(f"not a property list: {type(exc).__name__}") from None
     if not isinstance(value, dict):
         raise ProtocolError("the property list is not a dictionary")
+    if not _nested_within(value, MAX_PLIST_DEPTH):
+        raise ProtocolError(f"the property list nests deeper than {MAX_PLIST_DEPTH} levels")
     return value
+
+
+#: Apple's messages nest a few levels (a list of profiles, each with its payloads); far
+#: deeper is no message of a device, and would only strain whatever walks it next.
+MAX_PLIST_DEPTH = 32
+
+
+def _nested_within(value: object, limit: int) -> bool:
+    pending: list[tuple[object, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict):
+            children: Iterable[object] = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return False
+        pending.extend((child, depth + 1) for child in children)
+    return True
 
 
 def write_plist(value: Mapping[str, Any]) -> bytes:

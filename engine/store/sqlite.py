@@ -139,7 +139,11 @@ class Writer(Actor):
                     # to a thread costs more than it saves, since it needs the GIL the loop
                     # holds. Only the commit (the fsync) goes to a thread.
                     results = self._apply(batch)
-                    await trio.to_thread.run_sync(self._commit)
+                    try:
+                        await trio.to_thread.run_sync(self._commit)
+                    except BaseException:
+                        self._roll_back()  # the thread may never have run the commit
+                        raise
                 else:
                     results = await trio.to_thread.run_sync(self._apply_and_commit, batch)
             except BaseException as exc:
@@ -184,14 +188,16 @@ class Writer(Actor):
         return results
 
     def _commit(self) -> None:
-        conn = self.conn
-        assert conn is not None
+        assert self.conn is not None
         try:
-            conn.execute("COMMIT")
+            self.conn.execute("COMMIT")
         except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            self._roll_back()
             raise
+
+    def _roll_back(self) -> None:
+        if self.conn is not None and self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
 
     async def stopping(self) -> None:
         if self.conn is not None:
