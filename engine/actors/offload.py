@@ -11,9 +11,10 @@ without holding up the loop.
 Handing over costs the loop a pickle and a pipe write, so the actor takes every call
 queued while the previous batch was out, and sends them in one frame (as the store's
 writer commits writes together). A frame is a 4-byte big-endian length and a pickle: a
-list of :class:`Call` one way, a list of ``(True, value)`` or ``(False, exception)`` the
-other. Only top-level functions with picklable arguments and results can be called;
-nothing in the worker may touch the store or keep state a caller relies on.
+list of :class:`Call` one way; the other, a list of answers, ``(True, value)`` or
+``(False, exception)`` each pickled on its own, so that one that cannot travel fails only
+its call. Only top-level functions with picklable arguments can be called; nothing in the
+worker may touch the store or keep state a caller relies on.
 
 Supervision is the runtime's: if the worker dies, the batch in flight fails with
 :class:`~engine.actors.ActorDead`, the actor restarts with a fresh worker, and callers
