@@ -369,7 +369,7 @@ async def checked_message(
 ) -> tuple[str, M]:
     """:func:`read_signed`, in the offload worker when there is one. Should the worker be
     gone for good, the work is done here: slower, never refused for that reason."""
-    if mdm.offload is not None and mdm.offload.alive:
+    if mdm.offload is not None:
         try:
             answer: tuple[str, M] = await mdm.offload.ask(
                 Call(read_signed, (mdm.ca_der, signature, body, parse))

@@ -14,11 +14,10 @@ Two directions:
   (or, without signed attributes, the signature over the body itself), and the signature
   with the signer certificate named by ``sid`` and carried in ``certificates``.
 
-Verification runs on every message a device sends, so it comes in two steps:
+Verification runs on every message a device sends, so it is kept cheap, in two steps:
 :func:`_read_signed_data` walks the DER by offsets into the one ``bytes`` object (no
 element is copied, only the few values the check needs are sliced out) and
-:func:`_check_signature` does the cryptography (the body's digest and the signature), the
-part a caller may run in a worker thread since ``cryptography`` releases the GIL there.
+:func:`_check_signature` does the cryptography (the body's digest and the signature).
 
 Whether the signer certificate is one of *ours* (issued by the service's CA, bound to the
 enrolment) is the caller's decision; this module only proves who signed the body.

@@ -182,8 +182,7 @@ class Writer(Actor):
                     conn.execute("RELEASE w")
                     results.append(outcome.Value(value))
         except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            self._roll_back()
             raise
         return results
 
@@ -226,13 +225,14 @@ class SQLiteStore:
         return self._writer.alive
 
     async def write(self, unit: Callable[..., T], /, *args: Any) -> T:
-        reply = Reply()
-        self._writer.post((unit, args, False), reply)
-        return await reply.wait()
+        return await self._write(unit, args, point=False)
 
     async def write_point(self, unit: Callable[..., T], /, *args: Any) -> T:
+        return await self._write(unit, args, point=True)
+
+    async def _write(self, unit: Callable[..., T], args: tuple[Any, ...], *, point: bool) -> T:
         reply = Reply()
-        self._writer.post((unit, args, True), reply)
+        self._writer.post((unit, args, point), reply)
         return await reply.wait()
 
     async def read(self, unit: Callable[..., T], /, *args: Any) -> T:
